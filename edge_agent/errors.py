@@ -1,0 +1,29 @@
+"""The one root exception of edgekit, and the families raised by the agent's contracts.
+
+Every error a user can cause derives from ``EdgekitError`` and carries a message
+that fits on one line and says how to fix the problem.
+"""
+
+
+class EdgekitError(Exception):
+    """Root of every error edgekit raises on purpose."""
+
+
+class BundleError(EdgekitError):
+    """A bundle is malformed, hostile, tampered with or does not fit this device."""
+
+
+class SignatureError(BundleError):
+    """A bundle is unsigned, its signature does not verify, or its key is not trusted."""
+
+
+class ProtocolError(EdgekitError):
+    """An MQTT topic or payload does not follow edgekit's protocol."""
+
+
+class ModelLoadError(EdgekitError):
+    """A model file could not be loaded by its runtime, or failed its golden check."""
+
+
+class ConfigError(EdgekitError):
+    """A configuration value is missing or invalid."""
