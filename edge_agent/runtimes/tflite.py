@@ -1,0 +1,89 @@
+"""LiteRT (TFLite) interpreter sessions: ai-edge-litert, else tflite-runtime."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_agent.bundle.manifest import Quantization, TensorSpec
+from edge_agent.errors import ModelLoadError
+from edge_agent.runtimes.base import Session, register_runtime
+from edge_agent.runtimes.onnx import _first_line
+
+log = logging.getLogger(__name__)
+_GPU_DELEGATE_LIBS = ("libtensorflowlite_gpu_delegate.so",)
+
+
+def _interpreter_module() -> Any:
+    try:
+        from ai_edge_litert import interpreter
+    except ImportError:
+        try:
+            from tflite_runtime import interpreter  # type: ignore[no-redef]
+        except ImportError as exc:
+            raise ModelLoadError(
+                "no TFLite interpreter installed; pip install ai-edge-litert (or tflite-runtime)"
+            ) from exc
+    return interpreter
+
+
+def _spec(detail: dict[str, Any]) -> TensorSpec:
+    signature = detail.get("shape_signature", detail["shape"])
+    shape = [int(d) if d >= 0 else None for d in signature]
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    quant = Quantization(float(scale), int(zero_point)) if scale else None
+    return TensorSpec(name=detail["name"], shape=shape, dtype=np.dtype(detail["dtype"]).name,
+                      quantization=quant)
+
+
+def _delegates(module: Any, name: str) -> list[Any]:
+    if name != "gpu":
+        return []  # XNNPACK is LiteRT's built-in CPU path; "none" also runs there
+    for lib in _GPU_DELEGATE_LIBS:
+        try:
+            return [module.load_delegate(lib)]
+        except (ValueError, OSError):
+            continue
+    log.warning("TFLite GPU delegate not found; running on the CPU (XNNPACK)")
+    return []
+
+
+class TfliteSession(Session):
+    """One TFLite model loaded in the LiteRT interpreter."""
+
+    backend = "litert"
+
+    def __init__(self, path: Path, options: dict[str, Any]) -> None:
+        module = _interpreter_module()
+        try:
+            self._it = module.Interpreter(
+                model_path=str(path), num_threads=int(options.get("threads", 1)),
+                experimental_delegates=_delegates(module, options.get("delegate", "xnnpack")))
+            self._it.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelLoadError(f"LiteRT cannot load {path.name}: {_first_line(exc)}") from exc
+        self._in = self._it.get_input_details()
+        self._out = self._it.get_output_details()
+        self.inputs = [_spec(d) for d in self._in]
+        self.outputs = [_spec(d) for d in self._out]
+
+    def _fit(self, index: int, shape: tuple) -> None:
+        if tuple(self._in[index]["shape"]) != shape:
+            self._it.resize_tensor_input(self._in[index]["index"], list(shape))
+            self._it.allocate_tensors()
+            self._in = self._it.get_input_details()
+            self._out = self._it.get_output_details()
+
+    def run(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
+        for i, array in enumerate(feeds):
+            self._fit(i, array.shape)
+        for detail, array in zip(self._in, feeds):
+            self._it.set_tensor(detail["index"], array)
+        self._it.invoke()
+        return [self._it.get_tensor(d["index"]).copy() for d in self._out]
+
+
+register_runtime("tflite")(TfliteSession)

@@ -1,0 +1,121 @@
+"""Pack an existing .onnx or .tflite file into a signed bundle ("bring your own model")."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edge_agent import __version__ as agent_version
+from edge_agent.bundle import Golden, Manifest, ModelInfo, TargetInfo, load_private_key
+from edge_agent.bundle.archive import file_digest
+from edge_agent.bundle.manifest import TensorSpec
+from edge_agent.bundle.writer import write_bundle
+from edge_agent.errors import BundleError
+from edge_agent.golden import save_arrays, tolerance_for
+from edge_agent.runtimes import Session, load_session
+from export.introspect import format_of, precision_of
+from hardware_profiles import OnnxTarget, Profile, TfliteTarget
+
+Target = OnnxTarget | TfliteTarget
+
+
+@dataclass
+class PackRequest:
+    """What ``edgekit bundle pack`` was asked to do."""
+
+    model_file: Path
+    profile: Profile
+    name: str
+    version: str
+    key_file: Path
+    out: Path
+    precision: str | None = None
+    labels: list[str] = field(default_factory=list)
+
+
+def pick_target(profile: Profile, fmt: str, precision: str) -> Target:
+    """The profile's first target of this format and precision, or an error saying what fits."""
+    of_format = profile.targets_for(fmt)
+    if not of_format:
+        raise BundleError(f"profile '{profile.name}' cannot run {fmt} models; it runs: "
+                          f"{', '.join(profile.formats())}")
+    for target in of_format:
+        if target.precision == precision:
+            return target
+    listed = ", ".join(t.precision for t in of_format)
+    raise BundleError(f"profile '{profile.name}' runs {fmt} at {listed}, not {precision}; "
+                      "pass --precision or pick another profile")
+
+
+def golden_inputs(specs: list[TensorSpec], seed: int = 0) -> list[np.ndarray]:
+    """Seeded inputs of the model's shapes (dynamic dims as 1) and dtypes."""
+    rng = np.random.default_rng(seed)
+    arrays = []
+    for spec in specs:
+        shape = tuple(1 if d is None else d for d in spec.shape)
+        dtype = np.dtype(spec.dtype)
+        if dtype.kind == "f":
+            arrays.append(rng.standard_normal(shape).astype(dtype))
+        elif dtype.kind in "iu":
+            info = np.iinfo(dtype)
+            arrays.append(rng.integers(max(info.min, -128), min(info.max, 127) + 1, shape,
+                                       dtype=dtype))
+        else:
+            arrays.append(rng.integers(0, 2, shape).astype(dtype))
+    return arrays
+
+
+def _check_size(profile: Profile, path: Path) -> None:
+    size_mb = path.stat().st_size / 1e6
+    if size_mb > profile.limits.max_model_mb:
+        raise BundleError(f"model is {size_mb:.1f} MB; profile '{profile.name}' allows "
+                          f"{profile.limits.max_model_mb} MB (limits.max_model_mb)")
+
+
+def pack_model(req: PackRequest) -> Manifest:
+    """Inspect, check against the profile, record a golden pair, sign and write the bundle."""
+    if not req.model_file.is_file():
+        raise BundleError(f"model file {req.model_file} does not exist")
+    fmt = format_of(req.model_file)
+    _check_size(req.profile, req.model_file)
+    key = load_private_key(req.key_file)
+    first = req.profile.targets_for(fmt)
+    if not first:
+        pick_target(req.profile, fmt, "fp32")  # raises the "cannot run" error
+    session = load_session(fmt, req.model_file, first[0].runtime_options())
+    precision = req.precision or precision_of(fmt, req.model_file, session)
+    target = pick_target(req.profile, fmt, precision)
+    return _write(req, fmt, target, session, key)
+
+
+def _write(req: PackRequest, fmt: str, target: Target, session: Session,
+           key: Ed25519PrivateKey) -> Manifest:
+    feeds = golden_inputs(session.inputs)
+    outputs = session.run(feeds)
+    atol, rtol = tolerance_for(target.precision, outputs)
+    sha, size = file_digest(req.model_file)
+    manifest = Manifest(
+        model=ModelInfo(name=req.name, version=str(req.version)),
+        profile=req.profile.name,
+        target=TargetInfo(format=fmt, precision=target.precision,
+                          runtime=target.runtime_options()),
+        files={}, inputs=session.inputs, outputs=session.outputs,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        created_by=f"edgekit {agent_version} bundle pack",
+        labels=list(req.labels),
+        metrics={"size_bytes": size},
+        lineage={"source_model_sha256": sha, "recipe": "bring-your-own-model",
+                 "parent_version": None},
+        golden=Golden(atol=atol, rtol=rtol),
+    )
+    with tempfile.TemporaryDirectory(prefix="edgekit-pack-") as tmp:
+        gin, gout = Path(tmp) / "golden_input.npz", Path(tmp) / "golden_output.npz"
+        gin.write_bytes(save_arrays(feeds))
+        gout.write_bytes(save_arrays(outputs))
+        payloads = {"model": req.model_file, "golden_input": gin, "golden_output": gout}
+        return write_bundle(manifest, payloads, key, req.out)
