@@ -1,0 +1,92 @@
+"""``edgekit bundle``: pack, verify and inspect signed ``.ekb`` bundles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from edge_agent.bundle import open_bundle, read_manifest_unverified, trusted_keys
+from edgekit.cli.options import JsonFlag, ProfilesDir, dirs
+from edgekit.cli.output import console, print_json
+
+app = typer.Typer(help="Signed model bundles (.ekb): pack, verify, inspect.",
+                  no_args_is_help=True)
+
+
+@app.command("pack")
+def pack(
+    model_file: Path = typer.Argument(..., help="An existing .onnx or .tflite file."),
+    profile: str = typer.Option(..., "--profile", help="Hardware profile the bundle is for."),
+    name: str = typer.Option(..., "--name", help="Model name."),
+    version: str = typer.Option(..., "--version", help="Model version: 7 or 1.4.2."),
+    key: Path = typer.Option(..., "--key", help="Private key (from 'edgekit keys generate')."),
+    out: Path = typer.Option(..., "-o", "--out", help="Bundle file to write (.ekb)."),
+    precision: str = typer.Option(
+        None, "--precision", help="fp32|fp16|int8|int8-dynamic; default: read from the model."),
+    labels: Path = typer.Option(None, "--labels", help="Text file, one class label per line."),
+    profiles_dir: list[Path] = ProfilesDir,
+) -> None:
+    """Pack a model you already have into a signed bundle for a profile."""
+    from export.pack import PackRequest, pack_model
+    from hardware_profiles import get_profile
+
+    label_list = labels.read_text(encoding="utf-8").split() if labels else []
+    request = PackRequest(model_file=model_file, profile=get_profile(profile, dirs(profiles_dir)),
+                          name=name, version=version, key_file=key, out=out,
+                          precision=precision, labels=label_list)
+    manifest = pack_model(request)
+    console.print(f"wrote {out}: {manifest.model.name} v{manifest.model.version} for "
+                  f"{manifest.profile} ({manifest.target.format}/{manifest.target.precision})")
+
+
+@app.command("verify")
+def verify(
+    bundle: Path = typer.Argument(..., help="Bundle file (.ekb)."),
+    pubkey: list[Path] = typer.Option(..., "--pubkey", help="Trusted public key (repeatable)."),
+    run: bool = typer.Option(False, "--run", help="Also load the model here and check its "
+                             "golden input/output."),
+    profiles_dir: list[Path] = ProfilesDir,
+) -> None:
+    """Check signature, hashes and profile; exit 0 only for a good bundle."""
+    from hardware_profiles import load_profiles
+
+    known = load_profiles(dirs(profiles_dir))
+    with open_bundle(bundle, trusted_keys(pubkey), known_profiles=set(known)) as opened:
+        m = opened.manifest
+        line = (f"ok: {bundle} is {m.model.name} v{m.model.version} for {m.profile}, "
+                f"signed by key {opened.key_id}")
+        if run:
+            from edge_agent.model import LoadedModel
+
+            result = LoadedModel.load(opened).golden
+            line += f"; golden check passed (max abs diff {result.max_abs_diff:.3g})"
+    console.print(line, highlight=False)
+
+
+@app.command("inspect")
+def inspect(bundle: Path = typer.Argument(..., help="Bundle file (.ekb)."),
+            as_json: bool = JsonFlag) -> None:
+    """Show a bundle's manifest (not verified: use 'verify' for that)."""
+    manifest = read_manifest_unverified(bundle)
+    if as_json:
+        print_json(manifest.to_dict())
+        return
+    m = manifest
+    console.print(f"[bold]{m.model.name}[/] v{m.model.version} for profile {m.profile}: "
+                  f"{m.target.format}/{m.target.precision} {m.target.runtime}", highlight=False)
+    table = Table(title="tensors")
+    for column in ("io", "name", "shape", "dtype", "quantization"):
+        table.add_column(column)
+    for io, specs in (("in", m.inputs), ("out", m.outputs)):
+        for s in specs:
+            q = f"scale={s.quantization.scale:.4g} zp={s.quantization.zero_point}" \
+                if s.quantization else "-"
+            table.add_row(io, s.name, str(s.shape), s.dtype, q)
+    console.print(table)
+    for role, entry in m.files.items():
+        console.print(f"file {role}: {entry.path} {entry.size} bytes sha256 {entry.sha256[:16]}…")
+    for key in ("metrics", "lineage"):
+        if getattr(m, key):
+            console.print(f"{key}: {getattr(m, key)}", highlight=False)

@@ -1,0 +1,70 @@
+"""The ``edgekit`` command: a thin layer that turns arguments into configs and calls the library.
+
+Command groups live in their own modules and import heavy libraries (torch,
+onnx, the cloud stack) only inside the commands that need them, so that
+``edgekit agent ...`` on a device never loads torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import typer
+
+from edge_agent.errors import EdgekitError
+from edgekit import __version__
+from edgekit.cli import agent, bundle, keys, profiles
+from edgekit.cli.output import fail
+
+app = typer.Typer(
+    name="edgekit",
+    help="Put PyTorch models on edge devices and keep them good there.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(profiles.app, name="profiles")
+app.add_typer(keys.app, name="keys")
+app.add_typer(bundle.app, name="bundle")
+app.add_typer(agent.app, name="agent")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"edgekit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details."),
+) -> None:
+    """Compress -> export -> bundle -> run on the device -> watch -> retrain -> roll out."""
+    level = logging.DEBUG if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command("demo")
+def demo(workdir: Path = typer.Option(Path("demo-out"), "--workdir", help="Where the demo writes."),
+         profile: str = typer.Option("x86-64", "--profile", help="Profile to build for.")) -> None:
+    """Run the end-to-end demo (the steps that exist so far)."""
+    from edgekit.demo import run_demo
+
+    run_demo(workdir, profile)
+
+
+def main() -> None:
+    """Entry point: run the app; library errors become one clear line and exit status 1."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        app()
+    except EdgekitError as exc:
+        fail(str(exc))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""The CLI: profiles, keys and bundles, as a user types them."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from edgekit.cli.main import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def wide_console():
+    """Tables wrap at 80 columns when there is no terminal; tests read whole cells."""
+    from edgekit.cli.output import console
+
+    old = console.width
+    console.width = 250
+    yield
+    console.width = old
+
+
+def run(*args: str):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def run_main(*args: str, capsys=None):
+    """Run through main() so library errors become one line and exit 1."""
+    import sys
+
+    from edgekit.cli.main import main
+
+    old = sys.argv
+    sys.argv = ["edgekit", *[str(a) for a in args]]
+    try:
+        with pytest.raises(SystemExit) as info:
+            main()
+    finally:
+        sys.argv = old
+    return info.value.code
+
+
+def test_profiles_list_table():
+    result = run("profiles", "list")
+    assert result.exit_code == 0
+    for name in ("rpi4", "jetson-orin-nano", "x86-64"):
+        assert name in result.stdout
+
+
+def test_profiles_list_json():
+    result = run("profiles", "list", "--json")
+    names = [p["name"] for p in json.loads(result.stdout)]
+    shipped = {"rpi4", "rpi5", "rpi-zero-2w", "jetson-nano", "jetson-orin-nano", "x86-64"}
+    assert shipped <= set(names)
+
+
+def test_profiles_show_json_and_table():
+    doc = json.loads(run("profiles", "show", "jetson-nano", "--json").stdout)
+    assert doc["name"] == "jetson-nano" and doc["targets"][0]["precision"] == "fp16"
+    assert "TensorrtExecutionProvider" in run("profiles", "show", "jetson-nano").stdout
+
+
+def test_profiles_dir_option(tmp_path):
+    from hardware_profiles.loader import BUILTIN_DIR
+
+    text = (BUILTIN_DIR / "x86-64.yaml").read_text().replace("name: x86-64", "name: lab-box")
+    (tmp_path / "lab-box.yaml").write_text(text)
+    result = run("profiles", "list", "--json", "--profiles-dir", tmp_path)
+    assert "lab-box" in [p["name"] for p in json.loads(result.stdout)]
+
+
+def test_unknown_profile_is_one_line_error(capsys):
+    assert run_main("profiles", "show", "nope") == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: unknown profile 'nope'") and "\n" not in err
+
+
+def test_keys_generate_writes_0600_private_key_and_refuses_overwrite(tmp_path, capsys):
+    assert run("keys", "generate", "--out", tmp_path).exit_code == 0
+    private = tmp_path / "edgekit_ed25519.pem"
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    assert b"PUBLIC KEY" in (tmp_path / "edgekit_ed25519.pub.pem").read_bytes()
+    before = private.read_bytes()
+    assert run_main("keys", "generate", "--out", tmp_path) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert private.read_bytes() == before
+
+
+@pytest.mark.parametrize("fixture, fmt, profile", [
+    ("tiny_onnx", "onnx", "x86-64"), ("tiny_tflite", "tflite", "rpi4")])
+def test_pack_verify_inspect(request, tmp_path, keypair, fixture, fmt, profile):
+    model: Path = request.getfixturevalue(fixture)
+    out = tmp_path / "b.ekb"
+    result = run("bundle", "pack", model, "--profile", profile, "--name", "tiny",
+                 "--version", "3", "--key", keypair[0], "-o", out)
+    assert result.exit_code == 0, result.output
+    assert "fp32" in result.stdout
+    verified = run("bundle", "verify", out, "--pubkey", keypair[1], "--run")
+    assert verified.exit_code == 0 and "golden check passed" in verified.stdout
+    doc = json.loads(run("bundle", "inspect", out, "--json").stdout)
+    assert doc["target"]["format"] == fmt and doc["target"]["precision"] == "fp32"
+    assert doc["inputs"][0]["dtype"] == "float32" and doc["outputs"][0]["shape"][-1] == 10
+    assert doc["golden"]["atol"] > 0 and set(doc["files"]) >= {"model", "golden_input"}
+    assert "tiny" in run("bundle", "inspect", out).stdout
+
+
+def test_pack_refuses_a_format_the_profile_cannot_run(tmp_path, keypair, tiny_tflite, capsys):
+    code = run_main("bundle", "pack", tiny_tflite, "--profile", "x86-64", "--name", "t",
+                    "--version", "1", "--key", keypair[0], "-o", tmp_path / "b.ekb",
+                    "--precision", "fp16")
+    assert code == 1
+    assert "runs tflite at int8, fp32, not fp16" in capsys.readouterr().err
+    assert not (tmp_path / "b.ekb").exists()
+
+
+def test_pack_refuses_unknown_file_type(tmp_path, keypair, capsys):
+    model = tmp_path / "m.pt"
+    model.write_bytes(b"x")
+    assert run_main("bundle", "pack", model, "--profile", "rpi4", "--name", "t", "--version",
+                    "1", "--key", keypair[0], "-o", tmp_path / "b.ekb") == 1
+    assert "unknown model file type" in capsys.readouterr().err
+
+
+def test_pack_refuses_bad_version(tmp_path, keypair, tiny_onnx, capsys):
+    assert run_main("bundle", "pack", tiny_onnx, "--profile", "x86-64", "--name", "t",
+                    "--version", "v1-beta", "--key", keypair[0], "-o", tmp_path / "b.ekb") == 1
+    assert "version 'v1-beta' is not valid" in capsys.readouterr().err
+
+
+def test_verify_fails_with_one_line_for_wrong_key(tmp_path, keypair, other_keypair, tiny_onnx,
+                                                  capsys):
+    out = tmp_path / "b.ekb"
+    run("bundle", "pack", tiny_onnx, "--profile", "x86-64", "--name", "t", "--version", "1",
+        "--key", keypair[0], "-o", out)
+    assert run_main("bundle", "verify", out, "--pubkey", other_keypair[1]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "not trusted" in err and "\n" not in err
+
+
+def test_pack_does_not_replace_a_good_bundle_on_failure(tmp_path, keypair, tiny_onnx):
+    out = tmp_path / "b.ekb"
+    run("bundle", "pack", tiny_onnx, "--profile", "x86-64", "--name", "t", "--version", "1",
+        "--key", keypair[0], "-o", out)
+    good = out.read_bytes()
+    bad_key = tmp_path / "bad.pem"
+    bad_key.write_text("nope")
+    assert run_main("bundle", "pack", tiny_onnx, "--profile", "x86-64", "--name", "t",
+                    "--version", "2", "--key", bad_key, "-o", out) == 1
+    assert out.read_bytes() == good
+
+
+def test_version_flag():
+    assert run("--version").stdout.startswith("edgekit ")
