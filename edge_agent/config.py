@@ -1,0 +1,120 @@
+"""The agent's settings: one typed config, from a file (JSON, or YAML via the CLI) and flags."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from edge_agent.errors import ConfigError, ProtocolError
+from edge_agent.protocol import check_id
+
+
+@dataclass
+class UpdatePolicy:
+    """Limits of an over-the-air update and the probation that follows the switch."""
+
+    max_download_bytes: int = 512 << 20
+    download_timeout_s: float = 30.0
+    download_retries: int = 5
+    probation_inferences: int = 200
+    probation_seconds: float = 120.0
+    max_error_rate: float = 0.02
+    max_latency_ratio: float = 2.0
+    min_inferences_for_rates: int = 20
+
+
+@dataclass
+class AgentConfig:
+    """Everything ``edgekit agent run`` needs; ``from_dict`` validates it with clear errors."""
+
+    device_id: str
+    fleet: str
+    state_dir: str
+    pubkeys: list[str]
+    bundle: str | None = None
+    profile: str | None = None
+    broker: str | None = None  # mqtt://host:port or mqtts://host:port; None = offline
+    username: str | None = None
+    password: str | None = None
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    http: str | None = None  # "127.0.0.1:8080"; None = no HTTP API
+    telemetry_interval_s: float = 10.0
+    sample_rate_per_min: float = 6.0
+    sample_max_bytes: int = 64 << 10
+    low_confidence: float = 0.5
+    outbox_max_bytes: int = 64 << 20
+    outbox_max_age_s: float = 7 * 86400.0
+    max_inflight: int = 32
+    update: UpdatePolicy = field(default_factory=UpdatePolicy)
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> AgentConfig:
+        """Build and validate a config; unknown keys are errors (typos must not pass)."""
+        if not isinstance(doc, dict):
+            raise ConfigError("agent config must be a mapping of settings")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(doc) - known)
+        if unknown:
+            raise ConfigError(f"unknown agent setting '{unknown[0]}'; "
+                              f"known: {', '.join(sorted(known))}")
+        values = dict(doc)
+        values["update"] = _update_policy(values.get("update") or {})
+        try:
+            cfg = cls(**values)
+        except TypeError as exc:
+            raise ConfigError(f"agent config: {exc}") from exc
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def from_json_file(cls, path: Path) -> AgentConfig:
+        """Read a JSON config file."""
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read agent config {path}: {exc}") from exc
+
+    def validate(self) -> None:
+        """Check ids, numbers and paths; raise ConfigError naming the setting."""
+        try:
+            check_id(self.device_id, "device_id")
+            check_id(self.fleet, "fleet")
+        except ProtocolError as exc:
+            raise ConfigError(str(exc)) from exc
+        if not self.pubkeys:
+            raise ConfigError("no trusted public key; set 'pubkeys' (or --pubkey)")
+        for name in ("telemetry_interval_s", "sample_max_bytes", "outbox_max_bytes",
+                     "max_inflight"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"setting '{name}' must be > 0, got {getattr(self, name)}")
+        if not 0.0 <= self.low_confidence <= 1.0:
+            raise ConfigError("setting 'low_confidence' must be between 0 and 1")
+        if self.http is not None:
+            parse_host_port(self.http)
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("mTLS needs both 'tls_cert' and 'tls_key'")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (JSON-ready), e.g. to write a config file."""
+        return asdict(self)
+
+
+def _update_policy(doc: dict[str, Any]) -> UpdatePolicy:
+    known = {f.name for f in fields(UpdatePolicy)}
+    unknown = sorted(set(doc) - known)
+    if unknown:
+        raise ConfigError(f"unknown update setting '{unknown[0]}'; "
+                          f"known: {', '.join(sorted(known))}")
+    return UpdatePolicy(**doc)
+
+
+def parse_host_port(text: str) -> tuple:
+    """'127.0.0.1:8080' -> ('127.0.0.1', 8080), with a clear error otherwise."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError(f"address {text!r} must look like 127.0.0.1:8080")
+    return host, int(port)

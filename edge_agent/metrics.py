@@ -1,0 +1,142 @@
+"""What the agent measures about its model, per telemetry window, cheaply and thread-safely.
+
+Per inference: latency, errors, non-finite outputs, top-1 confidence and class,
+and input values binned on the bundle's reference bin edges (the same bins the
+build recorded, so the cloud can compare windows to the reference for drift).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+CONFIDENCE_EDGES = [round(i / 10, 1) for i in range(11)]
+MAX_LATENCIES = 20000
+
+
+@dataclass
+class Window:
+    """A closed telemetry window: the figures of one interval."""
+
+    seconds: float
+    inferences: int
+    errors: int
+    non_finite: int
+    latency_ms: dict[str, float | None]
+    confidence: dict[str, Any]
+    class_counts: dict[str, int]
+    input_hist: dict[str, Any] | None
+
+
+def _input_edges(reference_stats: dict[str, Any]) -> np.ndarray | None:
+    edges = (reference_stats or {}).get("input", {}).get("bin_edges")
+    return np.asarray(edges, dtype=np.float64) if edges else None
+
+
+def top1(output: np.ndarray) -> tuple:
+    """(classes, confidences) of a batch of class scores; softmax applied if they are logits."""
+    scores = np.asarray(output, dtype=np.float32).reshape(output.shape[0], -1)
+    row_sums = scores.sum(axis=1)
+    if scores.min() < 0 or not np.allclose(row_sums, 1.0, atol=1e-2):
+        shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
+        scores = shifted / shifted.sum(axis=1, keepdims=True)
+    classes = scores.argmax(axis=1)
+    return classes, scores[np.arange(len(classes)), classes]
+
+
+def channel_counts(inputs: np.ndarray, edges: np.ndarray, axis: int = 1) -> np.ndarray:
+    """Per-channel counts of input values on fixed bin edges.
+
+    Returns shape (channels, len(edges) + 1): column 0 counts values below the
+    first edge, the last column values at or above the last edge, and the ones
+    between them the bins. The build side records the calibration set's
+    reference statistics with this same function, so device and build agree.
+    """
+    per_channel = np.moveaxis(np.asarray(inputs, dtype=np.float32), axis, 0)
+    flat = per_channel.reshape(per_channel.shape[0], -1)
+    bins = len(edges) + 1
+    idx = np.searchsorted(edges, flat, side="right")
+    offsets = (np.arange(flat.shape[0]) * bins)[:, None]
+    counts = np.bincount((idx + offsets).ravel(), minlength=flat.shape[0] * bins)
+    return counts.reshape(flat.shape[0], bins)
+
+
+class ModelMetrics:
+    """Accumulates one window of figures; ``close_window`` returns and resets them."""
+
+    def __init__(self, reference_stats: dict[str, Any] | None = None,
+                 channel_axis: int = 1) -> None:
+        self._lock = threading.Lock()
+        self._edges = _input_edges(reference_stats or {})
+        self._axis = int((reference_stats or {}).get("input", {}).get("channel_axis", channel_axis))
+        self._reset(time.monotonic())
+
+    def _reset(self, now: float) -> None:
+        self._start = now
+        self._count = self._errors = self._non_finite = 0
+        self._latencies: list[float] = []
+        self._conf_counts = np.zeros(len(CONFIDENCE_EDGES) - 1, dtype=np.int64)
+        self._conf_sum = 0.0
+        self._classes: dict[str, int] = {}
+        self._input_counts: np.ndarray | None = None
+
+    def record(self, latency_ms: float, inputs: np.ndarray, output: np.ndarray) -> tuple:
+        """Count one successful batch; returns (classes, confidences) for sampling."""
+        finite = bool(np.isfinite(output).all())
+        classes, conf = top1(output) if finite else (np.zeros(0, int), np.zeros(0))
+        hist = self._histogram(inputs)
+        conf_bins = np.histogram(conf, bins=CONFIDENCE_EDGES)[0] if conf.size else None
+        with self._lock:
+            self._count += int(output.shape[0]) if output.ndim else 1
+            self._non_finite += 0 if finite else 1
+            if len(self._latencies) < MAX_LATENCIES:
+                self._latencies.append(latency_ms)
+            if conf_bins is not None:
+                self._conf_counts += conf_bins
+                self._conf_sum += float(conf.sum())
+            for c in classes.tolist():
+                self._classes[str(c)] = self._classes.get(str(c), 0) + 1
+            if hist is not None:
+                old = self._input_counts
+                self._input_counts = hist if old is None else old + hist
+        return classes, conf
+
+    def record_error(self) -> None:
+        """Count one failed inference."""
+        with self._lock:
+            self._errors += 1
+
+    def _histogram(self, inputs: np.ndarray) -> np.ndarray | None:
+        if self._edges is None or inputs.ndim <= self._axis:
+            return None
+        return channel_counts(inputs, self._edges, self._axis)
+
+    def close_window(self) -> Window:
+        """The figures since the last call, and a fresh window."""
+        now = time.monotonic()
+        with self._lock:
+            window = self._snapshot(now)
+            self._reset(now)
+        return window
+
+    def _snapshot(self, now: float) -> Window:
+        lat = np.asarray(self._latencies) if self._latencies else None
+        pct = {f"p{q}": (round(float(np.percentile(lat, q)), 4) if lat is not None else None)
+               for q in (50, 95, 99)}
+        hist = None
+        if self._input_counts is not None:
+            counts = self._input_counts
+            hist = {"bin_edges": self._edges.tolist(), "channel_axis": self._axis,
+                    "below": counts[:, 0].tolist(), "above": counts[:, -1].tolist(),
+                    "per_channel": counts[:, 1:-1].tolist()}
+        scored = int(self._conf_counts.sum())
+        return Window(
+            seconds=round(now - self._start, 3), inferences=self._count, errors=self._errors,
+            non_finite=self._non_finite, latency_ms=pct,
+            confidence={"edges": CONFIDENCE_EDGES, "counts": self._conf_counts.tolist(),
+                        "mean": round(self._conf_sum / scored, 5) if scored else None},
+            class_counts=dict(self._classes), input_hist=hist)

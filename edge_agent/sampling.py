@@ -1,0 +1,78 @@
+"""Choosing inputs worth sending home for retraining: rate-limited and size-capped."""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+
+class TokenBucket:
+    """At most ``rate_per_min`` events a minute, with a burst of up to one minute's worth."""
+
+    def __init__(self, rate_per_min: float) -> None:
+        self._lock = threading.Lock()
+        self.set_rate(rate_per_min)
+
+    def set_rate(self, rate_per_min: float) -> None:
+        """Change the rate; the bucket starts full."""
+        with self._lock:
+            self._rate = max(rate_per_min, 0.0) / 60.0
+            self._capacity = max(rate_per_min, 1.0)
+            self._tokens = self._capacity if rate_per_min > 0 else 0.0
+            self._last = time.monotonic()
+
+    def take(self) -> bool:
+        """True (and one token spent) if an event may happen now."""
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self._capacity, self._tokens + (now - self._last) * self._rate)
+            self._last = now
+            if self._tokens >= 1.0:
+                self._tokens -= 1.0
+                return True
+            return False
+
+
+class Sampler:
+    """Decides which inputs become samples, and encodes them for the ``samples`` topic."""
+
+    def __init__(self, rate_per_min: float, max_bytes: int, low_confidence: float,
+                 input_range: tuple | None = None) -> None:
+        self.bucket = TokenBucket(rate_per_min)
+        self.max_bytes = int(max_bytes)
+        self.low_confidence = float(low_confidence)
+        self.input_range = input_range
+
+    def reason(self, x: np.ndarray, confidence: float) -> str | None:
+        """Why this input is interesting ('low_confidence', 'out_of_range'), or None."""
+        if confidence < self.low_confidence:
+            return "low_confidence"
+        if self.input_range is not None:
+            lo, hi = self.input_range
+            if float(x.min()) < lo or float(x.max()) > hi:
+                return "out_of_range"
+        return None
+
+    def select(self, x: np.ndarray, confidence: float) -> str | None:
+        """The reason to keep ``x``, if it is interesting, small enough and the rate allows."""
+        why = self.reason(x, confidence)
+        if why is None or x.nbytes > self.max_bytes or not self.bucket.take():
+            return None
+        return why
+
+
+def encode_input(x: np.ndarray) -> dict[str, Any]:
+    """An array as the protocol's ``input`` block: dtype, shape, base64 of the raw bytes."""
+    x = np.ascontiguousarray(x)
+    return {"dtype": x.dtype.name, "shape": list(x.shape),
+            "data": base64.b64encode(x.tobytes()).decode("ascii")}
+
+
+def decode_input(block: dict[str, Any]) -> np.ndarray:
+    """The inverse of ``encode_input``."""
+    raw = base64.b64decode(block["data"])
+    return np.frombuffer(raw, dtype=np.dtype(block["dtype"])).reshape(block["shape"])
