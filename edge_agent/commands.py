@@ -1,0 +1,244 @@
+"""Commands from the cloud: update, rollback, set-config, ping — and the update's probation.
+
+Every command gets exactly one result on ``cmd/result`` (an update gets a
+second, final one when its probation ends). Malformed or unknown commands get
+an error result; nothing here may raise into the agent's threads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from edge_agent import protocol as proto
+from edge_agent.bundle.archive import file_digest
+from edge_agent.bundle.reader import open_bundle
+from edge_agent.bundle.versions import is_newer
+from edge_agent.download import download
+from edge_agent.errors import EdgekitError, ProtocolError
+from edge_agent.golden import load_arrays
+from edge_agent.probation import Probation
+from edge_agent.slots import ActiveModel
+
+if TYPE_CHECKING:
+    from edge_agent.agent import Agent
+
+log = logging.getLogger(__name__)
+
+
+class UpdateRejected(EdgekitError):
+    """An offered update failed a check; the current model keeps serving."""
+
+
+def golden_latency_ms(active: ActiveModel, runs: int = 15) -> float:
+    """Median latency of the model on its golden input (a probe that needs no traffic)."""
+    m = active.model.manifest
+    if m.golden is None:
+        return float("nan")
+    feeds = load_arrays(active.bundle.path(m.golden.input_role))
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        active.model.session.run(feeds)
+        times.append((time.perf_counter() - start) * 1000.0)
+    return float(np.median(times))
+
+
+class CommandHandler:
+    """Decodes commands, dispatches them by type and answers each one."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.handlers: dict[str, Callable[[proto.Command], dict[str, Any]]] = {
+            "update": self.update, "rollback": self.rollback,
+            "set-config": self.set_config, "ping": self.ping,
+        }
+
+    # dispatch ----------------------------------------------------------------
+    def handle(self, payload: bytes) -> None:
+        """Answer one raw command payload; never raises."""
+        cmd_id, ctype = _ids(payload)
+        try:
+            cmd = proto.Command.from_json(payload)
+            cmd_id, ctype = cmd.cmd_id, cmd.type
+            detail = self.handlers[cmd.type](cmd)
+            self.result(cmd_id, ctype, True, None, detail)
+        except (EdgekitError, OSError) as exc:
+            self.result(cmd_id, ctype, False, str(exc), {})
+        except Exception as exc:  # a bug must not kill the command thread
+            log.exception("command %s failed", cmd_id)
+            self.result(cmd_id, ctype, False, f"internal error: {type(exc).__name__}: {exc}", {})
+
+    def result(self, cmd_id: str, ctype: str, ok: bool, error: str | None,
+               detail: dict[str, Any]) -> None:
+        """Queue a cmd/result message."""
+        a = self.agent
+        a.publish(proto.CMD_RESULT, lambda seq: proto.CommandResult(
+            device_id=a.cfg.device_id, seq=seq, ts=time.time(), cmd_id=cmd_id, type=ctype,
+            ok=ok, error=error, detail=detail).to_json())
+
+    # simple commands ---------------------------------------------------------
+    def ping(self, cmd: proto.Command) -> dict[str, Any]:
+        """Answer with what is being served."""
+        return {"model": self.agent.model_info(), "probation": self.agent.probation is not None}
+
+    def set_config(self, cmd: proto.Command) -> dict[str, Any]:
+        """Change telemetry interval or sampling at run time."""
+        a, args = self.agent, cmd.args
+        if "telemetry_interval_s" in args:
+            if args["telemetry_interval_s"] < 0.1:
+                raise ProtocolError("telemetry_interval_s must be at least 0.1")
+            a.cfg.telemetry_interval_s = float(args["telemetry_interval_s"])
+        if "sample_rate_per_min" in args:
+            a.sampler.bucket.set_rate(float(args["sample_rate_per_min"]))
+        if "sample_max_bytes" in args:
+            a.sampler.max_bytes = int(args["sample_max_bytes"])
+        if "low_confidence" in args:
+            a.sampler.low_confidence = float(args["low_confidence"])
+        return {"applied": sorted(args)}
+
+    def rollback(self, cmd: proto.Command) -> dict[str, Any]:
+        """Go back to the kept previous model (the only way to an older version)."""
+        record = self.roll_back("rollback command")
+        return {"model": {"name": record.name, "version": record.version}}
+
+    # update ------------------------------------------------------------------
+    def update(self, cmd: proto.Command) -> dict[str, Any]:
+        """Download, verify, stage, golden-check, switch; then probation decides."""
+        a, args = self.agent, cmd.args
+        if a.probation is not None:
+            raise UpdateRejected("an update is still in probation; wait for its result")
+        a.set_status("updating", {"version": args["version"]})
+        downloads = a.state_dir / "downloads"
+        downloads.mkdir(exist_ok=True)
+        path = downloads / f"{args['sha256']}.ekb"
+        try:
+            download(args["url"], path, a.cfg.update.max_download_bytes,
+                     a.cfg.update.download_timeout_s, a.cfg.update.download_retries,
+                     args.get("size"))
+            new = self._verify_and_load(path, args)
+        except BaseException:
+            a.set_status("online", {})
+            raise
+        finally:
+            shutil.rmtree(downloads, ignore_errors=True)
+        baseline = self._check_latency(new)
+        self.switch(new, probation=True)
+        a.probation = Probation(a.cfg.update, baseline)
+        a.probation_cmd = cmd.cmd_id
+        a.set_status("online", {"probation": True})
+        return {"phase": "probation", "final": False, "version": new.record.version}
+
+    def _verify_and_load(self, path: Path, args: dict[str, Any]) -> ActiveModel:
+        a = self.agent
+        sha, _ = file_digest(path)
+        if sha != args["sha256"]:
+            raise UpdateRejected(f"downloaded bundle sha256 {sha[:12]}… does not match the "
+                                 f"command's {args['sha256'][:12]}…")
+        with open_bundle(path, a.store.trusted, workdir=a.store.work) as opened:
+            m = opened.manifest
+        if m.profile != a.profile:
+            raise UpdateRejected(f"bundle is for profile '{m.profile}'; this device is "
+                                 f"'{a.profile}'")
+        if m.model.version != args["version"]:
+            raise UpdateRejected(f"command says version {args['version']}, bundle is "
+                                 f"{m.model.version}")
+        installed = a.active.record.version
+        if not is_newer(m.model.version, installed):
+            raise UpdateRejected(f"version {m.model.version} is not newer than installed "
+                                 f"{installed} (anti-rollback; use the rollback command)")
+        record = a.store.stage(path)
+        try:
+            return a.store.open_slot(record)  # re-verifies and runs the golden check
+        except BaseException:
+            shutil.rmtree(a.store.models / record.slot, ignore_errors=True)
+            raise
+
+    def _check_latency(self, new: ActiveModel) -> float | None:
+        old_ms = golden_latency_ms(self.agent.active)
+        new_ms = golden_latency_ms(new)
+        ratio = self.agent.cfg.update.max_latency_ratio
+        if np.isfinite(old_ms) and new_ms > ratio * old_ms and new_ms - old_ms > 0.05:
+            new.close()
+            raise UpdateRejected(f"latency regression: {new_ms:.2f} ms vs {old_ms:.2f} ms on the "
+                                 f"golden input (bound {ratio}x)")
+        # Probation compares live latency with the old model's live latency; without
+        # enough live traffic the golden-input comparison above is the latency check.
+        recent = list(self.agent.recent_latency)
+        return float(np.median(recent)) if len(recent) >= 10 else None
+
+    def switch(self, new: ActiveModel, probation: bool) -> None:
+        """Point the store at ``new`` (atomic) and serve it."""
+        a = self.agent
+        a.store.switch(new.record, probation=probation)
+        self._serve(new)
+
+    def _serve(self, new: ActiveModel) -> None:
+        a = self.agent
+        with a._swap_lock:
+            old, a.active = a.active, new
+            a.metrics = a._new_metrics()
+            a.sampler = a._new_sampler()
+            a.recent_latency.clear()
+        old.close()
+
+    def roll_back(self, reason: str) -> Any:
+        """Serve the previous model again; report why."""
+        a = self.agent
+        record = a.store.rollback()
+        self._serve(a.store.open_slot(record))
+        a.probation = None
+        a.store.gc()
+        a.set_status("online", {"rolled_back": reason})
+        log.warning("rolled back to %s v%s: %s", record.name, record.version, reason)
+        return record
+
+    def check_probation(self) -> None:
+        """Called periodically: roll back on a bad verdict, commit once probation passes."""
+        a = self.agent
+        probation = a.probation
+        if probation is None:
+            return
+        verdict = probation.verdict()
+        if verdict is None and probation.passed() and probation.count == 0:
+            verdict = self._probe(probation)
+        cmd_id = a.probation_cmd or "probation"
+        if verdict is not None:
+            failed = a.active.record.version
+            record = self.roll_back(verdict)
+            self.result(cmd_id, "update", False, f"rolled back to {record.version}: {verdict}",
+                        {"phase": "rolled_back", "final": True, "failed_version": failed})
+        elif probation.passed():
+            a.probation = None
+            a.store.end_probation()
+            a.store.gc()
+            self.result(cmd_id, "update", True, None,
+                        {"phase": "committed", "final": True, "version": a.active.record.version})
+
+    def _probe(self, probation: Probation) -> str | None:
+        """No traffic during probation: judge the model on its golden input instead."""
+        active = self.agent.active
+        m = active.model.manifest
+        if m.golden is None:
+            return None
+        outputs = active.model.session.run(load_arrays(active.bundle.path(m.golden.input_role)))
+        if not all(np.isfinite(o.astype(np.float64)).all() for o in outputs):
+            return "model produced NaN/inf on its golden input"
+        return None
+
+
+def _ids(payload: bytes) -> tuple:
+    """Best-effort cmd_id and type of a payload that may not parse."""
+    try:
+        doc = json.loads(payload.decode("utf-8"))
+        if isinstance(doc, dict):
+            return str(doc.get("cmd_id", "unknown"))[:64], str(doc.get("type", "unknown"))[:32]
+    except (UnicodeDecodeError, ValueError):
+        pass
+    return "unknown", "unknown"
