@@ -43,3 +43,28 @@ def tiny_tflite(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture()
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def make_onnx_bundle(tmp_path_factory: pytest.TempPathFactory, keypair):
+    """Pack a tiny ONNX model into a signed bundle: version, profile and model variant vary."""
+    from export.pack import PackRequest, pack_model
+    from hardware_profiles import get_profile
+
+    folder = tmp_path_factory.mktemp("bundles")
+    made: dict[tuple, Path] = {}
+
+    def make(version: str = "1", profile: str = "x86-64", seed: int = 0,
+             nan_above: float | None = None, slow: int = 0, key: Path | None = None) -> Path:
+        spec = (version, profile, seed, nan_above, slow, key)
+        if spec not in made:
+            tag = f"v{version}-{profile}-s{seed}-n{nan_above}-slow{slow}-{len(made)}"
+            model = make_tiny_onnx(folder / f"{tag}.onnx", seed=seed, nan_above=nan_above,
+                                   slow=slow)
+            out = folder / f"{tag}.ekb"
+            pack_model(PackRequest(model_file=model, profile=get_profile(profile), name="tiny",
+                                   version=version, key_file=key or keypair[0], out=out))
+            made[spec] = out
+        return made[spec]
+
+    return make

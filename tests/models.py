@@ -7,25 +7,55 @@ from pathlib import Path
 import numpy as np
 
 
-def make_tiny_onnx(path: Path, seed: int = 0, nan: bool = False) -> Path:
-    """A small ONNX graph: flatten, Gemm, Softmax. ``nan=True`` poisons its weights."""
+def make_tiny_onnx(path: Path, seed: int = 0, nan_above: float | None = None,
+                   slow: int = 0) -> Path:
+    """A small ONNX graph: flatten, MatMul, Add, Softmax.
+
+    ``nan_above``: outputs turn NaN when the input's sum exceeds it (a model that
+    passes its golden check but fails on live data). ``slow``: adds a chain of
+    that many 512x512 matmuls fed by the input (same outputs, much slower).
+    """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
     w = rng.standard_normal((64, 10)).astype(np.float32) * 0.3
-    if nan:
-        w[0, 0] = np.nan
     b = rng.standard_normal(10).astype(np.float32) * 0.1
+    nodes = [helper.make_node("Flatten", ["x"], ["flat"], axis=1),
+             helper.make_node("MatMul", ["flat", "w"], ["mm"]),
+             helper.make_node("Add", ["mm", "b"], ["logits"]),
+             helper.make_node("Softmax", ["logits"], ["p0"], axis=1)]
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")]
+    last = "p0"
+    if nan_above is not None:
+        inits.append(numpy_helper.from_array(np.array([nan_above], np.float32), "limit"))
+        nodes += [helper.make_node("ReduceSum", ["flat"], ["total"], keepdims=1),
+                  helper.make_node("Sub", ["limit", "total"], ["room"]),
+                  helper.make_node("Sqrt", ["room"], ["root"]),
+                  helper.make_node("Mul", ["root", "zero"], ["nan_or_zero"]),
+                  helper.make_node("Add", [last, "nan_or_zero"], ["p1"])]
+        inits.append(numpy_helper.from_array(np.zeros(1, np.float32), "zero"))
+        last = "p1"
+    if slow:
+        big = rng.standard_normal((512, 512)).astype(np.float32) / 512
+        up = rng.standard_normal((64, 512)).astype(np.float32) / 64
+        inits += [numpy_helper.from_array(big, "big"), numpy_helper.from_array(up, "up"),
+                  numpy_helper.from_array(np.zeros(1, np.float32), "zero_s")]
+        nodes.append(helper.make_node("MatMul", ["flat", "up"], ["wide"]))
+        prev = "wide"
+        for i in range(slow):
+            nodes.append(helper.make_node("MatMul", [prev, "big"], [f"chain{i}"]))
+            prev = f"chain{i}"
+        nodes += [helper.make_node("ReduceSum", [prev], ["chain_sum"], keepdims=0),
+                  helper.make_node("Mul", ["chain_sum", "zero_s"], ["nothing"]),
+                  helper.make_node("Add", [last, "nothing"], ["p2"])]
+        last = "p2"
+    nodes.append(helper.make_node("Identity", [last], ["probs"]))
     graph = helper.make_graph(
-        [helper.make_node("Flatten", ["x"], ["flat"], axis=1),
-         helper.make_node("MatMul", ["flat", "w"], ["mm"]),
-         helper.make_node("Add", ["mm", "b"], ["logits"]),
-         helper.make_node("Softmax", ["logits"], ["probs"], axis=1)],
-        "tiny",
+        nodes, "tiny",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
         [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 10])],
-        initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
+        initializer=inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
