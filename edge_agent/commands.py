@@ -20,7 +20,6 @@ from edge_agent import protocol as proto
 from edge_agent.bundle.archive import file_digest
 from edge_agent.bundle.reader import open_bundle
 from edge_agent.bundle.versions import is_newer
-from edge_agent.download import download
 from edge_agent.errors import EdgekitError, ProtocolError
 from edge_agent.golden import load_arrays
 from edge_agent.probation import Probation
@@ -111,6 +110,8 @@ class CommandHandler:
     # update ------------------------------------------------------------------
     def update(self, cmd: proto.Command) -> dict[str, Any]:
         """Download, verify, stage, golden-check, switch; then probation decides."""
+        from edge_agent.download import download  # urllib/ssl: loaded only when updating
+
         a, args = self.agent, cmd.args
         if a.probation is not None:
             raise UpdateRejected("an update is still in probation; wait for its result")

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-CONFIDENCE_EDGES = [round(i / 10, 1) for i in range(11)]
+N_CONF_BINS = 10
+CONFIDENCE_EDGES = [round(i / N_CONF_BINS, 1) for i in range(N_CONF_BINS + 1)]
 MAX_LATENCIES = 20000
 
 
@@ -37,15 +38,24 @@ def _input_edges(reference_stats: dict[str, Any]) -> np.ndarray | None:
     return np.asarray(edges, dtype=np.float64) if edges else None
 
 
-def top1(output: np.ndarray) -> tuple:
-    """(classes, confidences) of a batch of class scores; softmax applied if they are logits."""
+def looks_like_probabilities(output: np.ndarray) -> bool:
+    """True when rows are non-negative and sum to 1 (a softmax output), else logits."""
+    scores = np.asarray(output, dtype=np.float64).reshape(output.shape[0], -1)
+    return bool(scores.min() >= 0 and np.all(np.abs(scores.sum(axis=1) - 1.0) < 1e-2))
+
+
+def top1(output: np.ndarray, probabilities: bool | None = None) -> tuple:
+    """(classes, confidences) of a batch of class scores; softmax applied to logits."""
     scores = np.asarray(output, dtype=np.float32).reshape(output.shape[0], -1)
-    row_sums = scores.sum(axis=1)
-    if scores.min() < 0 or not np.allclose(row_sums, 1.0, atol=1e-2):
-        shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
-        scores = shifted / shifted.sum(axis=1, keepdims=True)
+    if probabilities is None:
+        probabilities = looks_like_probabilities(scores)
     classes = scores.argmax(axis=1)
-    return classes, scores[np.arange(len(classes)), classes]
+    rows = np.arange(len(classes))
+    if probabilities:
+        return classes, scores[rows, classes]
+    # softmax of the top class only: 1 / sum(exp(s - s_max))
+    best = scores[rows, classes][:, None]
+    return classes, 1.0 / np.exp(scores - best).sum(axis=1)
 
 
 def channel_counts(inputs: np.ndarray, edges: np.ndarray, axis: int = 1) -> np.ndarray:
@@ -73,6 +83,7 @@ class ModelMetrics:
         self._lock = threading.Lock()
         self._edges = _input_edges(reference_stats or {})
         self._axis = int((reference_stats or {}).get("input", {}).get("channel_axis", channel_axis))
+        self._probabilities: bool | None = None  # decided on the first finite output
         self._reset(time.monotonic())
 
     def _reset(self, now: float) -> None:
@@ -87,9 +98,15 @@ class ModelMetrics:
     def record(self, latency_ms: float, inputs: np.ndarray, output: np.ndarray) -> tuple:
         """Count one successful batch; returns (classes, confidences) for sampling."""
         finite = bool(np.isfinite(output).all())
-        classes, conf = top1(output) if finite else (np.zeros(0, int), np.zeros(0))
+        if finite and self._probabilities is None:
+            self._probabilities = looks_like_probabilities(output)
+        classes, conf = top1(output, self._probabilities) if finite else \
+            (np.zeros(0, int), np.zeros(0))
         hist = self._histogram(inputs)
-        conf_bins = np.histogram(conf, bins=CONFIDENCE_EDGES)[0] if conf.size else None
+        conf_bins = None
+        if conf.size:
+            bins = np.minimum((conf * N_CONF_BINS).astype(np.intp), N_CONF_BINS - 1)
+            conf_bins = np.bincount(bins, minlength=N_CONF_BINS)
         with self._lock:
             self._count += int(output.shape[0]) if output.ndim else 1
             self._non_finite += 0 if finite else 1

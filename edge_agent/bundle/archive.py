@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import BinaryIO
+
+from edge_agent.hashing import Sha256
 
 CHUNK = 1 << 20
 
@@ -39,7 +40,7 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
 
 def file_digest(path: Path) -> tuple[str, int]:
     """The sha256 hex digest and size of a file, read in chunks."""
-    digest, size = hashlib.sha256(), 0
+    digest, size = Sha256(), 0
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(CHUNK), b""):
             digest.update(chunk)
@@ -49,7 +50,7 @@ def file_digest(path: Path) -> tuple[str, int]:
 
 def copy_limited(src: BinaryIO, dst: BinaryIO, limit: int) -> tuple[str, int]:
     """Copy at most ``limit`` bytes; return (sha256, size), size ``limit + 1`` if it went over."""
-    digest, size = hashlib.sha256(), 0
+    digest, size = Sha256(), 0
     while True:
         chunk = src.read(min(CHUNK, limit + 1 - size))
         if not chunk:

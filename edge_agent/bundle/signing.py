@@ -8,7 +8,6 @@ the sha256 of every payload file, so one signature protects the whole bundle.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 from collections.abc import Iterable
@@ -19,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from edge_agent.errors import EdgekitError, SignatureError
+from edge_agent.hashing import Sha256
 
 PRIVATE_NAME = "edgekit_ed25519.pem"
 PUBLIC_NAME = "edgekit_ed25519.pub.pem"
@@ -28,7 +28,7 @@ ALG = "Ed25519"
 def key_id(public_key: Ed25519PublicKey) -> str:
     """A short, stable name of a public key: the first 16 hex digits of its sha256."""
     raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()[:16]
+    return Sha256(raw).hexdigest()[:16]
 
 
 def generate_keypair(out_dir: Path) -> tuple[Path, Path]:

@@ -22,7 +22,7 @@ def agent_config(state: Path, pubkey: Path, bundle: Path | None = None, **over) 
 
 
 def update_cmd(url: str, bundle: Path, version: str, **over) -> bytes:
-    sha, size = file_digest(bundle)
+    sha, _size = file_digest(bundle)
     args = {"url": url, "sha256": sha, "version": version}
     args.update(over)
     return json.dumps({"v": 1, "cmd_id": uuid.uuid4().hex[:8], "type": "update",

@@ -100,7 +100,8 @@ def test_rollback_without_previous_is_an_error_result(agent):
     assert not res["ok"] and "no previous model" in res["error"]
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(doc=st.dictionaries(
     st.sampled_from(["v", "cmd_id", "type", "ts", "args"]),
     st.one_of(st.none(), st.integers(), st.text(max_size=10), st.floats(allow_nan=False),
@@ -123,7 +124,7 @@ def test_config_errors_are_clear(tmp_path, keypair):
         agent_config(tmp_path, keypair[1], brokr="x")
     with pytest.raises(ConfigError, match="device_id"):
         agent_config(tmp_path, keypair[1], device_id="a/b")
-    with pytest.raises(ConfigError, match="127.0.0.1:8080"):
+    with pytest.raises(ConfigError, match=r"127\.0\.0\.1:8080"):
         agent_config(tmp_path, keypair[1], http="localhost")
 
 
@@ -172,7 +173,7 @@ def test_http_predict_json_and_npy(served, rng):
     (b"a,b", "text/csv", 415, "not supported"),
 ])
 def test_http_bad_requests_get_4xx_and_agent_keeps_running(served, body, ctype, code, match):
-    agent, base = served
+    _agent, base = served
     status, doc = _post(base + "/v1/predict", body, ctype)
     assert status == code and match in doc["error"]
     with urllib.request.urlopen(base + "/healthz", timeout=5) as resp:
@@ -185,3 +186,39 @@ def test_http_metrics_are_prometheus_text(served, rng):
     with urllib.request.urlopen(base + "/metrics", timeout=5) as resp:
         text = resp.read().decode()
     assert "edgekit_inferences_total 1" in text and 'version="1"' in text
+
+
+def test_http_npy_response_with_accept_header(served, rng):
+    agent, base = served
+    x = rng.standard_normal((1, 1, 8, 8)).astype(np.float32)
+    buf = io.BytesIO()
+    np.save(buf, x)
+    req = urllib.request.Request(base + "/v1/predict", data=buf.getvalue(),
+                                 headers={"Content-Type": "application/x-npy",
+                                          "Accept": "application/x-npy"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.headers["Content-Type"] == "application/x-npy"
+        out = np.load(io.BytesIO(resp.read()), allow_pickle=False)
+    assert np.allclose(out, agent.predict(x)[0], atol=1e-6)
+
+
+def test_logits_and_probabilities_give_the_same_confidence():
+    from edge_agent.metrics import looks_like_probabilities, top1
+
+    logits = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]], np.float32)
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    assert looks_like_probabilities(probs) and not looks_like_probabilities(logits)
+    c1, p1 = top1(logits, False)
+    c2, p2 = top1(probs, True)
+    assert (c1 == c2).all() and np.allclose(p1, p2, atol=1e-6)
+
+
+def test_input_histogram_uses_reference_bins():
+    from edge_agent.metrics import ModelMetrics
+
+    ref = {"input": {"bin_edges": [0.0, 0.5, 1.0], "channel_axis": 1}}
+    metrics = ModelMetrics(ref)
+    x = np.array([[[[-1.0, 0.25], [0.75, 2.0]]]], np.float32)  # one channel, 4 values
+    metrics.record(1.0, x, np.array([[0.9, 0.1]], np.float32))
+    hist = metrics.close_window().input_hist
+    assert hist["below"] == [1] and hist["per_channel"] == [[1, 1]] and hist["above"] == [1]
