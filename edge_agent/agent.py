@@ -131,7 +131,7 @@ class Agent:
         specs = active.model.manifest.inputs
         if len(inputs) != len(specs):
             raise InputError(f"model takes {len(specs)} input(s), got {len(inputs)}")
-        arrays = [check_input(x, s.shape, self.cfg.sample_max_bytes * 64)
+        arrays = [check_input(x, s.shape, self.cfg.max_input_bytes)
                   for x, s in zip(inputs, specs)]
         start = time.perf_counter()
         try:
@@ -214,7 +214,11 @@ class Agent:
         try:
             self._queue.put_nowait((topic, payload))
         except queue.Full:
-            log.warning("command queue full; dropping a command (the cloud will see no result)")
+            from edge_agent.commands import command_ids
+
+            cmd_id, ctype = command_ids(payload)
+            self.commands.result(cmd_id, ctype, False, "agent busy: too many queued commands; "
+                                 "retry later", {})
 
     # lifecycle ---------------------------------------------------------------
     def start(self) -> None:
@@ -288,6 +292,10 @@ class Agent:
             self.http.server_close()
         if self.link is not None:
             self.link.wait_drained(timeout)
+            if self.link.connected:  # a clean stop says so itself; the will covers a crash
+                self.link.publish_direct(self.topic(proto.STATUS),
+                                         self.status_payload("offline", {"reason": "stopped"}),
+                                         retain=True, timeout=min(timeout, 2.0))
             self.link.stop(timeout)
         self.outbox.close()
         self.active.close()

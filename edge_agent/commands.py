@@ -62,7 +62,7 @@ class CommandHandler:
     # dispatch ----------------------------------------------------------------
     def handle(self, payload: bytes) -> None:
         """Answer one raw command payload; never raises."""
-        cmd_id, ctype = _ids(payload)
+        cmd_id, ctype = command_ids(payload)
         try:
             cmd = proto.Command.from_json(payload)
             cmd_id, ctype = cmd.cmd_id, cmd.type
@@ -234,7 +234,7 @@ class CommandHandler:
         return None
 
 
-def _ids(payload: bytes) -> tuple:
+def command_ids(payload: bytes) -> tuple:
     """Best-effort cmd_id and type of a payload that may not parse."""
     try:
         doc = json.loads(payload.decode("utf-8"))

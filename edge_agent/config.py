@@ -46,6 +46,7 @@ class AgentConfig:
     sample_rate_per_min: float = 6.0
     sample_max_bytes: int = 64 << 10
     low_confidence: float = 0.5
+    max_input_bytes: int = 64 << 20
     outbox_max_bytes: int = 64 << 20
     outbox_max_age_s: float = 7 * 86400.0
     max_inflight: int = 32
@@ -88,7 +89,7 @@ class AgentConfig:
         if not self.pubkeys:
             raise ConfigError("no trusted public key; set 'pubkeys' (or --pubkey)")
         for name in ("telemetry_interval_s", "sample_max_bytes", "outbox_max_bytes",
-                     "max_inflight"):
+                     "max_inflight", "max_input_bytes"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"setting '{name}' must be > 0, got {getattr(self, name)}")
         if not 0.0 <= self.low_confidence <= 1.0:
