@@ -98,7 +98,7 @@ class Outbox:
         self.path = Path(path)
         self.max_bytes = int(max_bytes)
         self.max_age_s = float(max_age_s)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: a build() may call stats()
         self._db = _open(self.path)
         self._load_totals()
 
@@ -110,7 +110,8 @@ class Outbox:
 
         Returns the seq. Raises OutboxError (and stores nothing, consumes no seq) when
         the payload is not bytes or is larger than ``max_bytes``; exceptions from
-        ``build`` propagate, likewise with nothing stored.
+        ``build`` propagate, likewise with nothing stored. ``build`` runs inside the write
+        transaction, holding the outbox: keep it quick (gather slow figures before).
         """
         with self._lock, self._transaction():
             if not isinstance(topic, str) or not topic:

@@ -70,6 +70,12 @@ def test_build_gets_the_seq_and_a_failing_build_stores_nothing(outbox):
     assert [r.payload for r in outbox.pending(10)] == [b"seq=1", b"seq=2"]
 
 
+def test_build_may_read_the_outbox_stats(outbox):
+    put(outbox)
+    seq = outbox.put("telemetry", "t", lambda s: str(outbox.stats().queued).encode())
+    assert seq == 2 and outbox.pending(10)[-1].payload == b"1"
+
+
 def test_pending_is_oldest_first_with_cursor_and_ack_is_idempotent(outbox):
     for kind in ("telemetry", "samples", "telemetry", "cmd/result"):
         put(outbox, kind, retain=kind == "samples")
