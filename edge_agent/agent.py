@@ -198,6 +198,7 @@ class Agent:
         """Close the metrics window and queue one telemetry message; returns its seq."""
         window = self.metrics.close_window()
         stats = self.outbox.stats()
+        system = self.system.read()  # outside build(): the outbox holds its write lock there
         model = dict(self.model_info(), non_finite=window.non_finite,
                      probation=self.probation is not None)
         return self.publish(proto.TELEMETRY, lambda seq: proto.Telemetry(
@@ -207,7 +208,7 @@ class Agent:
             class_counts=window.class_counts, input_hist=window.input_hist,
             outbox={"queued": stats.queued, "queued_bytes": stats.queued_bytes,
                     "dropped": stats.dropped, "dropped_bytes": stats.dropped_bytes},
-            system=self.system.read()).to_json())
+            system=system).to_json())
 
     def on_message(self, topic: str, payload: bytes) -> None:
         """MQTT callback: queue a command for the worker (never block the network thread)."""
@@ -291,8 +292,8 @@ class Agent:
             self.http.shutdown()
             self.http.server_close()
         if self.link is not None:
-            self.link.wait_drained(timeout)
             if self.link.connected:  # a clean stop says so itself; the will covers a crash
+                self.link.wait_drained(timeout)
                 self.link.publish_direct(self.topic(proto.STATUS),
                                          self.status_payload("offline", {"reason": "stopped"}),
                                          retain=True, timeout=min(timeout, 2.0))
