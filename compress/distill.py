@@ -1,0 +1,117 @@
+"""Knowledge distillation: the original model (teacher) trains the pruned one (student).
+
+loss = alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T))
+     + (1 - alpha) * cross_entropy(student, labels)
+
+The learning rate follows a registered schedule; after each epoch the student is
+scored on the validation set and training stops early when the metric has not
+improved for ``patience`` epochs. The best epoch's weights are kept.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from compress import progress
+from compress.errors import CompressError
+from compress.evaluation import Metric, predict, score
+from compress.recipe import DistillConfig
+from compress.registry import Registry
+
+# A schedule maps (step, total_steps) to a learning-rate factor.
+SCHEDULES: Registry[Callable[[int, int], float]] = Registry("learning-rate schedule",
+                                                            CompressError)
+SCHEDULES.register("constant")(lambda step, total: 1.0)
+SCHEDULES.register("cosine")(lambda step, total: 0.5 * (1 + math.cos(math.pi * step / total)))
+SCHEDULES.register("step")(lambda step, total: 0.1 ** (3 * step // max(1, total)))
+SCHEDULES.register("linear")(lambda step, total: 1.0 - step / max(1, total))
+
+
+@dataclass
+class DistillResult:
+    """How distillation went: per-epoch figures, the best epoch and whether it stopped early."""
+
+    best_metric: float
+    best_epoch: int
+    epochs_run: int
+    stopped_early: bool
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """Plain JSON figures for the report."""
+        return {"best_metric": round(self.best_metric, 5), "best_epoch": self.best_epoch,
+                "epochs_run": self.epochs_run, "stopped_early": self.stopped_early,
+                "history": self.history}
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                      labels: torch.Tensor, cfg: DistillConfig) -> torch.Tensor:
+    """The weighted sum of the soft (teacher) and hard (label) losses."""
+    t = cfg.temperature
+    soft = F.kl_div(F.log_softmax(student_logits / t, dim=1), F.softmax(teacher_logits / t, dim=1),
+                    reduction="batchmean") * (t * t)
+    hard = F.cross_entropy(student_logits, labels)
+    return cfg.alpha * soft + (1 - cfg.alpha) * hard
+
+
+def _optimizer(model: torch.nn.Module, cfg: DistillConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9,
+                               weight_decay=cfg.weight_decay, nesterov=True)
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _train_epoch(student: torch.nn.Module, teacher: torch.nn.Module, loader: Any,
+                 optimizer: torch.optim.Optimizer, scheduler: Any, cfg: DistillConfig,
+                 label: str) -> float:
+    student.train()
+    total, batches = 0.0, 0
+    for inputs, labels in progress.track(loader, label, total=len(loader)):
+        with torch.no_grad():
+            teacher_logits = teacher(inputs.float())
+        loss = distillation_loss(student(inputs.float()), teacher_logits, labels.long(), cfg)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        total += loss.item()
+        batches += 1
+    return total / max(1, batches)
+
+
+def distill(student: torch.nn.Module, teacher: torch.nn.Module, train: Any,
+            validation: tuple[torch.Tensor, torch.Tensor], metric: Metric, cfg: DistillConfig,
+            label: str = "distilling") -> DistillResult:
+    """Train ``student`` in place from ``teacher``; it ends with its best epoch's weights."""
+    teacher.eval()
+    optimizer = _optimizer(student, cfg)
+    factor = SCHEDULES.get(cfg.schedule)
+    total = cfg.epochs * max(1, len(train))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: factor(min(s, total), total))
+    val_x, val_y = validation
+    best = score(metric, predict(student, val_x), val_y)
+    best_state, best_epoch, stale = copy.deepcopy(student.state_dict()), 0, 0
+    history: list[dict[str, Any]] = [{"epoch": 0, "loss": None, "metric": round(best, 5)}]
+    for epoch in range(1, cfg.epochs + 1):
+        loss = _train_epoch(student, teacher, train, optimizer, scheduler, cfg,
+                            f"{label} epoch {epoch}/{cfg.epochs}")
+        value = score(metric, predict(student, val_x), val_y)
+        history.append({"epoch": epoch, "loss": round(loss, 5), "metric": round(value, 5)})
+        if value > best + cfg.min_delta:
+            best, best_state, best_epoch, stale = value, copy.deepcopy(student.state_dict()), \
+                epoch, 0
+        else:
+            stale += 1
+        if stale >= cfg.patience:
+            break
+    student.load_state_dict(best_state)
+    student.eval()
+    return DistillResult(best, best_epoch, len(history) - 1, len(history) - 1 < cfg.epochs,
+                         history)

@@ -1,0 +1,50 @@
+"""Run torch models over a data set and score them with the user's metric."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+Metric = Callable[[torch.Tensor, torch.Tensor], float]
+
+
+def top1_accuracy(outputs: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of samples whose highest score is the label (the default metric)."""
+    return float((outputs.argmax(dim=1) == labels.to(outputs.device)).float().mean())
+
+
+def collect(loader: Any, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """All (inputs, labels) of a loader as two tensors, at most ``limit`` samples."""
+    xs, ys, seen = [], [], 0
+    for inputs, labels in loader:
+        xs.append(inputs.float())
+        ys.append(labels)
+        seen += len(inputs)
+        if limit is not None and seen >= limit:
+            break
+    x, y = torch.cat(xs), torch.cat(ys)
+    return (x[:limit], y[:limit]) if limit is not None else (x, y)
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, inputs: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """The model's outputs for ``inputs``, in eval mode, batch by batch."""
+    was_training = model.training
+    model.eval()
+    outs = [model(inputs[i:i + batch]) for i in range(0, len(inputs), batch)]
+    model.train(was_training)
+    return torch.cat(outs).float()
+
+
+def score(metric: Metric, outputs: torch.Tensor, labels: torch.Tensor) -> float:
+    """The metric as a float; a metric returning something else is a user error."""
+    from compress.errors import UserCodeError
+
+    value = metric(outputs, labels)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise UserCodeError(f"the metric returned {type(value).__name__}; it must return a "
+                            "float (higher is better)") from None

@@ -1,0 +1,214 @@
+"""The build recipe: typed, validated configs for each step, loadable from YAML, round-tripping
+through JSON.
+
+A recipe fixes or bounds each step of ``edgekit build``::
+
+    version: 1
+    prune:    {ratios: [0.0, 0.5], measure: macs, protect: ["classifier*"]}
+    distill:  {temperature: 4.0, alpha: 0.7, epochs: 6, schedule: cosine, patience: 2}
+    quantize: {precisions: [int8], methods: [default, inc]}
+    search:   {formats: [onnx, tflite], latency_runs: 100}
+
+Every field has a default, so an empty file (or no ``--recipe``) is the default recipe.
+Names that point into registries (importance criteria, schedules, quantizer methods)
+are checked by ``techniques.check_names`` before any work starts.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from compress.errors import RecipeError
+
+RECIPE_VERSION = 1
+Precision = Literal["fp32", "fp16", "int8", "int8-dynamic"]
+Format = Literal["onnx", "tflite"]
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RatioRange(_Config):
+    """``count`` evenly spaced prune ratios from ``min`` to ``max`` (inclusive)."""
+
+    min: float = Field(ge=0.0, lt=1.0)
+    max: float = Field(ge=0.0, lt=1.0)
+    count: int = Field(default=3, ge=1, le=20)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RatioRange:
+        if self.max < self.min:
+            raise ValueError("max must be >= min")
+        return self
+
+    def values(self) -> list[float]:
+        """The ratios this range stands for."""
+        if self.count == 1:
+            return [self.min]
+        step = (self.max - self.min) / (self.count - 1)
+        return [round(self.min + i * step, 4) for i in range(self.count)]
+
+
+class PruneConfig(_Config):
+    """Structured pruning (torch-pruning): remove channels until a MAC or latency reduction.
+
+    A ratio of 0.5 with ``measure: macs`` removes channels until the model needs at most
+    half of its MACs; ``measure: latency`` does the same with torch's batch-1 latency.
+    Ratio 0 keeps the original model (the unpruned candidate).
+    """
+
+    enabled: bool = True
+    ratios: list[float] = Field(default_factory=lambda: [0.0, 0.5], min_length=1)
+    ratio_range: RatioRange | None = None
+    measure: str = "macs"
+    importance: str = "magnitude-l2"
+    protect: list[str] = Field(default_factory=list,
+                               description="module names (fnmatch patterns) never pruned")
+    round_to: int | None = Field(default=8, ge=1)
+    max_channel_ratio: float = Field(default=0.9, gt=0.0, lt=1.0)
+    steps: int = Field(default=40, ge=1, le=500)
+
+    @field_validator("ratios")
+    @classmethod
+    def _ratios_in_range(cls, value: list[float]) -> list[float]:
+        for r in value:
+            if not 0.0 <= r < 1.0:
+                raise ValueError(f"prune ratio {r} must be in [0, 1)")
+        return value
+
+    def candidate_ratios(self) -> list[float]:
+        """The prune ratios the search tries, sorted, without repeats (0 alone when disabled)."""
+        if not self.enabled:
+            return [0.0]
+        values = self.ratio_range.values() if self.ratio_range else list(self.ratios)
+        return sorted(set(values))
+
+
+class DistillConfig(_Config):
+    """Knowledge distillation from the original model (teacher) into the pruned student.
+
+    loss = alpha * T^2 * KL(student/T || teacher/T) + (1 - alpha) * cross_entropy(labels)
+    """
+
+    enabled: bool = True
+    temperature: float = Field(default=4.0, gt=0.0)
+    alpha: float = Field(default=0.7, ge=0.0, le=1.0, description="weight of the soft loss")
+    epochs: int = Field(default=6, ge=1, le=1000)
+    lr: float = Field(default=3e-3, gt=0.0)
+    weight_decay: float = Field(default=1e-4, ge=0.0)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    schedule: str = "cosine"
+    patience: int = Field(default=2, ge=1, description="epochs without improvement before stop")
+    min_delta: float = Field(default=0.0, ge=0.0)
+
+
+class IncConfig(_Config):
+    """neural-compressor (INC) static int8 on the PyTorch side (method ``inc``)."""
+
+    autotune: bool = True
+    max_trials: int = Field(default=4, ge=1, le=100)
+
+
+class QuantizeConfig(_Config):
+    """Which precisions and quantizer methods the search may try.
+
+    ``methods``: quantizer names; ``default`` stands for every method that is on by
+    default (``ort-static``, ``litert-pt2e``, ...). ``inc`` and the ``*-peer-default``
+    methods are opt-in: ``methods: [default, inc]``.
+    """
+
+    precisions: list[Precision] = Field(
+        default_factory=lambda: ["fp32", "fp16", "int8", "int8-dynamic"], min_length=1)
+    methods: list[str] = Field(default_factory=lambda: ["default"], min_length=1)
+    calibration_samples: int = Field(default=256, ge=1)
+    inc: IncConfig = Field(default_factory=IncConfig)
+
+
+class SearchConfig(_Config):
+    """How candidates are measured and which formats are allowed."""
+
+    formats: list[Format] = Field(default_factory=lambda: ["onnx", "tflite"], min_length=1)
+    latency_runs: int = Field(default=100, ge=5)
+    latency_warmup: int = Field(default=10, ge=0)
+    latency_rounds: int = Field(default=3, ge=1, le=20)
+    cap_threads_to_host: bool = Field(
+        default=True, description="never time with more threads than this host has cores")
+    max_candidates: int | None = Field(default=None, ge=1)
+
+
+class Recipe(_Config):
+    """The whole recipe; ``version`` lets later edgekit releases read older files."""
+
+    version: Literal[1] = RECIPE_VERSION
+    prune: PruneConfig = Field(default_factory=PruneConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+
+    def to_json(self) -> str:
+        """JSON text that ``Recipe.from_json`` reads back to an equal recipe."""
+        return self.model_dump_json()
+
+    @classmethod
+    def from_json(cls, text: str) -> Recipe:
+        """Parse JSON written by ``to_json`` (or by hand); errors name the field."""
+        try:
+            return cls.model_validate(json.loads(text))
+        except ValueError as exc:
+            raise RecipeError(f"recipe JSON: {describe(exc)}") from exc
+
+    @classmethod
+    def from_dict(cls, doc: Any, where: str = "recipe") -> Recipe:
+        """Validate a decoded mapping; errors name the field and suggest a near spelling."""
+        if doc is None:
+            doc = {}
+        if not isinstance(doc, dict):
+            raise RecipeError(f"{where}: expected a mapping of recipe sections at the top level")
+        try:
+            return cls.model_validate(doc)
+        except ValidationError as exc:
+            raise RecipeError(f"{where}: {describe(exc)}") from exc
+
+
+def load_recipe(path: Path | None) -> Recipe:
+    """The recipe in a YAML (or JSON) file, or the default recipe when ``path`` is None."""
+    if path is None:
+        return Recipe()
+    try:
+        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        reason = str(exc).splitlines()[0]
+        raise RecipeError(f"recipe {path}: cannot read YAML: {reason}") from exc
+    return Recipe.from_dict(doc, f"recipe {path}")
+
+
+def describe(exc: Exception) -> str:
+    """One line naming the first bad field of a pydantic error, with a spelling hint."""
+    if not isinstance(exc, ValidationError):
+        return str(exc).splitlines()[0]
+    first = exc.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    got = first.get("input")
+    got_text = "" if isinstance(got, dict | list) else f" (got {got!r})"
+    hint = _spelling_hint(first["loc"]) if first["type"] == "extra_forbidden" else ""
+    return f"field '{loc}': {first['msg']}{got_text}{hint}"
+
+
+def _spelling_hint(loc: tuple) -> str:
+    model: type[BaseModel] | None = Recipe
+    for part in loc[:-1]:
+        info = model.model_fields.get(str(part)) if model else None
+        annotation = getattr(info, "annotation", None)
+        model = annotation if isinstance(annotation, type) and issubclass(
+            annotation, BaseModel) else None
+    if model is None:
+        return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""

@@ -1,0 +1,132 @@
+"""Student techniques, registered by config type (dispatch through a dict, never by name).
+
+A student is the model a candidate starts from: the original pruned to a ratio and
+distilled from the original. Adding a technique is one module: a config class (a
+field of the recipe), a handler registered here with ``@technique(ConfigType)``, and
+its field name appended to ``STUDENT_STEPS``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from pydantic import BaseModel
+
+from compress import progress
+from compress.distill import SCHEDULES, distill
+from compress.errors import RecipeError
+from compress.evaluation import Metric
+from compress.prune import IMPORTANCE, MEASURES, prune
+from compress.recipe import DistillConfig, PruneConfig, Recipe
+from compress.registry import Registry
+
+# The recipe fields applied, in order, to make a student.
+STUDENT_STEPS = ("prune", "distill")
+
+
+@dataclass
+class StudentData:
+    """What the techniques need: the teacher, an example input, the data and the metric."""
+
+    teacher: torch.nn.Module
+    example: torch.Tensor
+    train: Any
+    validation: tuple[torch.Tensor, torch.Tensor]
+    metric: Metric
+
+
+@dataclass
+class Student:
+    """A candidate's starting model, the ratio it was pruned to and what each step did."""
+
+    model: torch.nn.Module
+    ratio: float
+    changed: bool = False
+    steps: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """A short id: the prune ratio (the rest of the recipe is fixed within one build)."""
+        return f"r{self.ratio:g}"
+
+
+Handler = Callable[[Any, Student, StudentData], Student]
+TECHNIQUES: Registry[Handler] = Registry("technique", RecipeError)
+
+
+def technique(config_type: type[BaseModel]) -> Callable[[Handler], Handler]:
+    """Register the handler that applies configs of ``config_type`` to a student."""
+    return TECHNIQUES.register(config_type)
+
+
+@technique(PruneConfig)
+def _apply_prune(cfg: PruneConfig, student: Student, data: StudentData) -> Student:
+    if student.ratio <= 0 or not cfg.enabled:
+        return student
+    result = prune(student.model, data.example, cfg, student.ratio)
+    student.model, student.changed = result.model, True
+    student.steps["prune"] = result.summary()
+    progress.note(f"pruned to ratio {student.ratio:g}: MACs {result.macs_before / 1e6:.2f}M -> "
+                  f"{result.macs_after / 1e6:.2f}M, params {result.params_before / 1e3:.1f}k -> "
+                  f"{result.params_after / 1e3:.1f}k")
+    return student
+
+
+@technique(DistillConfig)
+def _apply_distill(cfg: DistillConfig, student: Student, data: StudentData) -> Student:
+    if not student.changed or not cfg.enabled:
+        return student
+    result = distill(student.model, data.teacher, data.train, data.validation, data.metric, cfg,
+                     label=f"distilling {student.key}")
+    student.steps["distill"] = result.summary()
+    progress.note(f"distilled {student.key}: metric {result.best_metric:.4f} at epoch "
+                  f"{result.best_epoch}/{result.epochs_run}"
+                  + (" (stopped early)" if result.stopped_early else ""))
+    return student
+
+
+def make_student(recipe: Recipe, data: StudentData, ratio: float) -> Student:
+    """Apply every student step of the recipe, in order, to a copy of the teacher."""
+    student = Student(model=copy.deepcopy(data.teacher).eval(), ratio=ratio)
+    for name in STUDENT_STEPS:
+        cfg = getattr(recipe, name)
+        student = TECHNIQUES.get(type(cfg))(cfg, student, data)
+    student.model.eval()
+    return student
+
+
+class Students:
+    """Makes each student once per build and hands the same one to every target and profile."""
+
+    def __init__(self, recipe: Recipe, data: StudentData) -> None:
+        self._recipe = recipe
+        self._data = data
+        self._cache: dict[float, Student] = {}
+
+    def get(self, ratio: float) -> Student:
+        """The student for ``ratio``, made on first use."""
+        if ratio not in self._cache:
+            self._cache[ratio] = make_student(self._recipe, self._data, ratio)
+        return self._cache[ratio]
+
+    def made(self) -> list[Student]:
+        """Every student made so far, by ratio."""
+        return [self._cache[r] for r in sorted(self._cache)]
+
+
+def check_name(where: str, value: str, registry: Registry[Any]) -> None:
+    """A recipe name that must be registered; the error names the field and the choices."""
+    if value not in registry:
+        known = ", ".join(str(k) for k in registry)
+        raise RecipeError(f"recipe field '{where}': unknown {value!r}; known: {known}")
+
+
+def check_names(recipe: Recipe) -> None:
+    """Check every registry-backed name of the recipe before any work starts."""
+    check_name("prune.importance", recipe.prune.importance, IMPORTANCE)
+    check_name("prune.measure", recipe.prune.measure, MEASURES)
+    check_name("distill.schedule", recipe.distill.schedule, SCHEDULES)
