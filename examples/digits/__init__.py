@@ -1,0 +1,1 @@
+"""The worked example: scikit-learn's bundled digits (real data, no download)."""
