@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,10 +13,10 @@ from edge_agent import __version__ as agent_version
 from edge_agent.bundle import Golden, Manifest, ModelInfo, TargetInfo, load_private_key
 from edge_agent.bundle.archive import file_digest
 from edge_agent.bundle.manifest import TensorSpec
-from edge_agent.bundle.writer import write_bundle
 from edge_agent.errors import BundleError
-from edge_agent.golden import save_arrays, tolerance_for
+from edge_agent.golden import tolerance_for
 from edge_agent.runtimes import Session, load_session
+from export.bundling import write_model_bundle
 from export.introspect import format_of, precision_of
 from hardware_profiles import OnnxTarget, Profile, TfliteTarget
 
@@ -113,9 +112,4 @@ def _write(req: PackRequest, fmt: str, target: Target, session: Session,
                  "parent_version": None},
         golden=Golden(atol=atol, rtol=rtol),
     )
-    with tempfile.TemporaryDirectory(prefix="edgekit-pack-") as tmp:
-        gin, gout = Path(tmp) / "golden_input.npz", Path(tmp) / "golden_output.npz"
-        gin.write_bytes(save_arrays(feeds))
-        gout.write_bytes(save_arrays(outputs))
-        payloads = {"model": req.model_file, "golden_input": gin, "golden_output": gout}
-        return write_bundle(manifest, payloads, key, req.out)
+    return write_model_bundle(manifest, req.model_file, feeds, outputs, key, req.out)

@@ -1,0 +1,177 @@
+"""Measure candidates from their exported files: the search's ``Evaluator``.
+
+Each (student, format, file-affecting target fields, precision, method) is exported,
+quantized and run on the validation set once per build; profiles that share a
+target reuse the file and its figures. Latency depends on the runtime options, so it
+is measured per profile, all of a profile's files together (``latency.benchmark``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from compress import progress
+from compress.evaluation import Metric, predict, score
+from compress.recipe import Recipe
+from compress.search import FAILED, REJECTED, Candidate, Outcome
+from compress.techniques import Student
+from edge_agent.golden import tolerance_for
+from export.errors import ExportError
+from export.latency import Timing, benchmark, host_threads
+from export.parity import parity
+from export.registry import QuantizeJob, exporter_for, quantizers_for
+from export.runner import ExportedModel
+
+
+@dataclass
+class EvalData:
+    """The fixed inputs of every measurement in one build."""
+
+    example: torch.Tensor           # [1, ...]
+    calibration: torch.Tensor       # [N, ...], at most recipe.quantize.calibration_samples
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    reference: np.ndarray           # the original model's outputs on val_x
+    metric: Metric
+
+
+@dataclass
+class Artifact:
+    """One exported file and what it computes on the validation set."""
+
+    path: Path
+    format: str
+    precision: str
+    method: str
+    metric: float
+    parity: dict[str, Any]
+
+
+class Evaluator:
+    """Exports, quantizes and measures candidates; caches files and figures for the build."""
+
+    def __init__(self, recipe: Recipe, data: EvalData, workdir: Path,
+                 tolerable_loss: float = 0.01) -> None:
+        self.recipe, self.data, self.workdir = recipe, data, Path(workdir)
+        self.tolerable_loss = tolerable_loss
+        self._artifacts: dict[tuple, Artifact | ExportError] = {}
+        self._fp32: dict[tuple, Path] = {}
+        self._torch_outputs: dict[str, np.ndarray] = {}
+
+    def methods_for(self, fmt: str, precision: str) -> list[str]:
+        """Registered methods for this format and precision that the recipe allows."""
+        wanted = set(self.recipe.quantize.methods)
+        return [q.name for q in quantizers_for(fmt, precision)
+                if q.name in wanted or ("default" in wanted and q.default)]
+
+    def accuracy(self, candidate: Candidate, student: Student) -> Outcome:
+        """Export the candidate and score its file in its runtime; FAILED with the reason."""
+        outcome = Outcome(candidate)
+        try:
+            artifact = self.artifact(candidate, student)
+        except ExportError as exc:
+            outcome.status, outcome.reason = FAILED, str(exc)
+            return outcome
+        outcome.artifact, outcome.metric = artifact, artifact.metric
+        outcome.size_bytes, outcome.parity = artifact.path.stat().st_size, artifact.parity
+        self._check_float_parity(outcome, student)
+        return outcome
+
+    def latencies(self, outcomes: list[Outcome]) -> None:
+        """Time every outcome's file with the profile's threads (capped) and with 1 thread."""
+        search = self.recipe.search
+        timings = {}
+        for o in outcomes:
+            threads = host_threads(o.candidate.target.threads, search.cap_threads_to_host)
+            o.threads = threads
+            for key, n in (("many", threads), ("one", 1)):
+                options = {**o.candidate.target.runtime_options(), "threads": n}
+                timings[(id(o), key)] = Timing.of((id(o), key), o.candidate.format,
+                                                  o.artifact.path, options)
+        if not timings:
+            return
+        ms = benchmark(list(timings.values()), self.data.example.numpy(), search.latency_runs,
+                       search.latency_warmup, search.latency_rounds)
+        for o in outcomes:
+            o.latency_ms = round(ms[(id(o), "many")], 4)
+            o.latency_ms_1thread = round(ms[(id(o), "one")], 4)
+
+    def artifact(self, candidate: Candidate, student: Student) -> Artifact:
+        """The candidate's file and figures, made once (failures are remembered too)."""
+        exporter = exporter_for(candidate.format)
+        key = (student.key, candidate.format, *exporter.file_key(candidate.target),
+               candidate.precision, candidate.method)
+        if key not in self._artifacts:
+            try:
+                self._artifacts[key] = self._make(candidate, student, key)
+            except ExportError as exc:
+                self._artifacts[key] = exc
+        found = self._artifacts[key]
+        if isinstance(found, ExportError):
+            raise found
+        return found
+
+    def _make(self, candidate: Candidate, student: Student, key: tuple) -> Artifact:
+        quantizer = next(q for q in quantizers_for(candidate.format, candidate.precision)
+                         if q.name == candidate.method)
+        exporter = exporter_for(candidate.format)
+        out = self.workdir / student.key / ("-".join(key[1:]) + exporter.suffix)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        job = QuantizeJob(model=student.model, example=self.data.example,
+                          calibration=self.data.calibration, target=candidate.target,
+                          workdir=out.parent, fp32_file=lambda: self.fp32_file(candidate, student),
+                          evaluate=self._torch_score, tolerable_loss=self.tolerable_loss,
+                          options={"inc": self.recipe.quantize.inc})
+        progress.note(f"  exporting {student.key} {candidate.format}/{candidate.precision} "
+                      f"({candidate.method})")
+        path = quantizer.run(job, out)
+        try:
+            outputs = ExportedModel(candidate.format, path,
+                                    candidate.target.runtime_options()).predict(
+                self.data.val_x.numpy())
+        except Exception as exc:  # runtimes raise their own types
+            raise ExportError(f"{candidate.format} runtime cannot run the exported file: "
+                              f"{str(exc).splitlines()[0][:200]}") from exc
+        metric = score(self.data.metric, torch.from_numpy(outputs), self.data.val_y)
+        figures = {**parity(outputs, self.data.reference),
+                   "export": parity(outputs, self.torch_outputs(student))}
+        return Artifact(path, candidate.format, candidate.precision, candidate.method, metric,
+                        figures)
+
+    def fp32_file(self, candidate: Candidate, student: Student) -> Path:
+        """The float export of ``student`` for the candidate's target, made once."""
+        exporter = exporter_for(candidate.format)
+        key = (student.key, candidate.format, *exporter.file_key(candidate.target))
+        if key not in self._fp32:
+            path = self.workdir / student.key / ("-".join([*key[1:], "export"]) + exporter.suffix)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._fp32[key] = exporter.export(student.model, self.data.example,
+                                              candidate.target, path)
+        return self._fp32[key]
+
+    def torch_outputs(self, student: Student) -> np.ndarray:
+        """The student's own torch outputs on the validation set."""
+        if student.key not in self._torch_outputs:
+            self._torch_outputs[student.key] = predict(student.model, self.data.val_x).numpy()
+        return self._torch_outputs[student.key]
+
+    def _torch_score(self, model: torch.nn.Module) -> float:
+        with torch.no_grad():
+            return score(self.data.metric, model(self.data.val_x).float(), self.data.val_y)
+
+    def _check_float_parity(self, outcome: Outcome, student: Student) -> None:
+        """An fp32 file must compute what its torch model computes (the export is exact)."""
+        if outcome.candidate.precision != "fp32":
+            return
+        reference = self.torch_outputs(student)
+        atol, rtol = tolerance_for("fp32", [reference])
+        allowed = atol + rtol * float(np.max(np.abs(reference)))
+        diff = outcome.parity["export"]["max_abs_diff"]
+        if not diff <= allowed:
+            outcome.status, outcome.reason = REJECTED, (
+                f"fp32 file differs from its torch model by {diff:.3g} (allowed {allowed:.3g})")

@@ -1,0 +1,67 @@
+"""Turn the user's model and data into the fixed inputs of a build, checking they fit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from compress import progress
+from compress.errors import UserCodeError
+from compress.evaluation import collect, predict, score, top1_accuracy
+from compress.recipe import Recipe
+from compress.usercode import UserData
+from export.evaluate import EvalData
+from export.lineage import file_sha256, state_dict_sha256, tensors_sha256
+
+
+@dataclass
+class BuildInputs:
+    """The teacher, the measurement data and what the manifest needs to say about them."""
+
+    teacher: torch.nn.Module
+    data: EvalData
+    train: Any
+    baseline_metric: float
+    metric_name: str
+    calibration_sha256: str
+    source: dict[str, Any]
+    labels: list[str] = field(default_factory=list)
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+
+
+def _run_teacher(teacher: torch.nn.Module, val_x: torch.Tensor, spec: str) -> torch.Tensor:
+    try:
+        outputs = predict(teacher, val_x)
+    except Exception as exc:
+        raise UserCodeError(f"model {spec} cannot run the data's inputs of shape "
+                            f"{list(val_x.shape[1:])}: {type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0][:200]}") from exc
+    if outputs.ndim != 2:
+        raise UserCodeError(f"model {spec} returns {list(outputs.shape)}; edgekit build expects "
+                            "one output of class scores [batch, classes]")
+    return outputs
+
+
+def prepare_inputs(teacher: torch.nn.Module, user: UserData, recipe: Recipe, model_spec: str,
+                   weights: Path | None) -> BuildInputs:
+    """Collect the validation and calibration sets, run the teacher, score the baseline."""
+    val_x, val_y = collect(progress.track(user.validation, "reading validation set",
+                                          total=len(user.validation)))
+    calib, _ = collect(progress.track(user.calibration, "reading calibration set",
+                                      total=len(user.calibration)),
+                       limit=recipe.quantize.calibration_samples)
+    outputs = _run_teacher(teacher, val_x, model_spec)
+    metric = user.metric or top1_accuracy
+    baseline = score(metric, outputs, val_y)
+    source = {"source_model": model_spec, "source_weights": str(weights) if weights else None,
+              "source_weights_sha256": file_sha256(weights) if weights
+              else state_dict_sha256(teacher), "data": user.spec}
+    data = EvalData(example=val_x[:1].clone(), calibration=calib, val_x=val_x, val_y=val_y,
+                    reference=outputs.numpy(), metric=metric)
+    return BuildInputs(teacher=teacher, data=data, train=user.train, baseline_metric=baseline,
+                       metric_name=getattr(metric, "__name__", type(metric).__name__),
+                       calibration_sha256=tensors_sha256(calib), source=source,
+                       labels=user.labels, preprocessing=user.preprocessing)

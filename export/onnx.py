@@ -1,0 +1,159 @@
+"""ONNX: the exporter (opset from the target, dynamic batch, one file) and the quantizers
+that write ONNX files (ONNX Runtime's static, dynamic and float16 converters).
+
+Export strategy: opset >= 18 uses torch's dynamo exporter. Below 18 (the shipped
+profiles say 17 or 13) the dynamo exporter cannot write the opset asked for, so the
+TorchScript exporter writes it directly; if that fails, dynamo at 18 brought down to
+17 (``onnx_opset.py``) is tried.
+
+Int8: ORT's ``quantize_static`` with QDQ, per-channel int8 weights and uint8
+activations is the fast path (all convs fuse to QLinearConv); ORT's defaults (int8
+activations, per-tensor) leave most convs in float and are slower than fp32 on x86,
+so they are registered only as the opt-in ``ort-peer-default`` baseline.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from export.errors import ExportError, export_failure
+from export.onnx_opset import downgrade
+from export.quiet import quiet
+from export.registry import Exporter, QuantizeJob, Quantizer, register_exporter, register_quantizer
+
+INPUT_NAME, OUTPUT_NAME = "input", "output"
+DYNAMO_MIN_OPSET = 18
+
+
+def dynamo_export(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
+    """torch's dynamo exporter at opset >= 18, brought down to ``opset`` 17 when asked."""
+    import onnx
+
+    torch.onnx.export(model, (example,), str(path), dynamo=True,
+                      opset_version=max(opset, DYNAMO_MIN_OPSET), input_names=[INPUT_NAME],
+                      output_names=[OUTPUT_NAME], external_data=False, verbose=False,
+                      dynamic_shapes=({0: torch.export.Dim("batch")},))
+    if opset < DYNAMO_MIN_OPSET:
+        onnx.save(downgrade(onnx.load(str(path)), opset), str(path))
+
+
+def torchscript_export(model: torch.nn.Module, example: torch.Tensor, path: Path,
+                       opset: int) -> None:
+    """torch's TorchScript exporter, which writes opsets below 18 directly."""
+    torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=opset,
+                      input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                      dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+
+
+def export_onnx(model: torch.nn.Module, example: torch.Tensor, target: Any, path: Path) -> Path:
+    """Write ``model`` as ONNX at the target's opset; the error names the blocking operator."""
+    strategies = [dynamo_export] if target.opset >= DYNAMO_MIN_OPSET \
+        else [torchscript_export, dynamo_export]
+    errors: list[ExportError] = []
+    for strategy in strategies:
+        with quiet() as captured:
+            try:
+                strategy(model.eval(), example, path, target.opset)
+                return path
+            except Exception as exc:  # exporters raise many unrelated types
+                failure = exc
+        errors.append(export_failure("onnx", failure, captured.text))
+    raise errors[0]
+
+
+register_exporter(Exporter("onnx", ".onnx", export_onnx,
+                           "torch.onnx.export: TorchScript below opset 18, dynamo from 18",
+                           file_key=lambda target: (f"opset{target.opset}",)))
+
+
+class _Reader:
+    """ORT calibration reader over the job's calibration set."""
+
+    def __init__(self, model_path: Path, job: QuantizeJob, batch: int = 16) -> None:
+        import onnx
+
+        graph_input = onnx.load(str(model_path), load_external_data=False).graph.input[0]
+        self._feeds = iter([{graph_input.name: b.numpy()}
+                            for b in job.calibration_batches(batch)])
+
+    def get_next(self) -> dict[str, Any] | None:
+        return next(self._feeds, None)
+
+    def rewind(self) -> None:  # ORT calls this for some calibration methods
+        pass
+
+
+def _preprocessed(src: Path, out: Path) -> Path:
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    pre = out.with_name(out.stem + ".pre.onnx")
+    try:
+        with quiet():
+            quant_pre_process(str(src), str(pre))
+        return pre
+    except Exception:  # shape inference is an optimisation; quantize the raw file instead
+        return src
+
+
+def ort_static(job: QuantizeJob, out: Path) -> Path:
+    """QDQ int8: per-channel int8 weights, uint8 activations, MinMax calibration."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    src = _preprocessed(job.fp32_file(), out)
+    with quiet():
+        quantize_static(str(src), str(out), _Reader(src, job), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8)
+    return out
+
+
+def ort_peer_default(job: QuantizeJob, out: Path) -> Path:
+    """``quantize_static`` with every option at its default (the peer baseline)."""
+    from onnxruntime.quantization import quantize_static
+
+    src = job.fp32_file()
+    with quiet():
+        quantize_static(str(src), str(out), _Reader(src, job))
+    return out
+
+
+def ort_dynamic(job: QuantizeJob, out: Path) -> Path:
+    """Dynamic int8: int8 weights, activations quantized at run time."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    src = _preprocessed(job.fp32_file(), out)
+    with quiet():
+        quantize_dynamic(str(src), str(out), weight_type=QuantType.QInt8)
+    return out
+
+
+def ort_float16(job: QuantizeJob, out: Path) -> Path:
+    """float16 weights and compute, float32 inputs and outputs (for GPU/NPU providers)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    with quiet():
+        model = convert_float_to_float16(onnx.load(str(job.fp32_file())), keep_io_types=True)
+    onnx.save(model, str(out))
+    return out
+
+
+def onnx_float(job: QuantizeJob, out: Path) -> Path:
+    """The float32 export itself."""
+    return job.fp32_file()
+
+
+for _q in (
+    Quantizer("float", "onnx", "fp32", onnx_float, summary="fp32 export"),
+    Quantizer("ort-fp16", "onnx", "fp16", ort_float16, summary="ORT float16 converter"),
+    Quantizer("ort-static", "onnx", "int8", ort_static,
+              summary="ORT quantize_static QDQ, per-channel s8 weights, u8 activations"),
+    Quantizer("ort-peer-default", "onnx", "int8", ort_peer_default, default=False,
+              summary="ORT quantize_static with defaults (peer baseline)"),
+    Quantizer("ort-dynamic", "onnx", "int8-dynamic", ort_dynamic,
+              summary="ORT quantize_dynamic, s8 weights"),
+):
+    register_quantizer(_q)

@@ -1,0 +1,75 @@
+"""Bring a dynamo-exported ONNX model (opset 18) down to opset 17 when a profile asks for it.
+
+torch's dynamo exporter writes opset 18 or newer, and both its converter and onnx's
+C++ version converter fail on the Reduce* operators (their ``axes`` moved from an
+attribute to an input in opset 18). This moves constant ``axes`` back into the
+attribute, refuses operators whose opset-18 form has no opset-17 equivalent, and
+checks the result against the opset-17 schemas.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from export.errors import ExportError
+
+_AXES_TO_ATTRIBUTE = {"ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax",
+                      "ReduceMean", "ReduceMin", "ReduceProd", "ReduceSumSquare"}
+_CHANGED_IN_18 = {"Split", "Pad", "Resize", "ScatterElements", "ScatterND", "LpPool",
+                  "CenterCropPad", "Col2Im", "BitwiseAnd", "BitwiseOr", "BitwiseXor",
+                  "BitwiseNot", "GroupNormalization", "OptionalGetElement", "OptionalHasElement"}
+LOWEST_DOWNGRADE = 17
+
+
+def _constants(graph: Any) -> dict[str, Any]:
+    from onnx import numpy_helper
+
+    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute:
+            values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    return values
+
+
+def _move_axes(node: Any, constants: dict[str, Any]) -> None:
+    from onnx import helper
+
+    if len(node.input) < 2 or not node.input[1]:
+        return
+    if node.input[1] not in constants:
+        raise ExportError(f"cannot express {node.op_type} with computed axes at ONNX opset 17")
+    axes = [int(a) for a in constants[node.input[1]].reshape(-1)]
+    noop = [a for a in node.attribute if a.name == "noop_with_empty_axes"]
+    if noop and noop[0].i and not axes:
+        raise ExportError(f"cannot express {node.op_type}(noop_with_empty_axes) at opset 17")
+    for attr in noop:
+        node.attribute.remove(attr)
+    del node.input[1]
+    if axes:
+        node.attribute.append(helper.make_attribute("axes", axes))
+
+
+def downgrade(model: Any, opset: int) -> Any:
+    """``model`` (opset 18) rewritten for ``opset`` 17; ExportError when it cannot be."""
+    import onnx
+
+    if opset < LOWEST_DOWNGRADE:
+        raise ExportError(f"cannot bring a dynamo export below opset {LOWEST_DOWNGRADE} "
+                          f"(asked for {opset})")
+    graph, constants = model.graph, _constants(model.graph)
+    for node in graph.node:
+        if node.domain not in ("", "ai.onnx"):
+            continue
+        if node.op_type in _CHANGED_IN_18:
+            raise ExportError(f"operator {node.op_type} has no opset-{opset} form here")
+        if node.op_type in _AXES_TO_ATTRIBUTE:
+            _move_axes(node, constants)
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            entry.version = opset
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise ExportError(f"model does not validate at ONNX opset {opset}: "
+                          f"{str(exc).splitlines()[0]}") from exc
+    return model

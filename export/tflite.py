@@ -1,0 +1,125 @@
+"""TFLite: the exporter (litert-torch, no TensorFlow) and the quantizers that write TFLite
+files (litert-torch's PT2E quantizer; ai-edge-quantizer for fp16).
+
+Static int8 through PT2E gives a model with int8 input and output tensors (litert
+folds the first quantize and last dequantize into the signature); their scale and
+zero-point are read from the file into the manifest's ``quantization`` so the device
+can feed it floats. The model keeps torch's NCHW layout and a batch of 1.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from export.errors import export_failure
+from export.quiet import quiet
+from export.registry import Exporter, QuantizeJob, Quantizer, register_exporter, register_quantizer
+
+
+def _litert() -> Any:
+    import litert_torch
+
+    litert_torch.config.show_progress = False
+    return litert_torch
+
+
+def _convert(model: torch.nn.Module, example: torch.Tensor, path: Path,
+             quant_config: Any = None) -> Path:
+    with quiet() as captured:
+        try:
+            edge = _litert().convert(model, (example,), quant_config=quant_config)
+            edge.export(str(path))
+            return path
+        except Exception as exc:  # the converter raises many unrelated types
+            failure = exc
+    raise export_failure("tflite", failure, captured.text)
+
+
+def export_tflite(model: torch.nn.Module, example: torch.Tensor, target: Any,
+                  path: Path) -> Path:
+    """Write ``model`` (float32, batch 1) as a TFLite flatbuffer."""
+    return _convert(model.eval(), example[:1], path)
+
+
+register_exporter(Exporter("tflite", ".tflite", export_tflite, "litert_torch.convert"))
+
+
+def _pt2e(job: QuantizeJob, out: Path, per_channel: bool, dynamic: bool = False) -> Path:
+    from litert_torch.quantize.pt2e_quantizer import (
+        PT2EQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    example = job.example[:1]
+    config = get_symmetric_quantization_config(is_per_channel=per_channel, is_dynamic=dynamic)
+    quantizer = PT2EQuantizer().set_global(config)
+    with quiet() as captured:
+        try:
+            graph = prepare_pt2e(torch.export.export(job.model.eval(), (example,)).module(),
+                                 quantizer)
+            with torch.no_grad():
+                for sample in job.calibration_batches(1):
+                    graph(sample)
+            graph = convert_pt2e(graph, fold_quantize=False)
+        except Exception as exc:
+            raise export_failure("tflite", exc, captured.text) from exc
+    return _convert(graph, example, out, QuantConfig(pt2e_quantizer=quantizer))
+
+
+def litert_pt2e(job: QuantizeJob, out: Path) -> Path:
+    """Static int8: per-channel symmetric int8 weights, int8 activations, int8 I/O."""
+    return _pt2e(job, out, per_channel=True)
+
+
+def litert_peer_default(job: QuantizeJob, out: Path) -> Path:
+    """PT2E with litert's default symmetric config (per-tensor weights): the peer baseline."""
+    return _pt2e(job, out, per_channel=False)
+
+
+def litert_pt2e_dynamic(job: QuantizeJob, out: Path) -> Path:
+    """Dynamic-range int8: int8 weights, float activations and I/O."""
+    return _pt2e(job, out, per_channel=True, dynamic=True)
+
+
+def aeq_float16(job: QuantizeJob, out: Path) -> Path:
+    """float16 weights via ai-edge-quantizer's float casting (float I/O)."""
+    from ai_edge_quantizer import qtyping, quantizer
+
+    weights = qtyping.TensorQuantizationConfig(num_bits=16, dtype=qtyping.TensorDataType.FLOAT)
+    op_config = qtyping.OpQuantizationConfig(
+        weight_tensor_config=weights, compute_precision=qtyping.ComputePrecision.FLOAT,
+        explicit_dequantize=True)
+    with quiet() as captured:
+        try:
+            qt = quantizer.Quantizer(str(job.fp32_file()))
+            qt.update_quantization_recipe(
+                regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                algorithm_key=quantizer.AlgorithmName.FLOAT_CASTING, op_config=op_config)
+            qt.quantize().export_model(str(out), overwrite=True)
+        except Exception as exc:
+            raise export_failure("tflite", exc, captured.text) from exc
+    return out
+
+
+def tflite_float(job: QuantizeJob, out: Path) -> Path:
+    """The float32 export itself."""
+    return job.fp32_file()
+
+
+for _q in (
+    Quantizer("float", "tflite", "fp32", tflite_float, summary="fp32 export"),
+    Quantizer("aeq-fp16", "tflite", "fp16", aeq_float16,
+              summary="ai-edge-quantizer float casting (fp16 weights)"),
+    Quantizer("litert-pt2e", "tflite", "int8", litert_pt2e,
+              summary="litert PT2E static, per-channel s8 weights, int8 I/O"),
+    Quantizer("litert-peer-default", "tflite", "int8", litert_peer_default, default=False,
+              summary="litert PT2E with its default config (peer baseline)"),
+    Quantizer("litert-pt2e-dynamic", "tflite", "int8-dynamic", litert_pt2e_dynamic,
+              summary="litert PT2E dynamic-range int8"),
+):
+    register_quantizer(_q)
