@@ -15,7 +15,7 @@ import typer
 
 from edge_agent.errors import EdgekitError
 from edgekit import __version__
-from edgekit.cli import agent, bundle, keys, profiles
+from edgekit.cli import agent, build, bundle, keys, profiles
 from edgekit.cli.output import fail
 
 app = typer.Typer(
@@ -29,6 +29,7 @@ app.add_typer(profiles.app, name="profiles")
 app.add_typer(keys.app, name="keys")
 app.add_typer(bundle.app, name="bundle")
 app.add_typer(agent.app, name="agent")
+app.command("build")(build.build)
 
 
 def _version(value: bool) -> None:
@@ -50,11 +51,14 @@ def root(
 
 @app.command("demo")
 def demo(workdir: Path = typer.Option(Path("demo-out"), "--workdir", help="Where the demo writes."),
-         profile: str = typer.Option("x86-64", "--profile", help="Profile to build for.")) -> None:
-    """Run the end-to-end demo (the steps that exist so far)."""
-    from edgekit.demo import run_demo
+         broker: str = typer.Option(None, "--broker", help="mqtt://HOST:PORT; default: "
+                                    "127.0.0.1:1883 if it answers, else a private mosquitto."),
+         arch: str = typer.Option("small_cnn", "--arch", help="small_cnn or mobilenetv2."),
+         epochs: int = typer.Option(None, "--epochs", help="Baseline training epochs.")) -> None:
+    """Run the end-to-end demo: train, build, bundle, agent over MQTT, OTA update."""
+    from edgekit.demo import DemoSettings, run_demo
 
-    run_demo(workdir, profile)
+    run_demo(DemoSettings(workdir=workdir, broker=broker, arch=arch, epochs=epochs))
 
 
 def main() -> None:
