@@ -195,10 +195,11 @@ def describe(exc: Exception) -> str:
         return str(exc).splitlines()[0]
     first = exc.errors()[0]
     loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        return f"field '{loc}': unknown field{_spelling_hint(first['loc'])}"
     got = first.get("input")
     got_text = "" if isinstance(got, dict | list) else f" (got {got!r})"
-    hint = _spelling_hint(first["loc"]) if first["type"] == "extra_forbidden" else ""
-    return f"field '{loc}': {first['msg']}{got_text}{hint}"
+    return f"field '{loc}': {first['msg']}{got_text}"
 
 
 def _spelling_hint(loc: tuple) -> str:

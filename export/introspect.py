@@ -38,14 +38,24 @@ def _onnx_precision(path: Path, session: Session) -> str:
     return "fp32"
 
 
+def _quantized(detail: dict) -> bool:
+    per_channel = detail.get("quantization_parameters", {}).get("scales", ())
+    return bool(detail["quantization"][0]) or len(per_channel) > 0
+
+
 def _tflite_precision(path: Path, session: Session) -> str:
-    details = session._it.get_tensor_details()  # type: ignore[attr-defined]
-    dtypes = {str(d["dtype"].__name__ if hasattr(d["dtype"], "__name__") else d["dtype"])
-              for d in details}
-    quantized = any(d["quantization"][0] for d in details if "int8" in str(d["dtype"]))
-    if quantized:
-        return "int8"
-    if any("float16" in t for t in dtypes):
+    import numpy as np
+
+    it = session._it  # type: ignore[attr-defined]
+    details = it.get_tensor_details()
+    kinds = {np.dtype(d["dtype"]).name for d in details}
+    if any(np.dtype(d["dtype"]).name in ("int8", "uint8") and _quantized(d) for d in details):
+        # Static int8 quantizes activations (int8 I/O or QUANTIZE ops); dynamic-range
+        # int8 only stores int8 weights and computes on float activations.
+        io_quantized = any(np.dtype(d["dtype"]).kind in "iu" for d in it.get_input_details())
+        ops = {op["op_name"] for op in it._get_ops_details()}
+        return "int8" if io_quantized or "QUANTIZE" in ops else "int8-dynamic"
+    if "float16" in kinds:
         return "fp16"
     return "fp32"
 
