@@ -1,0 +1,45 @@
+"""Student techniques dispatch by config type; students are made once and shared."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from compress.evaluation import top1_accuracy
+from compress.recipe import DistillConfig, PruneConfig, Recipe
+from compress.techniques import STUDENT_STEPS, TECHNIQUES, StudentData, Students, make_student
+from tests.compress.tiny import tiny_tensors
+
+
+def _data(teacher, validation):
+    train = DataLoader(TensorDataset(*tiny_tensors(64, 1)), batch_size=32)
+    return StudentData(teacher, torch.randn(1, 1, 16, 16), train, validation, top1_accuracy)
+
+
+def test_every_student_step_has_a_registered_handler():
+    recipe = Recipe()
+    for name in STUDENT_STEPS:
+        assert type(getattr(recipe, name)) in TECHNIQUES
+    assert {PruneConfig, DistillConfig} <= set(TECHNIQUES.keys())
+
+
+def test_ratio_zero_student_is_the_teacher_unchanged(tiny_teacher, tiny_validation):
+    student = make_student(Recipe(), _data(tiny_teacher, tiny_validation), 0.0)
+    x = torch.randn(2, 1, 16, 16)
+    assert not student.changed and student.steps == {}
+    assert torch.allclose(student.model(x), tiny_teacher(x)) and student.key == "r0"
+
+
+def test_pruned_student_is_distilled_and_cached(tiny_teacher, tiny_validation):
+    recipe = Recipe.from_dict({"distill": {"epochs": 1}, "prune": {"round_to": None}})
+    students = Students(recipe, _data(tiny_teacher, tiny_validation))
+    first = students.get(0.5)
+    assert first is students.get(0.5)
+    assert set(first.steps) == {"prune", "distill"} and first.key == "r0.5"
+    assert [s.ratio for s in students.made()] == [0.5]
+
+
+def test_disabled_distillation_only_prunes(tiny_teacher, tiny_validation):
+    recipe = Recipe.from_dict({"distill": {"enabled": False}, "prune": {"round_to": None}})
+    student = make_student(recipe, _data(tiny_teacher, tiny_validation), 0.5)
+    assert set(student.steps) == {"prune"}
