@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import torch
 
+from compress import progress
 from compress.errors import CompressError
 from compress.recipe import IncConfig
 
@@ -69,7 +70,7 @@ def inc_quantize(model: torch.nn.Module, example: torch.Tensor,
 
     def run_fn(prepared: torch.nn.Module) -> None:
         with torch.no_grad():
-            for batch in calibration:
+            for batch in progress.track(calibration, "calibrating (INC)", len(calibration)):
                 prepared(batch)
 
     if cfg.autotune and evaluate is not None:

@@ -221,4 +221,4 @@ def _raise_if_failed(doc: dict[str, Any], report: Path) -> None:
     failed = {n: p["reason"] for n, p in doc["profiles"].items() if p["status"] != "ok"}
     if failed:
         listed = "; ".join(f"{n}: {r}" for n, r in failed.items())
-        raise BuildError(f"no bundle for {', '.join(failed)} ({listed}); see {report}")
+        raise BuildError(f"no bundle for {', '.join(failed)} ({listed}); see {report}", doc)

@@ -22,7 +22,14 @@ class UnsupportedOperatorError(ExportError):
 
 
 class BuildError(EdgekitError):
-    """The build cannot produce a bundle (e.g. no candidate within tolerance)."""
+    """The build cannot produce a bundle (e.g. no candidate within tolerance).
+
+    ``report`` holds the build report when one was written, so callers can show it.
+    """
+
+    def __init__(self, message: str, report: dict | None = None) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 # Where exporters name the operator they choke on, most specific first.

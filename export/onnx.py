@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from compress import progress
 from export.errors import ExportError, export_failure
 from export.onnx_opset import downgrade
 from export.quiet import quiet
@@ -75,9 +76,10 @@ class _Reader:
     def __init__(self, model_path: Path, job: QuantizeJob, batch: int = 16) -> None:
         import onnx
 
-        graph_input = onnx.load(str(model_path), load_external_data=False).graph.input[0]
-        self._feeds = iter([{graph_input.name: b.numpy()}
-                            for b in job.calibration_batches(batch)])
+        name = onnx.load(str(model_path), load_external_data=False).graph.input[0].name
+        batches = job.calibration_batches(batch)
+        self._feeds = iter(progress.track(({name: b.numpy()} for b in batches),
+                                          "calibrating (onnxruntime)", total=len(batches)))
 
     def get_next(self) -> dict[str, Any] | None:
         return next(self._feeds, None)

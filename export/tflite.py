@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from compress import progress
 from export.errors import export_failure
 from export.quiet import quiet
 from export.registry import Exporter, QuantizeJob, Quantizer, register_exporter, register_quantizer
@@ -62,8 +63,9 @@ def _pt2e(job: QuantizeJob, out: Path, per_channel: bool, dynamic: bool = False)
         try:
             graph = prepare_pt2e(torch.export.export(job.model.eval(), (example,)).module(),
                                  quantizer)
+            samples = job.calibration_batches(1)
             with torch.no_grad():
-                for sample in job.calibration_batches(1):
+                for sample in progress.track(samples, "calibrating (PT2E)", total=len(samples)):
                     graph(sample)
             graph = convert_pt2e(graph, fold_quantize=False)
         except Exception as exc:

@@ -38,14 +38,22 @@ def build(
     """Build the fastest model within tolerance for each profile, as signed bundles."""
     from compress import progress
     from export.build import BuildRequest, run_build
+    from export.errors import BuildError
 
     progress.enable(show_progress)
     request = BuildRequest(model=model, data=data, profiles=profile, key_file=key, out_dir=out,
                            weights=weights, recipe=recipe, tolerance=tolerance, name=name,
                            version=version, parent_version=parent_version,
                            profiles_dirs=dirs(profiles_dir), seed=seed)
-    result = run_build(request)
+    try:
+        result = run_build(request)
+    except BuildError as exc:
+        if exc.report:
+            console.print(summary_table(exc.report))
+        raise
     console.print(summary_table(result.report))
+    for name, path in result.bundles.items():
+        console.print(f"bundle {name}: {path}", highlight=False)
     console.print(f"report: {result.report_json} and {result.report_html}", highlight=False)
 
 
@@ -54,21 +62,20 @@ def _ms(value: Any) -> str:
 
 
 def summary_table(report: dict[str, Any]) -> Table:
-    """One row per profile: what was chosen and how it compares with the original."""
+    """One row per profile: what was chosen and how it compares with the original (fp32)."""
     table = Table(title=f"edgekit build: baseline {report['metric']} "
                         f"{report['baseline_metric']:.4f}")
-    for column in ("profile", "chosen", "prune", "metric", "latency ms", "vs fp32",
-                   "size kB", "candidates", "bundle"):
+    for column in ("profile", "chosen", "method", "prune", "metric", "ms", "speed-up",
+                   "kB", "passed"):
         table.add_column(column)
     for name, p in report["profiles"].items():
         kept = sum(c["status"] in ("chosen", "passed") for c in p["candidates"])
-        chosen = f"{p.get('format')}/{p.get('precision')} ({p.get('method')})" \
-            if p["status"] == "ok" else "[red]none[/]"
+        chosen = f"{p.get('format')}/{p.get('precision')}" if p["status"] == "ok" \
+            else "[red]none[/]"
         speedup = f"{p['speedup']:.2f}x" if p.get("speedup") else "-"
         size = f"{p['size_bytes'] / 1e3:.0f}" if p.get("size_bytes") else "-"
         metric = f"{p['metric']:.4f}" if p.get("metric") is not None else "-"
-        table.add_row(name, chosen, str(p.get("prune_ratio", "-")), metric,
-                      _ms(p.get("latency_ms")), speedup, size,
-                      f"{kept}/{len(p['candidates'])} within tolerance",
-                      str(p.get("bundle") or "-"))
+        table.add_row(name, chosen, str(p.get("method", "-")), str(p.get("prune_ratio", "-")),
+                      metric, _ms(p.get("latency_ms")), speedup, size,
+                      f"{kept}/{len(p['candidates'])}")
     return table

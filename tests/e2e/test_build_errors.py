@@ -73,3 +73,16 @@ def test_bad_tolerance(tmp_path, keypair, capsys):
 def test_missing_key(tmp_path, capsys):
     assert build(tmp_path, (tmp_path / "nope.pem", None)) == 1
     error_line(capsys)
+
+
+def test_nothing_within_tolerance_exits_1_with_the_table(tmp_path, keypair, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("prune: {enabled: false}\nquantize: {precisions: [int8]}\n"
+                      "search: {formats: [onnx], latency_runs: 10}\n")
+    assert build(tmp_path, keypair, "--recipe", recipe, "--tolerance", "0",
+                 data=f"{TINY}:strict_data") == 1
+    captured = capsys.readouterr()
+    assert "none" in captured.out and "x86-64" in captured.out
+    err = captured.err.strip()
+    assert err.startswith("error: no bundle for x86-64") and "\n" not in err
+    assert (tmp_path / "out" / "report.json").exists()
