@@ -18,6 +18,8 @@ from edgekit import __version__
 from edgekit.cli import agent, build, bundle, keys, profiles
 from edgekit.cli.output import fail
 
+NOISY_LOGGERS = ("torchao", "torch.utils._pytree", "absl")
+
 app = typer.Typer(
     name="edgekit",
     help="Put PyTorch models on edge devices and keep them good there.",
@@ -47,6 +49,9 @@ def root(
     """Compress -> export -> bundle -> run on the device -> watch -> retrain -> roll out."""
     level = logging.DEBUG if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:  # third-party start-up chatter that says nothing about the user's work
+        for name in NOISY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
 
 
 @app.command("demo")

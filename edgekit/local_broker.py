@@ -1,0 +1,87 @@
+"""Find a broker for the demo: the one the user named, one on localhost, or a private one."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+from edge_agent.errors import EdgekitError
+
+MOSQUITTO_PATHS = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
+
+
+def port_open(host: str, port: int, timeout: float = 0.3) -> bool:
+    """True when something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def free_port() -> int:
+    """An unused TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LocalMosquitto:
+    """A private mosquitto on 127.0.0.1:<free port>, configured and logging in ``folder``."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> LocalMosquitto:
+        """Start it and wait until it listens; a clear error when mosquitto is missing."""
+        exe = shutil.which("mosquitto") or next(
+            (p for p in MOSQUITTO_PATHS if Path(p).exists()), None)
+        if exe is None:
+            raise EdgekitError("mosquitto is not installed; apt-get install mosquitto "
+                               "(or pass --broker mqtt://HOST:PORT)")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        conf = self.folder / "mosquitto.conf"
+        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+                        f"persistence false\nlog_dest file {self.folder / 'mosquitto.log'}\n")
+        self.proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while not port_open("127.0.0.1", self.port):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise EdgekitError(f"mosquitto did not start; see {self.folder}/mosquitto.log")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        """Stop the broker this object started (by its PID)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+
+def choose_broker(url: str | None, folder: Path) -> tuple[str, LocalMosquitto | None]:
+    """(broker URL, the private broker started for it or None)."""
+    if url:
+        return url, None
+    if port_open("127.0.0.1", 1883):
+        return "mqtt://127.0.0.1:1883", None
+    broker = LocalMosquitto(folder).start()
+    return broker.url, broker
+
+
+def host_port(url: str) -> tuple[str, int]:
+    """(host, port) of an mqtt:// URL."""
+    parsed = urlparse(url)
+    return parsed.hostname or "127.0.0.1", parsed.port or 1883
