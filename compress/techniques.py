@@ -37,6 +37,7 @@ class StudentData:
     train: Any
     validation: tuple[torch.Tensor, torch.Tensor]
     metric: Metric
+    seed: int = 0
 
 
 @dataclass
@@ -90,7 +91,12 @@ def _apply_distill(cfg: DistillConfig, student: Student, data: StudentData) -> S
 
 
 def make_student(recipe: Recipe, data: StudentData, ratio: float) -> Student:
-    """Apply every student step of the recipe, in order, to a copy of the teacher."""
+    """Apply every student step of the recipe, in order, to a copy of the teacher.
+
+    The random state is reset from the seed and the ratio first, so a student does not
+    depend on what the build did before it (which profile or candidate came first).
+    """
+    torch.manual_seed(data.seed * 1000 + round(ratio * 1000))
     student = Student(model=copy.deepcopy(data.teacher).eval(), ratio=ratio)
     for name in STUDENT_STEPS:
         cfg = getattr(recipe, name)

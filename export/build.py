@@ -112,7 +112,7 @@ def run_build(req: BuildRequest) -> BuildResult:
                   f"allowed drop {allowed:.4f} ({tolerance.describe()})")
     students = Students(recipe, StudentData(teacher, inputs.data.example, inputs.train,
                                             (inputs.data.val_x, inputs.data.val_y),
-                                            inputs.data.metric))
+                                            inputs.data.metric, req.seed))
     with tempfile.TemporaryDirectory(prefix="edgekit-build-", dir=req.workdir) as work:
         tolerable = allowed / max(abs(inputs.baseline_metric), 1e-9)
         evaluator = Evaluator(recipe, inputs.data, Path(work), tolerable_loss=tolerable)

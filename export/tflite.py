@@ -49,17 +49,18 @@ register_exporter(Exporter("tflite", ".tflite", export_tflite, "litert_torch.con
 
 
 def _pt2e(job: QuantizeJob, out: Path, per_channel: bool, dynamic: bool = False) -> Path:
-    from litert_torch.quantize.pt2e_quantizer import (
-        PT2EQuantizer,
-        get_symmetric_quantization_config,
-    )
-    from litert_torch.quantize.quant_config import QuantConfig
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
     example = job.example[:1]
-    config = get_symmetric_quantization_config(is_per_channel=per_channel, is_dynamic=dynamic)
-    quantizer = PT2EQuantizer().set_global(config)
-    with quiet() as captured:
+    with quiet() as captured:  # importing litert-torch prints TensorFlow banners on fd 2
+        from litert_torch.quantize.pt2e_quantizer import (
+            PT2EQuantizer,
+            get_symmetric_quantization_config,
+        )
+        from litert_torch.quantize.quant_config import QuantConfig
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+        config = get_symmetric_quantization_config(is_per_channel=per_channel,
+                                                   is_dynamic=dynamic)
+        quantizer = PT2EQuantizer().set_global(config)
         try:
             graph = prepare_pt2e(torch.export.export(job.model.eval(), (example,)).module(),
                                  quantizer)
@@ -90,13 +91,14 @@ def litert_pt2e_dynamic(job: QuantizeJob, out: Path) -> Path:
 
 def aeq_float16(job: QuantizeJob, out: Path) -> Path:
     """float16 weights via ai-edge-quantizer's float casting (float I/O)."""
-    from ai_edge_quantizer import qtyping, quantizer
-
-    weights = qtyping.TensorQuantizationConfig(num_bits=16, dtype=qtyping.TensorDataType.FLOAT)
-    op_config = qtyping.OpQuantizationConfig(
-        weight_tensor_config=weights, compute_precision=qtyping.ComputePrecision.FLOAT,
-        explicit_dequantize=True)
     with quiet() as captured:
+        from ai_edge_quantizer import qtyping, quantizer
+
+        weights = qtyping.TensorQuantizationConfig(num_bits=16,
+                                                   dtype=qtyping.TensorDataType.FLOAT)
+        op_config = qtyping.OpQuantizationConfig(
+            weight_tensor_config=weights, compute_precision=qtyping.ComputePrecision.FLOAT,
+            explicit_dequantize=True)
         try:
             qt = quantizer.Quantizer(str(job.fp32_file()))
             qt.update_quantization_recipe(

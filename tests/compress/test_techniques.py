@@ -43,3 +43,12 @@ def test_disabled_distillation_only_prunes(tiny_teacher, tiny_validation):
     recipe = Recipe.from_dict({"distill": {"enabled": False}, "prune": {"round_to": None}})
     student = make_student(recipe, _data(tiny_teacher, tiny_validation), 0.5)
     assert set(student.steps) == {"prune"}
+
+
+def test_a_student_does_not_depend_on_what_ran_before(tiny_teacher, tiny_validation):
+    recipe = Recipe.from_dict({"distill": {"epochs": 1}, "prune": {"round_to": None}})
+    first = make_student(recipe, _data(tiny_teacher, tiny_validation), 0.5)
+    torch.rand(1000)  # other work consuming the random state
+    second = make_student(recipe, _data(tiny_teacher, tiny_validation), 0.5)
+    x = torch.randn(4, 1, 16, 16)
+    assert torch.allclose(first.model(x), second.model(x))
