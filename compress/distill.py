@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from compress import progress
 from compress.errors import CompressError
-from compress.evaluation import Metric, predict, score
+from compress.evaluation import Metric, batches_in, predict, score
 from compress.recipe import DistillConfig
 from compress.registry import Registry
 
@@ -73,7 +73,7 @@ def _train_epoch(student: torch.nn.Module, teacher: torch.nn.Module, loader: Any
                  label: str) -> float:
     student.train()
     total, batches = 0.0, 0
-    for inputs, labels in progress.track(loader, label, total=len(loader)):
+    for inputs, labels in progress.track(loader, label, total=batches_in(loader)):
         with torch.no_grad():
             teacher_logits = teacher(inputs.float())
         loss = distillation_loss(student(inputs.float()), teacher_logits, labels.long(), cfg)
@@ -93,7 +93,7 @@ def distill(student: torch.nn.Module, teacher: torch.nn.Module, train: Any,
     teacher.eval()
     optimizer = _optimizer(student, cfg)
     factor = SCHEDULES.get(cfg.schedule)
-    total = cfg.epochs * max(1, len(train))
+    total = cfg.epochs * max(1, batches_in(train) or sum(1 for _ in train))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: factor(min(s, total), total))
     val_x, val_y = validation
     best = score(metric, predict(student, val_x), val_y)

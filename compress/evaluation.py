@@ -15,6 +15,14 @@ def top1_accuracy(outputs: torch.Tensor, labels: torch.Tensor) -> float:
     return float((outputs.argmax(dim=1) == labels.to(outputs.device)).float().mean())
 
 
+def batches_in(loader: Any) -> int | None:
+    """How many batches a loader yields, or None when it cannot tell (iterable data sets)."""
+    try:
+        return len(loader)
+    except TypeError:
+        return None
+
+
 def collect(loader: Any, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """All (inputs, labels) of a loader as two tensors, at most ``limit`` samples."""
     xs, ys, seen = [], [], 0

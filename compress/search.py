@@ -33,14 +33,17 @@ class Candidate:
 
     @property
     def format(self) -> str:
+        """The target's model format."""
         return self.target.format
 
     @property
     def precision(self) -> str:
+        """The target's precision."""
         return self.target.precision
 
     @property
     def id(self) -> str:
+        """``r<ratio>/<format>/<precision>/<method>``, as the report lists it."""
         return f"r{self.ratio:g}/{self.format}/{self.precision}/{self.method}"
 
 

@@ -10,7 +10,7 @@ import torch
 
 from compress import progress
 from compress.errors import UserCodeError
-from compress.evaluation import collect, predict, score, top1_accuracy
+from compress.evaluation import batches_in, collect, predict, score, top1_accuracy
 from compress.recipe import Recipe
 from compress.usercode import UserData
 from export.evaluate import EvalData
@@ -49,9 +49,9 @@ def prepare_inputs(teacher: torch.nn.Module, user: UserData, recipe: Recipe, mod
                    weights: Path | None) -> BuildInputs:
     """Collect the validation and calibration sets, run the teacher, score the baseline."""
     val_x, val_y = collect(progress.track(user.validation, "reading validation set",
-                                          total=len(user.validation)))
+                                          total=batches_in(user.validation)))
     calib, _ = collect(progress.track(user.calibration, "reading calibration set",
-                                      total=len(user.calibration)),
+                                      total=batches_in(user.calibration)),
                        limit=recipe.quantize.calibration_samples)
     outputs = _run_teacher(teacher, val_x, model_spec)
     metric = user.metric or top1_accuracy

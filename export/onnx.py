@@ -77,15 +77,17 @@ class _Reader:
         import onnx
 
         name = onnx.load(str(model_path), load_external_data=False).graph.input[0].name
-        batches = job.calibration_batches(batch)
-        self._feeds = iter(progress.track(({name: b.numpy()} for b in batches),
-                                          "calibrating (onnxruntime)", total=len(batches)))
+        self._batches = [{name: b.numpy()} for b in job.calibration_batches(batch)]
+        self.rewind()
 
     def get_next(self) -> dict[str, Any] | None:
+        """The next calibration batch, or None at the end."""
         return next(self._feeds, None)
 
-    def rewind(self) -> None:  # ORT calls this for some calibration methods
-        pass
+    def rewind(self) -> None:
+        """Start again from the first batch (ORT asks for this between passes)."""
+        self._feeds = iter(progress.track(self._batches, "calibrating (onnxruntime)",
+                                          total=len(self._batches)))
 
 
 def _preprocessed(src: Path, out: Path) -> Path:
