@@ -115,17 +115,22 @@ def protected_layers(model: torch.nn.Module, example: torch.Tensor,
     return protected
 
 
-def prune(model: torch.nn.Module, example: torch.Tensor, cfg: PruneConfig,
-          ratio: float) -> PruneResult:
-    """A pruned copy of ``model`` whose measure is at most ``(1 - ratio)`` of the original's."""
+def prune(model: torch.nn.Module, example: torch.Tensor, cfg: PruneConfig, ratio: float,
+          original: float | None = None) -> PruneResult:
+    """A pruned copy of ``model`` whose measure is at most ``(1 - ratio)`` of the original's.
+
+    ``original`` is the original model's measure when ``model`` is itself already a
+    pruned student (progressive pruning); by default ``model`` is the original.
+    """
     import torch_pruning as tp
 
     student = copy.deepcopy(model).eval()
     measure = MEASURES.get(cfg.measure)
-    before = after = measure(student, example)
+    after = measure(student, example)
+    before = original if original is not None else after
     macs_before, params_before = tp.utils.count_ops_and_params(student, example)
     steps = 0
-    if ratio > 0:
+    if ratio > 0 and after > (1 - ratio) * before:
         pruner = tp.pruner.MetaPruner(
             student, example, importance=IMPORTANCE.get(cfg.importance)(),
             pruning_ratio=cfg.max_channel_ratio, iterative_steps=cfg.steps,

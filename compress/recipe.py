@@ -61,10 +61,13 @@ class PruneConfig(_Config):
 
     A ratio of 0.5 with ``measure: macs`` removes channels until the model needs at most
     half of its MACs; ``measure: latency`` does the same with torch's batch-1 latency.
-    Ratio 0 keeps the original model (the unpruned candidate).
+    Ratio 0 keeps the original model (the unpruned candidate). ``progressive``: each
+    ratio starts from the distilled student of the next-lower ratio (prune a little,
+    distill, prune more), which keeps far more accuracy at high ratios than one cut.
     """
 
     enabled: bool = True
+    progressive: bool = True
     ratios: list[float] = Field(default_factory=lambda: [0.0, 0.5], min_length=1)
     ratio_range: RatioRange | None = None
     measure: str = "macs"
@@ -137,7 +140,7 @@ class SearchConfig(_Config):
     formats: list[Format] = Field(default_factory=lambda: ["onnx", "tflite"], min_length=1)
     latency_runs: int = Field(default=100, ge=5)
     latency_warmup: int = Field(default=10, ge=0)
-    latency_rounds: int = Field(default=3, ge=1, le=20)
+    latency_rounds: int = Field(default=5, ge=1, le=50)
     cap_threads_to_host: bool = Field(
         default=True, description="never time with more threads than this host has cores")
     max_candidates: int | None = Field(default=None, ge=1)

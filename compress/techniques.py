@@ -42,12 +42,17 @@ class StudentData:
 
 @dataclass
 class Student:
-    """A candidate's starting model, the ratio it was pruned to and what each step did."""
+    """A candidate's starting model, the ratio it was pruned to and what each step did.
+
+    ``parent`` is the student it was made from (progressive pruning), None for the
+    original model.
+    """
 
     model: torch.nn.Module
     ratio: float
     changed: bool = False
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    parent: str | None = None
 
     @property
     def key(self) -> str:
@@ -68,9 +73,10 @@ def technique(config_type: type[BaseModel]) -> Callable[[Handler], Handler]:
 def _apply_prune(cfg: PruneConfig, student: Student, data: StudentData) -> Student:
     if student.ratio <= 0 or not cfg.enabled:
         return student
-    result = prune(student.model, data.example, cfg, student.ratio)
+    original = MEASURES.get(cfg.measure)(data.teacher, data.example)
+    result = prune(student.model, data.example, cfg, student.ratio, original)
     student.model, student.changed = result.model, True
-    student.steps["prune"] = result.summary()
+    student.steps["prune"] = {**result.summary(), "from": student.parent or "original"}
     progress.note(f"pruned to ratio {student.ratio:g}: MACs {result.macs_before / 1e6:.2f}M -> "
                   f"{result.macs_after / 1e6:.2f}M, params {result.params_before / 1e3:.1f}k -> "
                   f"{result.params_after / 1e3:.1f}k")
@@ -90,14 +96,18 @@ def _apply_distill(cfg: DistillConfig, student: Student, data: StudentData) -> S
     return student
 
 
-def make_student(recipe: Recipe, data: StudentData, ratio: float) -> Student:
-    """Apply every student step of the recipe, in order, to a copy of the teacher.
+def make_student(recipe: Recipe, data: StudentData, ratio: float,
+                 base: Student | None = None) -> Student:
+    """Apply every student step of the recipe, in order, to a copy of ``base`` (a less
+    pruned student) or of the teacher.
 
     The random state is reset from the seed and the ratio first, so a student does not
     depend on what the build did before it (which profile or candidate came first).
     """
     torch.manual_seed(data.seed * 1000 + round(ratio * 1000))
-    student = Student(model=copy.deepcopy(data.teacher).eval(), ratio=ratio)
+    source = base.model if base is not None else data.teacher
+    student = Student(model=copy.deepcopy(source).eval(), ratio=ratio,
+                      parent=base.key if base is not None else None)
     for name in STUDENT_STEPS:
         cfg = getattr(recipe, name)
         student = TECHNIQUES.get(type(cfg))(cfg, student, data)
@@ -114,10 +124,18 @@ class Students:
         self._cache: dict[float, Student] = {}
 
     def get(self, ratio: float) -> Student:
-        """The student for ``ratio``, made on first use."""
+        """The student for ``ratio``, made on first use (after its base, when progressive)."""
         if ratio not in self._cache:
-            self._cache[ratio] = make_student(self._recipe, self._data, ratio)
+            base = self._base(ratio)
+            self._cache[ratio] = make_student(self._recipe, self._data, ratio, base)
         return self._cache[ratio]
+
+    def _base(self, ratio: float) -> Student | None:
+        prune_cfg = self._recipe.prune
+        lower = [r for r in prune_cfg.candidate_ratios() if 0 < r < ratio]
+        if not (prune_cfg.progressive and prune_cfg.enabled and lower):
+            return None
+        return self.get(max(lower))
 
     def made(self) -> list[Student]:
         """Every student made so far, by ratio."""

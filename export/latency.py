@@ -1,6 +1,8 @@
-"""Latency of exported files on this host's runtime: the median of many batch-1 runs after a
-warm-up, with the files measured round-robin so load from other processes hits them all
-alike (ratios between files measured together are trustworthy; absolute figures less so)."""
+"""Latency of exported files on this host's runtime: batch-1 runs after a warm-up, with the
+files measured round-robin in several rounds so load from other processes hits them all
+alike. A file's latency is the median of its runs in its best round: a burst of load
+from another process (which stalls multi-threaded runs most) spoils a round, not the
+figure, and ratios between files measured together stay like for like."""
 
 from __future__ import annotations
 
@@ -55,14 +57,14 @@ def _time_runs(model: ExportedModel, raw: np.ndarray, runs: int) -> list[float]:
 
 def benchmark(timings: list[Timing], sample: np.ndarray, runs: int = 100, warmup: int = 10,
               rounds: int = 3, label: str = "benchmarking") -> dict[Hashable, float]:
-    """Median latency (ms) of each file on one float sample ``[1, ...]``."""
+    """Latency (ms) of each file on one float sample ``[1, ...]``: best round's median."""
     models = {t: ExportedModel(t.format, t.path, t.runtime_options()) for t in timings}
     raws = {t: m.feed(sample[:1]) for t, m in models.items()}
     for t, m in models.items():
         _time_runs(m, raws[t], warmup)
-    times: dict[Timing, list[float]] = {t: [] for t in timings}
+    medians: dict[Timing, list[float]] = {t: [] for t in timings}
     per_round = max(1, runs // rounds)
     steps = [(r, t) for r in range(rounds) for t in timings]
     for _, t in progress.track(steps, label, total=len(steps)):
-        times[t] += _time_runs(models[t], raws[t], per_round)
-    return {t.key: statistics.median(v) * 1e3 for t, v in times.items()}
+        medians[t].append(statistics.median(_time_runs(models[t], raws[t], per_round)))
+    return {t.key: min(v) * 1e3 for t, v in medians.items()}

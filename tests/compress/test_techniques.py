@@ -52,3 +52,17 @@ def test_a_student_does_not_depend_on_what_ran_before(tiny_teacher, tiny_validat
     second = make_student(recipe, _data(tiny_teacher, tiny_validation), 0.5)
     x = torch.randn(4, 1, 16, 16)
     assert torch.allclose(first.model(x), second.model(x))
+
+
+def test_progressive_students_grow_from_the_next_lower_ratio(tiny_teacher, tiny_validation):
+    recipe = Recipe.from_dict({"distill": {"epochs": 1},
+                               "prune": {"ratios": [0.0, 0.3, 0.6], "round_to": None}})
+    students = Students(recipe, _data(tiny_teacher, tiny_validation))
+    last = students.get(0.6)  # makes 0.3 first, then prunes it further
+    assert [s.key for s in students.made()] == ["r0.3", "r0.6"]
+    assert last.parent == "r0.3" and last.steps["prune"]["from"] == "r0.3"
+    assert last.steps["prune"]["achieved_reduction"] >= 0.6
+    one_cut = Recipe.from_dict({**recipe.model_dump(), "prune": {
+        **recipe.prune.model_dump(), "progressive": False}})
+    direct = Students(one_cut, _data(tiny_teacher, tiny_validation)).get(0.6)
+    assert direct.parent is None and direct.steps["prune"]["from"] == "original"
