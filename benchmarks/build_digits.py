@@ -19,6 +19,7 @@ accuracy drop <= 1.0 point.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -188,6 +189,7 @@ def main() -> None:
     parser.add_argument("--profile", action="append", help="default: rpi4, "
                         "jetson-orin-nano, x86-64")
     parser.add_argument("--no-write", action="store_true", help="print, do not write RESULTS")
+    parser.add_argument("--keep", type=Path, help="copy report.json/.html and bundles here")
     args = parser.parse_args()
     from compress import progress
     from examples.digits.train import train_baseline
@@ -200,6 +202,8 @@ def main() -> None:
         result = build(work, weights, args.profile or list(PROFILES))
         teacher, data = load_teacher_and_data(weights)
         report = result.report
+        if args.keep:
+            shutil.copytree(work / "out", args.keep, dirs_exist_ok=True)
         sections = []
         for name, bundle in result.bundles.items():
             folder = work / "compare" / name
