@@ -10,10 +10,12 @@ tolerance gets no bundle and the build ends with a ``BuildError``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,7 +56,7 @@ class BuildRequest:
     parent_version: str | None = None
     profiles_dirs: list[Path] = field(default_factory=list)
     seed: int = 0
-    workdir: Path | None = None
+    artifacts_dir: Path | None = None  # keep every candidate's file here (default: a temp dir)
 
 
 @dataclass
@@ -113,7 +115,7 @@ def run_build(req: BuildRequest) -> BuildResult:
     students = Students(recipe, StudentData(teacher, inputs.data.example, inputs.train,
                                             (inputs.data.val_x, inputs.data.val_y),
                                             inputs.data.metric, req.seed))
-    with tempfile.TemporaryDirectory(prefix="edgekit-build-", dir=req.workdir) as work:
+    with _workdir(req.artifacts_dir) as work:
         tolerable = allowed / max(abs(inputs.baseline_metric), 1e-9)
         evaluator = Evaluator(recipe, inputs.data, Path(work), tolerable_loss=tolerable)
         results = {}
@@ -130,6 +132,16 @@ def run_build(req: BuildRequest) -> BuildResult:
                          write_html(doc, req.out_dir / "report.html"))
     _raise_if_failed(doc, result.report_json)
     return result
+
+
+@contextlib.contextmanager
+def _workdir(keep: Path | None) -> Iterator[str]:
+    if keep is None:
+        with tempfile.TemporaryDirectory(prefix="edgekit-build-") as tmp:
+            yield tmp
+    else:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        yield str(keep)
 
 
 def model_name(req: BuildRequest) -> str:
@@ -189,8 +201,8 @@ def build_report(req: BuildRequest, recipe: Recipe, tolerance: Tolerance, inputs
         entry = {"status": "ok" if result.chosen else "failed",
                  "bundle": str(bundles[name]) if name in bundles else None,
                  **profile_figures(result, inputs),
-                 "candidates": [o.to_dict() for o in result.outcomes],
-                 "references": [o.to_dict() for o in result.references]}
+                 "candidates": [_row(o, req.artifacts_dir) for o in result.outcomes],
+                 "references": [_row(o, req.artifacts_dir) for o in result.references]}
         if result.chosen is None:
             entry["reason"] = _failure_reason(result)
         profiles[name] = entry
@@ -203,6 +215,13 @@ def build_report(req: BuildRequest, recipe: Recipe, tolerance: Tolerance, inputs
             "recipe": recipe.model_dump(mode="json"),
             "students": [{"key": s.key, **s.steps} for s in students.made()],
             "profiles": profiles}
+
+
+def _row(outcome: Any, kept: Path | None) -> dict[str, Any]:
+    row = outcome.to_dict()
+    if kept is not None and outcome.artifact is not None:
+        row["file"] = str(outcome.artifact.path)
+    return row
 
 
 def _failure_reason(result: SearchResult) -> str:

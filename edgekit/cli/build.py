@@ -31,6 +31,8 @@ def build(
     parent_version: str = typer.Option(None, "--parent-version",
                                        help="Version this one replaces (lineage)."),
     seed: int = typer.Option(0, "--seed", help="Random seed for pruning and distillation."),
+    keep_artifacts: Path = typer.Option(None, "--keep-artifacts", help="Keep every "
+                                        "candidate's exported file in this folder."),
     show_progress: bool = typer.Option(True, "--progress/--no-progress",
                                        help="Show progress bars."),
     profiles_dir: list[Path] = ProfilesDir,
@@ -44,7 +46,8 @@ def build(
     request = BuildRequest(model=model, data=data, profiles=profile, key_file=key, out_dir=out,
                            weights=weights, recipe=recipe, tolerance=tolerance, name=name,
                            version=version, parent_version=parent_version,
-                           profiles_dirs=dirs(profiles_dir), seed=seed)
+                           profiles_dirs=dirs(profiles_dir), seed=seed,
+                           artifacts_dir=keep_artifacts)
     try:
         result = run_build(request)
     except BuildError as exc:

@@ -4,6 +4,7 @@ no bundle at all when nothing is within tolerance."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,12 +33,14 @@ def _request(tmp_path, keypair, recipe, **kw):
 
 
 def test_build_writes_a_bundle_the_device_accepts(tmp_path, keypair):
-    result = run_build(_request(tmp_path, keypair, FAST, tolerance="5%"))
+    result = run_build(_request(tmp_path, keypair, FAST, tolerance="5%",
+                                artifacts_dir=tmp_path / "artifacts"))
     doc = json.loads(result.report_json.read_text())
     profile = doc["profiles"]["x86-64"]
     assert set(profile) >= PROFILE_KEYS and profile["status"] == "ok"
     assert set(profile["parity"]) >= {"max_abs_diff", "top1_agreement"}
     assert doc["tolerance"]["relative"] and "5% of baseline" in doc["tolerance"]["described"]
+    assert all(Path(c["file"]).is_file() for c in profile["candidates"])  # kept artifacts
     statuses = {c["status"] for c in profile["candidates"]}
     assert "chosen" in statuses and all(c["reason"] for c in profile["candidates"])
     chosen = next(c for c in profile["candidates"] if c["status"] == "chosen")
