@@ -62,14 +62,17 @@ def channel_counts(inputs: np.ndarray, edges: np.ndarray, axis: int = 1) -> np.n
     """Per-channel counts of input values on fixed bin edges.
 
     Returns shape (channels, len(edges) + 1): column 0 counts values below the
-    first edge, the last column values at or above the last edge, and the ones
-    between them the bins. The build side records the calibration set's
-    reference statistics with this same function, so device and build agree.
+    first edge, the last column values above the last edge, and the ones between
+    them the bins; like ``np.histogram``, the last bin includes its right edge
+    (so saturated inputs, e.g. white pixels, count in range). The build side
+    records the calibration set's reference statistics with this same function,
+    so device and build agree.
     """
     per_channel = np.moveaxis(np.asarray(inputs, dtype=np.float32), axis, 0)
     flat = per_channel.reshape(per_channel.shape[0], -1)
     bins = len(edges) + 1
     idx = np.searchsorted(edges, flat, side="right")
+    idx[flat == edges[-1]] = len(edges) - 1
     offsets = (np.arange(flat.shape[0]) * bins)[:, None]
     counts = np.bincount((idx + offsets).ravel(), minlength=flat.shape[0] * bins)
     return counts.reshape(flat.shape[0], bins)

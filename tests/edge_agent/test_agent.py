@@ -218,7 +218,10 @@ def test_input_histogram_uses_reference_bins():
 
     ref = {"input": {"bin_edges": [0.0, 0.5, 1.0], "channel_axis": 1}}
     metrics = ModelMetrics(ref)
-    x = np.array([[[[-1.0, 0.25], [0.75, 2.0]]]], np.float32)  # one channel, 4 values
+    x = np.array([[[[-1.0, 0.25], [0.75, 2.0], [1.0, 0.0]]]], np.float32)  # one channel
     metrics.record(1.0, x, np.array([[0.9, 0.1]], np.float32))
     hist = metrics.close_window().input_hist
-    assert hist["below"] == [1] and hist["per_channel"] == [[1, 1]] and hist["above"] == [1]
+    # the last edge (1.0) is inside the last bin, like np.histogram; 0.0 is in the first
+    assert hist["below"] == [1] and hist["per_channel"] == [[2, 2]] and hist["above"] == [1]
+    counts = np.histogram(x[(x >= 0) & (x <= 1)], bins=[0.0, 0.5, 1.0])[0]
+    assert hist["per_channel"][0] == counts.tolist()
