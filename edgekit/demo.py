@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import sys
 import threading
 import time
@@ -138,8 +139,10 @@ def serve_on_device(s: DemoSettings, bundle: Path, pub: Path, broker: str) -> di
     from examples.digits.data import splits
 
     http_port = free_port()
+    state = s.workdir / "device-state"
+    shutil.rmtree(state, ignore_errors=True)  # each demo run flashes a fresh device
     cfg = AgentConfig.from_dict({
-        "device_id": DEVICE, "fleet": FLEET, "state_dir": str(s.workdir / "device-state"),
+        "device_id": DEVICE, "fleet": FLEET, "state_dir": str(state),
         "pubkeys": [str(pub)], "bundle": str(bundle), "broker": broker,
         "http": f"127.0.0.1:{http_port}", "telemetry_interval_s": 1.0,
         "update": {"probation_inferences": 100, "probation_seconds": 60.0}})
