@@ -85,6 +85,7 @@ def _handler(agent: Agent) -> type:
         # one buffered write per response and no Nagle: avoids the 40 ms delayed-ACK stall
         disable_nagle_algorithm = True
         wbufsize = 1 << 16
+        timeout = 30  # seconds a client may stall mid-request before its socket is closed
 
         def log_message(self, fmt: str, *args: Any) -> None:
             log.debug("http: " + fmt, *args)

@@ -68,3 +68,19 @@ def make_onnx_bundle(tmp_path_factory: pytest.TempPathFactory, keypair):
         return made[spec]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher():
+    """A trained TinyNet for compression and export tests (do not modify: copy it first)."""
+    from tests.compress.tiny import trained_tiny_model
+
+    return trained_tiny_model()
+
+
+@pytest.fixture(scope="session")
+def tiny_validation():
+    """(inputs, labels) of the tiny model's validation set."""
+    from tests.compress.tiny import tiny_tensors
+
+    return tiny_tensors(64, 3)

@@ -2,25 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-
-import pytest
 import torch
 
+from tests.cli import run_main
+
 TINY = "tests/compress/tiny.py"
-
-
-def run_main(*args) -> int:
-    from edgekit.cli.main import main
-
-    old = sys.argv
-    sys.argv = ["edgekit", *[str(a) for a in args]]
-    try:
-        with pytest.raises(SystemExit) as info:
-            main()
-    finally:
-        sys.argv = old
-    return info.value.code
 
 
 def build(tmp_path, keypair, *extra, model=f"{TINY}:tiny_model", data=f"{TINY}:tiny_data",

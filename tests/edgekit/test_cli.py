@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edgekit.cli.main import app
+from tests.cli import run_main
 
 runner = CliRunner()
 
@@ -27,22 +28,6 @@ def wide_console():
 
 def run(*args: str):
     return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
-
-
-def run_main(*args: str, capsys=None):
-    """Run through main() so library errors become one line and exit 1."""
-    import sys
-
-    from edgekit.cli.main import main
-
-    old = sys.argv
-    sys.argv = ["edgekit", *[str(a) for a in args]]
-    try:
-        with pytest.raises(SystemExit) as info:
-            main()
-    finally:
-        sys.argv = old
-    return info.value.code
 
 
 def test_profiles_list_table():

@@ -7,17 +7,7 @@ from pathlib import Path
 import pytest
 
 from hardware_profiles import OnnxTarget, TfliteTarget
-from tests.compress.tiny import tiny_tensors, trained_tiny_model
-
-
-@pytest.fixture(scope="session")
-def tiny_teacher():
-    return trained_tiny_model()
-
-
-@pytest.fixture(scope="session")
-def tiny_validation():
-    return tiny_tensors(64, 3)
+from tests.compress.tiny import tiny_tensors
 
 
 @pytest.fixture(scope="session")
