@@ -52,6 +52,8 @@ def check_input(x: Any, spec_shape: list[int | None], max_bytes: int) -> np.ndar
         raise InputError(f"input is {arr.nbytes} bytes; the limit is {max_bytes}")
     if arr.ndim == len(spec_shape) - 1:
         arr = arr[None, ...]  # a single example without its batch dimension
+    if arr.ndim == 0 or arr.shape[0] == 0:
+        raise InputError("input holds no example (empty batch)")
     if arr.ndim != len(spec_shape) or any(
             d is not None and i > 0 and d != n for i, (d, n) in enumerate(zip(spec_shape,
                                                                                arr.shape))):
@@ -100,10 +102,16 @@ class Agent:
         if current is not None:
             from edge_agent.bundle.reader import read_manifest_unverified
 
-            offered = read_manifest_unverified(Path(self.cfg.bundle)).model.version
-            if not is_newer(offered, current.version):
+            try:
+                offered = read_manifest_unverified(Path(self.cfg.bundle)).model.version
+                if not is_newer(offered, current.version):
+                    return
+                record = self.store.stage(Path(self.cfg.bundle))
+            except (EdgekitError, OSError) as exc:  # keep serving what is installed
+                log.warning("ignoring --bundle %s: %s", self.cfg.bundle, exc)
                 return
-        record = self.store.stage(Path(self.cfg.bundle))
+        else:
+            record = self.store.stage(Path(self.cfg.bundle))
         self.store.switch(record, probation=False)
         self.store.gc()
 
@@ -118,11 +126,14 @@ class Agent:
     def _resume_probation(self) -> None:
         if not self.store.in_probation():
             return
+        self.probation = Probation(self.cfg.update, None)
+        self.probation_cmd = self.store.probation_cmd()
         if self.store.note_probation_boot() >= 3:
             log.error("model restarted 3 times in probation; rolling back")
-            self.commands.roll_back("restarted 3 times during probation")
-        else:
-            self.probation = Probation(self.cfg.update, None)
+            try:
+                self.commands.roll_back("the agent restarted 3 times during probation")
+            except EdgekitError as exc:  # the previous model does not load: keep this one
+                log.error("rollback failed: %s", exc)
 
     # inference ---------------------------------------------------------------
     def predict(self, *inputs: Any) -> list[np.ndarray]:
@@ -147,7 +158,10 @@ class Agent:
         self.recent_latency.append(latency)
         self._observe(latency, ok=True, finite=len(classes) > 0 or outputs[0].size == 0)
         if conf.size:
-            self._maybe_sample(arrays[0], classes, conf)
+            try:
+                self._maybe_sample(arrays[0], classes, conf)
+            except Exception:  # a sample that cannot be queued must not fail the inference
+                log.exception("could not queue a sample")
         return outputs
 
     def _observe(self, latency: float | None, ok: bool, finite: bool = True) -> None:
@@ -262,7 +276,7 @@ class Agent:
         self._threads.append(thread)
 
     def _telemetry_loop(self) -> None:
-        while not self._stop.wait(self.cfg.telemetry_interval_s):
+        while not self._stop.wait(min(max(self.cfg.telemetry_interval_s, 0.1), 86400.0)):
             try:
                 self.telemetry_tick()
             except Exception:  # never let one bad window stop telemetry
@@ -274,7 +288,10 @@ class Agent:
                 _topic, payload = self._queue.get(timeout=0.2)
             except queue.Empty:
                 continue
-            self.commands.handle(payload)
+            try:
+                self.commands.handle(payload)
+            except Exception:  # handle() answers every error itself; this is the last guard
+                log.exception("command handling failed")
 
     def _probation_loop(self) -> None:
         while not self._stop.wait(0.2):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -29,6 +30,13 @@ if TYPE_CHECKING:
     from edge_agent.agent import Agent
 
 log = logging.getLogger(__name__)
+
+
+MAX_ERROR_CHARS = 1000
+# set-config bounds: an interval of 1e300 s would overflow the telemetry timer, a sample
+# over 512 KiB would not fit a 1 MiB message once base64-encoded
+CONFIG_BOUNDS = {"telemetry_interval_s": (0.1, 86400.0), "sample_rate_per_min": (0.0, 6000.0),
+                 "sample_max_bytes": (64.0, float(512 << 10)), "low_confidence": (0.0, 1.0)}
 
 
 class UpdateRejected(EdgekitError):
@@ -54,6 +62,7 @@ class CommandHandler:
 
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
+        self.lock = threading.RLock()
         self.handlers: dict[str, Callable[[proto.Command], dict[str, Any]]] = {
             "update": self.update, "rollback": self.rollback,
             "set-config": self.set_config, "ping": self.ping,
@@ -66,7 +75,8 @@ class CommandHandler:
         try:
             cmd = proto.Command.from_json(payload)
             cmd_id, ctype = cmd.cmd_id, cmd.type
-            detail = self.handlers[cmd.type](cmd)
+            with self.lock:  # commands and probation decisions never interleave
+                detail = self.handlers[cmd.type](cmd)
             self.result(cmd_id, ctype, True, None, detail)
         except (EdgekitError, OSError) as exc:
             self.result(cmd_id, ctype, False, str(exc), {})
@@ -76,11 +86,13 @@ class CommandHandler:
 
     def result(self, cmd_id: str, ctype: str, ok: bool, error: str | None,
                detail: dict[str, Any]) -> None:
-        """Queue a cmd/result message."""
+        """Queue a cmd/result message (errors are cut to a readable, bounded length)."""
         a = self.agent
+        if error is not None and len(error) > MAX_ERROR_CHARS:
+            error = error[:MAX_ERROR_CHARS] + "…"
         a.publish(proto.CMD_RESULT, lambda seq: proto.CommandResult(
-            device_id=a.cfg.device_id, seq=seq, ts=time.time(), cmd_id=cmd_id, type=ctype,
-            ok=ok, error=error, detail=detail).to_json())
+            device_id=a.cfg.device_id, seq=seq, ts=time.time(), cmd_id=cmd_id[:64],
+            type=ctype[:32], ok=ok, error=error, detail=detail).to_json())
 
     # simple commands ---------------------------------------------------------
     def ping(self, cmd: proto.Command) -> dict[str, Any]:
@@ -90,9 +102,10 @@ class CommandHandler:
     def set_config(self, cmd: proto.Command) -> dict[str, Any]:
         """Change telemetry interval or sampling at run time."""
         a, args = self.agent, cmd.args
+        for key, (low, high) in CONFIG_BOUNDS.items():
+            if key in args and not low <= args[key] <= high:
+                raise ProtocolError(f"{key} must be between {low} and {high}, got {args[key]}")
         if "telemetry_interval_s" in args:
-            if args["telemetry_interval_s"] < 0.1:
-                raise ProtocolError("telemetry_interval_s must be at least 0.1")
             a.cfg.telemetry_interval_s = float(args["telemetry_interval_s"])
         if "sample_rate_per_min" in args:
             a.sampler.bucket.set_rate(float(args["sample_rate_per_min"]))
@@ -129,12 +142,24 @@ class CommandHandler:
             raise
         finally:
             shutil.rmtree(downloads, ignore_errors=True)
-        baseline = self._check_latency(new)
-        self.switch(new, probation=True)
+        try:
+            baseline = self._check_latency(new)
+            self.switch(new, probation=True, cmd_id=cmd.cmd_id)
+        except BaseException:
+            self._discard(new)
+            raise
         a.probation = Probation(a.cfg.update, baseline)
         a.probation_cmd = cmd.cmd_id
         a.set_status("online", {"probation": True})
         return {"phase": "probation", "final": False, "version": new.record.version}
+
+    def _discard(self, new: ActiveModel) -> None:
+        """A staged model that will not be served: close it and free its slot."""
+        a = self.agent
+        new.close()
+        if a.store.current() != new.record:
+            shutil.rmtree(a.store.models / new.record.slot, ignore_errors=True)
+        a.set_status("online", {})
 
     def _verify_and_load(self, path: Path, args: dict[str, Any]) -> ActiveModel:
         a = self.agent
@@ -166,7 +191,6 @@ class CommandHandler:
         new_ms = golden_latency_ms(new)
         ratio = self.agent.cfg.update.max_latency_ratio
         if np.isfinite(old_ms) and new_ms > ratio * old_ms and new_ms - old_ms > 0.05:
-            new.close()
             raise UpdateRejected(f"latency regression: {new_ms:.2f} ms vs {old_ms:.2f} ms on the "
                                  f"golden input (bound {ratio}x)")
         # Probation compares live latency with the old model's live latency; without
@@ -174,10 +198,9 @@ class CommandHandler:
         recent = list(self.agent.recent_latency)
         return float(np.median(recent)) if len(recent) >= 10 else None
 
-    def switch(self, new: ActiveModel, probation: bool) -> None:
+    def switch(self, new: ActiveModel, probation: bool, cmd_id: str | None = None) -> None:
         """Point the store at ``new`` (atomic) and serve it."""
-        a = self.agent
-        a.store.switch(new.record, probation=probation)
+        self.agent.store.switch(new.record, probation=probation, probation_cmd=cmd_id)
         self._serve(new)
 
     def _serve(self, new: ActiveModel) -> None:
@@ -190,37 +213,65 @@ class CommandHandler:
         old.close()
 
     def roll_back(self, reason: str) -> Any:
-        """Serve the previous model again; report why."""
+        """Serve the previous model again, after proving it still loads; report why.
+
+        The previous slot is opened and golden-checked before the pointer moves, so
+        a failed rollback leaves the device on the model that is serving now.
+        """
         a = self.agent
-        record = a.store.rollback()
-        self._serve(a.store.open_slot(record))
-        a.probation = None
+        prev = a.store.previous()
+        if prev is None:
+            raise EdgekitError("no previous model to roll back to")
+        failed = a.active.record.version
+        try:
+            restored = a.store.open_slot(prev)
+        except (EdgekitError, OSError) as exc:
+            self._keep_current(f"cannot roll back to v{prev.version} ({exc}); keeping "
+                               f"v{failed} although {reason}")
+            raise EdgekitError(f"cannot roll back to v{prev.version}: {exc}") from exc
+        a.store.rollback(prev)
+        self._serve(restored)
+        self._final_result(False, f"rolled back to {prev.version}: {reason}",
+                           {"phase": "rolled_back", "final": True, "failed_version": failed})
         a.store.gc()
         a.set_status("online", {"rolled_back": reason})
-        log.warning("rolled back to %s v%s: %s", record.name, record.version, reason)
-        return record
+        log.warning("rolled back to %s v%s: %s", prev.name, prev.version, reason)
+        return prev
+
+    def _keep_current(self, why: str) -> None:
+        """Rollback impossible: the serving model stays, out of probation, status degraded."""
+        a = self.agent
+        log.error("%s", why)
+        self._final_result(False, why, {"phase": "rollback_failed", "final": True})
+        a.store.end_probation()
+        a.set_status("degraded", {"reason": why[:500]})
+
+    def _final_result(self, ok: bool, error: str | None, detail: dict[str, Any]) -> None:
+        """End a running probation and answer its update command, once."""
+        a = self.agent
+        if a.probation is None:
+            return
+        cmd_id = a.probation_cmd or "probation"
+        a.probation, a.probation_cmd = None, None
+        self.result(cmd_id, "update", ok, error, detail)
 
     def check_probation(self) -> None:
         """Called periodically: roll back on a bad verdict, commit once probation passes."""
-        a = self.agent
-        probation = a.probation
-        if probation is None:
-            return
-        verdict = probation.verdict()
-        if verdict is None and probation.passed() and probation.count == 0:
-            verdict = self._probe(probation)
-        cmd_id = a.probation_cmd or "probation"
-        if verdict is not None:
-            failed = a.active.record.version
-            record = self.roll_back(verdict)
-            self.result(cmd_id, "update", False, f"rolled back to {record.version}: {verdict}",
-                        {"phase": "rolled_back", "final": True, "failed_version": failed})
-        elif probation.passed():
-            a.probation = None
-            a.store.end_probation()
-            a.store.gc()
-            self.result(cmd_id, "update", True, None,
-                        {"phase": "committed", "final": True, "version": a.active.record.version})
+        with self.lock:
+            probation = self.agent.probation
+            if probation is None:
+                return
+            verdict = probation.verdict()
+            if verdict is None and probation.passed() and probation.count == 0:
+                verdict = self._probe(probation)
+            if verdict is not None:
+                self.roll_back(verdict)
+            elif probation.passed():
+                a = self.agent
+                a.store.end_probation()
+                a.store.gc()
+                self._final_result(True, None, {"phase": "committed", "final": True,
+                                                "version": a.active.record.version})
 
     def _probe(self, probation: Probation) -> str | None:
         """No traffic during probation: judge the model on its golden input instead."""

@@ -55,7 +55,11 @@ def parse_body(content_type: str, body: bytes) -> list[np.ndarray]:
         raise HttpError(400, f"body is not valid JSON: {exc}") from exc
     if not isinstance(doc, dict) or not ({"inputs", "input"} & set(doc)):
         raise HttpError(400, 'JSON body must be {"inputs": [array, ...]} or {"input": array}')
-    return [doc["input"]] if "input" in doc else list(doc["inputs"])
+    if "input" in doc:
+        return [doc["input"]]
+    if not isinstance(doc["inputs"], list):
+        raise HttpError(400, '"inputs" must be a list of arrays, one per model input')
+    return list(doc["inputs"])
 
 
 def prometheus_text(agent: Agent) -> str:
@@ -123,6 +127,9 @@ def _handler(agent: Agent) -> type:
                 status, doc = exc.status, {"error": str(exc)}
             except InputError as exc:
                 status, doc = 400, {"error": str(exc)}
+            except (ValueError, TypeError, RecursionError, MemoryError) as exc:
+                status, doc = 400, {"error": f"request not understood: {type(exc).__name__}: "
+                                             f"{str(exc)[:200]}"}
             except EdgekitError as exc:
                 status, doc = 500, {"error": str(exc)}
             self._json(status, doc)
@@ -130,7 +137,10 @@ def _handler(agent: Agent) -> type:
         def _predict(self) -> list[np.ndarray]:
             if self.path != "/v1/predict":
                 raise HttpError(404, f"no such endpoint {self.path}")
-            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError as exc:
+                raise HttpError(400, "Content-Length must be a number of bytes") from exc
             if length <= 0:
                 raise HttpError(411, "a Content-Length header with the body size is required")
             if length > MAX_BODY:

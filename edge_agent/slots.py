@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,7 @@ class ModelStore:
         shutil.rmtree(self.work, ignore_errors=True)  # extractions left by a crash
         self.work.mkdir()
         os.chmod(str(self.root), 0o700)
+        self._lock = threading.RLock()  # every read-modify-write of the pointer holds it
 
     # pointer -----------------------------------------------------------------
     def pointer(self) -> dict[str, Any]:
@@ -88,19 +90,25 @@ class ModelStore:
             raise EdgekitError(f"{path} is corrupt; remove it and start with --bundle") from exc
 
     def _write_pointer(self, current: SlotRecord, previous: SlotRecord | None,
-                       probation: bool, boots: int = 0) -> None:
+                       probation: bool, boots: int = 0, probation_cmd: str | None = None) -> None:
         doc = {"current": asdict(current), "previous": asdict(previous) if previous else None,
-               "probation": probation, "probation_boots": boots}
+               "probation": probation, "probation_boots": boots,
+               "probation_cmd": probation_cmd if probation else None}
         atomic_write(self.root / POINTER, json.dumps(doc, indent=1).encode())
 
     def note_probation_boot(self) -> int:
         """Count a start while the current model is in probation (catches crash loops)."""
-        doc = self.pointer()
-        boots = int(doc.get("probation_boots", 0)) + 1
-        cur = self.current()
-        if cur is not None:
-            self._write_pointer(cur, self.previous(), True, boots)
-        return boots
+        with self._lock:
+            doc = self.pointer()
+            boots = int(doc.get("probation_boots", 0)) + 1
+            cur = self.current()
+            if cur is not None:
+                self._write_pointer(cur, self.previous(), True, boots, doc.get("probation_cmd"))
+            return boots
+
+    def probation_cmd(self) -> str | None:
+        """The cmd_id of the update whose probation is running (kept across restarts)."""
+        return self.pointer().get("probation_cmd")
 
     def current(self) -> SlotRecord | None:
         """The record the pointer names as current, if any."""
@@ -150,23 +158,28 @@ class ModelStore:
             opened.cleanup()
             raise
 
-    def switch(self, new: SlotRecord, probation: bool) -> None:
+    def switch(self, new: SlotRecord, probation: bool, probation_cmd: str | None = None) -> None:
         """Make ``new`` current and keep the old current as previous (one atomic rename)."""
-        self._write_pointer(new, self.current(), probation)
+        with self._lock:
+            self._write_pointer(new, self.current(), probation, 0, probation_cmd)
 
     def end_probation(self) -> None:
         """The current model passed probation."""
-        cur = self.current()
-        if cur:
-            self._write_pointer(cur, self.previous(), False)
+        with self._lock:
+            cur = self.current()
+            if cur:
+                self._write_pointer(cur, self.previous(), False)
 
-    def rollback(self) -> SlotRecord:
-        """Make the previous model current again; the failed one is dropped from the pointer."""
-        prev = self.previous()
-        if prev is None:
-            raise EdgekitError("no previous model to roll back to")
-        self._write_pointer(prev, None, False)
-        return prev
+    def rollback(self, expected: SlotRecord) -> None:
+        """Make ``expected`` (the previous model, already loaded and verified) current again.
+
+        Callers load the previous slot first and call this only when it works, so the
+        pointer never names a model that cannot serve.
+        """
+        with self._lock:
+            if self.previous() != expected:
+                raise EdgekitError("the kept previous model changed meanwhile; not rolling back")
+            self._write_pointer(expected, None, False)
 
     def load_best(self) -> ActiveModel:
         """Load current; if it fails verification or its golden check, fall back to previous."""
@@ -181,7 +194,8 @@ class ModelStore:
             log.error("current model %s v%s failed (%s); falling back to v%s", cur.name,
                       cur.version, exc, prev.version)
             active = self.open_slot(prev)
-            self._write_pointer(prev, None, False)
+            with self._lock:
+                self._write_pointer(prev, None, False)
             return active
 
     def gc(self) -> None:

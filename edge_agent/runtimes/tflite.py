@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,7 @@ class TfliteSession(Session):
         self._out = self._it.get_output_details()
         self.inputs = [_spec(d) for d in self._in]
         self.outputs = [_spec(d) for d in self._out]
+        self._lock = threading.Lock()  # one interpreter: set/invoke/get must not interleave
 
     def _fit(self, index: int, shape: tuple) -> None:
         if tuple(self._in[index]["shape"]) != shape:
@@ -78,12 +80,13 @@ class TfliteSession(Session):
             self._out = self._it.get_output_details()
 
     def run(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
-        for i, array in enumerate(feeds):
-            self._fit(i, array.shape)
-        for detail, array in zip(self._in, feeds):
-            self._it.set_tensor(detail["index"], array)
-        self._it.invoke()
-        return [self._it.get_tensor(d["index"]).copy() for d in self._out]
+        with self._lock:  # one interpreter: set/invoke/get must not interleave across threads
+            for i, array in enumerate(feeds):
+                self._fit(i, array.shape)
+            for detail, array in zip(self._in, feeds):
+                self._it.set_tensor(detail["index"], array)
+            self._it.invoke()
+            return [self._it.get_tensor(d["index"]).copy() for d in self._out]
 
 
 register_runtime("tflite")(TfliteSession)
