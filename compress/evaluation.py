@@ -50,7 +50,12 @@ def score(metric: Metric, outputs: torch.Tensor, labels: torch.Tensor) -> float:
     """The metric as a float; a metric returning something else is a user error."""
     from compress.errors import UserCodeError
 
-    value = metric(outputs, labels)
+    try:
+        value = metric(outputs, labels)
+    except Exception as exc:  # user code: any error is theirs to fix
+        first = (str(exc).splitlines() or [""])[0][:200]
+        raise UserCodeError(f"the metric raised {type(exc).__name__}: {first}; it must take "
+                            "(outputs, labels) and return a float") from exc
     try:
         return float(value)
     except (TypeError, ValueError):

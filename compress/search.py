@@ -9,6 +9,7 @@ filtered by the recipe. Measuring is done by an ``Evaluator`` the build passes i
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -124,6 +125,8 @@ def gate(outcome: Outcome, baseline: float, allowed_drop: float, max_bytes: floa
         return
     if outcome.metric is None:
         outcome.status, outcome.reason = REJECTED, "no metric was measured"
+    elif not math.isfinite(outcome.metric):  # NaN compares False with everything
+        outcome.status, outcome.reason = REJECTED, f"metric is {outcome.metric}, not a number"
     elif outcome.metric < baseline - allowed_drop:
         outcome.status, outcome.reason = REJECTED, (
             f"metric {outcome.metric:.4f} is {baseline - outcome.metric:.4f} below the "

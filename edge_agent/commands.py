@@ -23,7 +23,7 @@ from edge_agent.bundle.reader import open_bundle
 from edge_agent.bundle.versions import is_newer
 from edge_agent.errors import EdgekitError, ProtocolError
 from edge_agent.golden import load_arrays
-from edge_agent.probation import Probation
+from edge_agent.probation import NOISE_FLOOR_MS, Probation
 from edge_agent.slots import ActiveModel
 
 if TYPE_CHECKING:
@@ -43,18 +43,29 @@ class UpdateRejected(EdgekitError):
     """An offered update failed a check; the current model keeps serving."""
 
 
-def golden_latency_ms(active: ActiveModel, runs: int = 15) -> float:
-    """Median latency of the model on its golden input (a probe that needs no traffic)."""
-    m = active.model.manifest
-    if m.golden is None:
-        return float("nan")
-    feeds = load_arrays(active.bundle.path(m.golden.input_role))
-    times = []
+def golden_latencies_ms(models: list[ActiveModel], runs: int = 21,
+                        warmup: int = 5) -> list[float]:
+    """Median latency of each model on its own golden input, measured interleaved.
+
+    Each model is warmed up first (a fresh interpreter packs its weights on its first
+    runs), then the models take turns, so load on the machine hits them alike.
+    """
+    feeds = []
+    for active in models:
+        m = active.model.manifest
+        feeds.append(load_arrays(active.bundle.path(m.golden.input_role)) if m.golden else None)
+    for active, feed in zip(models, feeds):
+        for _ in range(warmup if feed is not None else 0):
+            active.model.session.run(feed)
+    times: list[list[float]] = [[] for _ in models]
     for _ in range(runs):
-        start = time.perf_counter()
-        active.model.session.run(feeds)
-        times.append((time.perf_counter() - start) * 1000.0)
-    return float(np.median(times))
+        for i, (active, feed) in enumerate(zip(models, feeds)):
+            if feed is None:
+                continue
+            start = time.perf_counter()
+            active.model.session.run(feed)
+            times[i].append((time.perf_counter() - start) * 1000.0)
+    return [float(np.median(t)) if t else float("nan") for t in times]
 
 
 class CommandHandler:
@@ -187,10 +198,9 @@ class CommandHandler:
             raise
 
     def _check_latency(self, new: ActiveModel) -> float | None:
-        old_ms = golden_latency_ms(self.agent.active)
-        new_ms = golden_latency_ms(new)
+        old_ms, new_ms = golden_latencies_ms([self.agent.active, new])
         ratio = self.agent.cfg.update.max_latency_ratio
-        if np.isfinite(old_ms) and new_ms > ratio * old_ms and new_ms - old_ms > 0.05:
+        if np.isfinite(old_ms) and new_ms > ratio * old_ms and new_ms - old_ms > NOISE_FLOOR_MS:
             raise UpdateRejected(f"latency regression: {new_ms:.2f} ms vs {old_ms:.2f} ms on the "
                                  f"golden input (bound {ratio}x)")
         # Probation compares live latency with the old model's live latency; without

@@ -102,6 +102,7 @@ def run_build(req: BuildRequest) -> BuildResult:
     import torch
 
     started = time.monotonic()
+    check_outputs(req)
     recipe = _load_recipe(req.recipe)
     tolerance = Tolerance.parse(req.tolerance)
     profiles = [get_profile(p, req.profiles_dirs) for p in dict.fromkeys(req.profiles)]
@@ -142,6 +143,15 @@ def _workdir(keep: Path | None) -> Iterator[str]:
     else:
         Path(keep).mkdir(parents=True, exist_ok=True)
         yield str(keep)
+
+
+def check_outputs(req: BuildRequest) -> None:
+    """Fail in the first second, not after the search: version, name and -o folder."""
+    from edge_agent.bundle.manifest import ModelInfo
+
+    ModelInfo.from_dict({"name": req.name or "model", "version": str(req.version)}, "build")
+    if req.out_dir.exists() and not req.out_dir.is_dir():
+        raise BuildError(f"-o {req.out_dir} is a file; give a folder for the bundles and report")
 
 
 def model_name(req: BuildRequest) -> str:

@@ -21,7 +21,7 @@ from compress.recipe import Recipe
 from compress.search import FAILED, REJECTED, Candidate, Outcome
 from compress.techniques import Student
 from edge_agent.golden import tolerance_for
-from export.errors import ExportError
+from export.errors import ExportError, export_failure
 from export.latency import Timing, benchmark, host_threads
 from export.parity import parity
 from export.registry import QuantizeJob, exporter_for, quantizers_for
@@ -129,7 +129,12 @@ class Evaluator:
                           options={"inc": self.recipe.quantize.inc})
         progress.note(f"  exporting {student.key} {candidate.format}/{candidate.precision} "
                       f"({candidate.method})")
-        path = quantizer.run(job, out)
+        try:
+            path = quantizer.run(job, out)
+        except ExportError:
+            raise
+        except Exception as exc:  # quantizers raise their libraries' own error types
+            raise export_failure(candidate.format, exc) from exc
         try:
             outputs = ExportedModel(candidate.format, path,
                                     candidate.target.runtime_options()).predict(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,9 @@ def prepare_inputs(teacher: torch.nn.Module, user: UserData, recipe: Recipe, mod
     outputs = _run_teacher(teacher, val_x, model_spec)
     metric = user.metric or top1_accuracy
     baseline = score(metric, outputs, val_y)
+    if not math.isfinite(baseline):
+        raise UserCodeError(f"the metric gives {baseline} for the original model on the "
+                            "validation set; it must return a finite number")
     source = {"source_model": model_spec, "source_weights": str(weights) if weights else None,
               "source_weights_sha256": file_sha256(weights) if weights
               else state_dict_sha256(teacher), "data": user.spec}

@@ -130,3 +130,15 @@ def test_references_are_timed_but_never_chosen():
     assert result.references[0].status == "reference"
     assert result.reference_for("onnx").latency_ms == 0.1
     assert result.chosen.candidate.precision == "fp32"  # the candidate, not the reference
+
+
+def test_a_nan_metric_never_passes_the_gate():
+    import math
+
+    from compress.search import REJECTED, gate
+
+    outcome = type("O", (), {})()
+    outcome.status, outcome.reason, outcome.metric = None, "", math.nan
+    outcome.size_bytes, outcome.latency_ms = 10, 1.0
+    gate(outcome, baseline=0.9, allowed_drop=0.01, max_bytes=1e9)
+    assert outcome.status == REJECTED and "not a number" in outcome.reason

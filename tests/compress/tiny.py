@@ -128,3 +128,16 @@ def bucket_model() -> nn.Module:
     model = BucketNet()
     model.load_state_dict(trained_tiny_model().state_dict(), strict=False)
     return model.eval()
+
+
+def raising_metric_data() -> dict[str, Any]:
+    """Data whose metric raises (a user bug): the build must say so in one line."""
+    def metric(outputs: torch.Tensor, labels: torch.Tensor) -> float:
+        raise KeyError("labels_map")
+
+    return tiny_data() | {"metric": metric}
+
+
+def nan_metric_data() -> dict[str, Any]:
+    """Data whose metric is NaN: nothing may ever ship on it."""
+    return tiny_data() | {"metric": lambda outputs, labels: float("nan")}

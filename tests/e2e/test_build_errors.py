@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from tests.cli import run_main
@@ -72,3 +73,42 @@ def test_nothing_within_tolerance_exits_1_with_the_table(tmp_path, keypair, caps
     err = captured.err.strip()
     assert err.startswith("error: no bundle for x86-64") and "\n" not in err
     assert (tmp_path / "out" / "report.json").exists()
+
+
+def test_metric_that_raises(tmp_path, keypair, capsys):
+    assert build(tmp_path, keypair, data=f"{TINY}:raising_metric_data") == 1
+    err = capsys.readouterr().err.strip()
+    assert "the metric raised KeyError" in err and "\n" not in err
+
+
+def test_nan_metric_ships_nothing(tmp_path, keypair, capsys):
+    assert build(tmp_path, keypair, data=f"{TINY}:nan_metric_data") == 1
+    assert "finite number" in capsys.readouterr().err
+    assert not list((tmp_path / "out").glob("*/*.ekb"))
+
+
+def test_output_path_that_is_a_file_fails_first(tmp_path, keypair, capsys):
+    (tmp_path / "out").write_text("not a folder")
+    assert build(tmp_path, keypair) == 1
+    assert "is a file" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_quantizer_that_crashes_fails_its_candidate_not_the_build(tmp_path, keypair,
+                                                                   monkeypatch):
+    import json
+
+    import onnxruntime.quantization as ortq
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : calibration failed")
+
+    monkeypatch.setattr(ortq, "quantize_static", broken)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("prune: {ratios: [0.0]}\ndistill: {enabled: false}\n"
+                      "quantize: {precisions: [fp32, int8]}\nsearch: {formats: [onnx]}\n")
+    assert build(tmp_path, keypair, "--recipe", recipe) == 0
+    doc = json.loads((tmp_path / "out" / "report.json").read_text())
+    int8 = [c for c in doc["profiles"]["x86-64"]["candidates"] if c["precision"] == "int8"]
+    assert int8 and all(c["status"] == "failed" for c in int8)
+    assert "calibration failed" in int8[0]["reason"]
