@@ -86,7 +86,9 @@ class ModelMetrics:
         self._lock = threading.Lock()
         self._edges = _input_edges(reference_stats or {})
         self._axis = int((reference_stats or {}).get("input", {}).get("channel_axis", channel_axis))
-        self._probabilities: bool | None = None  # decided on the first finite output
+        # softmax output or logits: as the build recorded it, else decided on the first output
+        recorded = (reference_stats or {}).get("output", {}).get("probabilities")
+        self._probabilities: bool | None = recorded if isinstance(recorded, bool) else None
         self._reset(time.monotonic())
 
     def _reset(self, now: float) -> None:

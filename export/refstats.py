@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.metrics import CONFIDENCE_EDGES, channel_counts, top1
+from edge_agent.metrics import CONFIDENCE_EDGES, channel_counts, looks_like_probabilities, top1
 
 INPUT_BINS = 16
 LOW_PERCENTILE, HIGH_PERCENTILE = 0.5, 99.5
@@ -42,12 +42,14 @@ def input_stats(inputs: np.ndarray, channel_axis: int = 1) -> dict[str, Any]:
 
 def output_stats(outputs: np.ndarray) -> dict[str, Any]:
     """Predicted-class distribution and top-1 confidence histogram of the model's outputs."""
-    classes, confidence = top1(outputs)
+    probabilities = looks_like_probabilities(outputs)
+    classes, confidence = top1(outputs, probabilities)
     n_classes = outputs.reshape(len(outputs), -1).shape[1]
     distribution = np.bincount(classes, minlength=n_classes) / max(1, len(classes))
     hist = np.histogram(confidence, bins=CONFIDENCE_EDGES)[0]
     return {"class_distribution": [round(float(p), 6) for p in distribution],
-            "confidence_edges": list(CONFIDENCE_EDGES), "confidence_hist": hist.tolist()}
+            "confidence_edges": list(CONFIDENCE_EDGES), "confidence_hist": hist.tolist(),
+            "probabilities": probabilities}  # the device scores confidence the same way
 
 
 def reference_stats(inputs: np.ndarray, outputs: np.ndarray,

@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from edge_agent.bundle.archive import atomic_write
+
 STATUS_COLOURS = {"chosen": "#1a9850", "passed": "#91cf60", "rejected": "#d73027",
                   "failed": "#7f7f7f", "reference": "#4575b4"}
 CANDIDATE_COLUMNS = ("id", "status", "metric", "latency_ms", "latency_ms_1thread", "size_bytes",
@@ -17,9 +19,9 @@ CANDIDATE_COLUMNS = ("id", "status", "metric", "latency_ms", "latency_ms_1thread
 
 
 def write_json(doc: dict[str, Any], path: Path) -> Path:
-    """Write the report as indented JSON."""
-    path.write_text(json.dumps(doc, indent=2, sort_keys=False, default=str) + "\n",
-                    encoding="utf-8")
+    """Write the report as indented JSON (atomically: a crash never leaves half a file)."""
+    text = json.dumps(doc, indent=2, sort_keys=False, default=str) + "\n"
+    atomic_write(path, text.encode("utf-8"))
     return path
 
 
@@ -102,5 +104,5 @@ def write_html(doc: dict[str, Any], path: Path) -> Path:
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>edgekit build report"
             f"</title><style>{STYLE}</style></head><body><h1>edgekit build report</h1>"
             f"<table>{intro}</table><h2>students</h2>{students}{sections}</body></html>")
-    path.write_text(page, encoding="utf-8")
+    atomic_write(path, page.encode("utf-8"))
     return path

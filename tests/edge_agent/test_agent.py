@@ -225,3 +225,13 @@ def test_input_histogram_uses_reference_bins():
     assert hist["below"] == [1] and hist["per_channel"] == [[2, 2]] and hist["above"] == [1]
     counts = np.histogram(x[(x >= 0) & (x <= 1)], bins=[0.0, 0.5, 1.0])[0]
     assert hist["per_channel"][0] == counts.tolist()
+
+
+def test_recorded_probabilities_flag_decides_confidence():
+    from edge_agent.metrics import ModelMetrics
+
+    # a softmax row that sums to 0.97 after int8 dequantization: the build said "probabilities"
+    row = np.array([[0.9, 0.05, 0.02]], np.float32)
+    told = ModelMetrics({"output": {"probabilities": True}})
+    _classes, conf = told.record(1.0, np.zeros((1, 1), np.float32), row)
+    assert conf[0] == pytest.approx(0.9)
