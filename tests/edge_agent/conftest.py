@@ -72,3 +72,15 @@ def make_link(outbox: Outbox) -> Iterator[Callable[..., MqttLink]]:
     yield make
     for link in links:
         link.stop()
+
+
+@pytest.fixture()
+def served_dir(tmp_path: Path):
+    """(folder, FileServer): bundles written to the folder are served over HTTP (updates)."""
+    from tests.httpserve import FileServer
+
+    folder = tmp_path / "www"
+    folder.mkdir()
+    server = FileServer(folder)
+    yield folder, server
+    server.close()

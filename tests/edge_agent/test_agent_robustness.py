@@ -14,16 +14,6 @@ import pytest
 from edge_agent.agent import Agent, InputError
 from tests.edge_agent.agent_helpers import agent_config, command, results, update_cmd
 from tests.edge_agent.test_updates import drive, offer
-from tests.httpserve import FileServer
-
-
-@pytest.fixture()
-def served_dir(tmp_path):
-    folder = tmp_path / "www"
-    folder.mkdir()
-    server = FileServer(folder)
-    yield folder, server
-    server.close()
 
 
 def _updated(tmp_path, keypair, make_onnx_bundle, served_dir, **cfg):

@@ -14,16 +14,6 @@ from edge_agent.agent import Agent
 from edge_agent.bundle import load_private_key, open_bundle, trusted_keys, write_bundle
 from edge_agent.golden import load_arrays, save_arrays
 from tests.edge_agent.agent_helpers import agent_config, command, results, update_cmd
-from tests.httpserve import FileServer
-
-
-@pytest.fixture()
-def served_dir(tmp_path):
-    folder = tmp_path / "www"
-    folder.mkdir()
-    server = FileServer(folder)
-    yield folder, server
-    server.close()
 
 
 @pytest.fixture()
