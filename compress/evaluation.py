@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from edge_agent.errors import first_line
+
 Metric = Callable[[torch.Tensor, torch.Tensor], float]
 
 
@@ -53,8 +55,8 @@ def score(metric: Metric, outputs: torch.Tensor, labels: torch.Tensor) -> float:
     try:
         value = metric(outputs, labels)
     except Exception as exc:  # user code: any error is theirs to fix
-        first = (str(exc).splitlines() or [""])[0][:200]
-        raise UserCodeError(f"the metric raised {type(exc).__name__}: {first}; it must take "
+        raise UserCodeError(f"the metric raised {type(exc).__name__}: {first_line(exc, 200)}; "
+                            "it must take "
                             "(outputs, labels) and return a float") from exc
     try:
         return float(value)

@@ -25,6 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from compress.errors import RecipeError
+from edge_agent.errors import first_line
 
 RECIPE_VERSION = 1
 Precision = Literal["fp32", "fp16", "int8", "int8-dynamic"]
@@ -187,7 +188,7 @@ def load_recipe(path: Path | None) -> Recipe:
     try:
         doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        reason = str(exc).splitlines()[0]
+        reason = first_line(exc)
         raise RecipeError(f"recipe {path}: cannot read YAML: {reason}") from exc
     return Recipe.from_dict(doc, f"recipe {path}")
 
@@ -195,7 +196,7 @@ def load_recipe(path: Path | None) -> Recipe:
 def describe(exc: Exception) -> str:
     """One line naming the first bad field of a pydantic error, with a spelling hint."""
     if not isinstance(exc, ValidationError):
-        return str(exc).splitlines()[0]
+        return first_line(exc)
     first = exc.errors()[0]
     loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
     if first["type"] == "extra_forbidden":

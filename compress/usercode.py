@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from compress.errors import UserCodeError
+from edge_agent.errors import first_line
 
 DATA_KEYS = ("train", "calibration", "validation")
 OPTIONAL_DATA_KEYS = ("metric", "labels", "preprocessing")
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
+    return f"{type(exc).__name__}: {first_line(exc, 300)}"
 
 
 def _load_module(source: str) -> Any:

@@ -24,7 +24,7 @@ from edge_agent.bundle.signing import trusted_keys
 from edge_agent.bundle.versions import is_newer
 from edge_agent.commands import CommandHandler
 from edge_agent.config import AgentConfig
-from edge_agent.errors import EdgekitError
+from edge_agent.errors import EdgekitError, first_line
 from edge_agent.metrics import ModelMetrics
 from edge_agent.outbox import Outbox
 from edge_agent.probation import Probation
@@ -151,7 +151,7 @@ class Agent:
             self.total_errors += 1
             self.metrics.record_error()
             self._observe(None, ok=False)
-            raise EdgekitError(f"inference failed: {str(exc).splitlines()[0][:200]}") from exc
+            raise EdgekitError(f"inference failed: {first_line(exc, 200)}") from exc
         latency = (time.perf_counter() - start) * 1000.0
         self.total_inferences += 1
         classes, conf = self.metrics.record(latency, arrays[0], outputs[0])

@@ -5,6 +5,21 @@ that fits on one line and says how to fix the problem.
 """
 
 
+import re
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def first_line(exc: BaseException, limit: int = 240) -> str:
+    """The first non-empty line of an exception's message, shortened, without colour codes.
+
+    Third-party errors are often many lines long (or empty); edgekit's one-line error
+    messages quote this. An empty message gives the exception's type name.
+    """
+    lines = [ln.strip() for ln in _ANSI.sub("", str(exc)).splitlines() if ln.strip()]
+    return lines[0][:limit] if lines else type(exc).__name__
+
+
 class EdgekitError(Exception):
     """Root of every error edgekit raises on purpose."""
 

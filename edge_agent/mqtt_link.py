@@ -45,7 +45,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge_agent.errors import ConfigError, EdgekitError
+from edge_agent.errors import ConfigError, EdgekitError, first_line
 from edge_agent.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -171,7 +171,7 @@ def _load_tls_file(load: Callable[[str], None], what: str, path: str, *others: s
     try:
         load(path)
     except (ssl.SSLError, ValueError, OSError) as exc:
-        reason = getattr(exc, "reason", None) or str(exc).splitlines()[0]
+        reason = getattr(exc, "reason", None) or first_line(exc)
         raise ConfigError(f"TLS {what} {' + '.join((path, *others))} cannot be used: "
                           f"{reason}") from exc
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from edge_agent.errors import EdgekitError
+from edge_agent.errors import EdgekitError, first_line
 
 
 class ExportError(EdgekitError):
@@ -50,13 +50,6 @@ def operator_in(text: str) -> str | None:
         if found:
             return found.group(1).replace("::", ".")
     return None
-
-
-def first_line(exc: BaseException) -> str:
-    """The first meaningful line of an exception, shortened (no ANSI colour codes)."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return (lines[0][:240] if lines else type(exc).__name__)
 
 
 def export_failure(fmt: str, exc: BaseException, captured: str = "") -> ExportError:

@@ -20,6 +20,7 @@ from compress.evaluation import Metric, predict, score
 from compress.recipe import Recipe
 from compress.search import FAILED, REJECTED, Candidate, Outcome
 from compress.techniques import Student
+from edge_agent.errors import first_line
 from edge_agent.golden import tolerance_for
 from export.errors import ExportError, export_failure
 from export.latency import Timing, benchmark, host_threads
@@ -141,7 +142,7 @@ class Evaluator:
                 self.data.val_x.numpy())
         except Exception as exc:  # runtimes raise their own types
             raise ExportError(f"{candidate.format} runtime cannot run the exported file: "
-                              f"{str(exc).splitlines()[0][:200]}") from exc
+                              f"{first_line(exc, 200)}") from exc
         metric = score(self.data.metric, torch.from_numpy(outputs), self.data.val_y)
         figures = {**parity(outputs, self.data.reference),
                    "export": parity(outputs, self.torch_outputs(student))}

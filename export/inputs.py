@@ -14,6 +14,7 @@ from compress.errors import UserCodeError
 from compress.evaluation import batches_in, collect, predict, score, top1_accuracy
 from compress.recipe import Recipe
 from compress.usercode import UserData
+from edge_agent.errors import first_line
 from export.evaluate import EvalData
 from export.lineage import file_sha256, state_dict_sha256, tensors_sha256
 
@@ -39,7 +40,7 @@ def _run_teacher(teacher: torch.nn.Module, val_x: torch.Tensor, spec: str) -> to
     except Exception as exc:
         raise UserCodeError(f"model {spec} cannot run the data's inputs of shape "
                             f"{list(val_x.shape[1:])}: {type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0][:200]}") from exc
+                            f"{first_line(exc, 200)}") from exc
     if outputs.ndim != 2:
         raise UserCodeError(f"model {spec} returns {list(outputs.shape)}; edgekit build expects "
                             "one output of class scores [batch, classes]")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from edge_agent.errors import first_line
 from export.errors import ExportError
 
 _AXES_TO_ATTRIBUTE = {"ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax",
@@ -71,5 +72,5 @@ def downgrade(model: Any, opset: int) -> Any:
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise ExportError(f"model does not validate at ONNX opset {opset}: "
-                          f"{str(exc).splitlines()[0]}") from exc
+                          f"{first_line(exc)}") from exc
     return model

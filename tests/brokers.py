@@ -11,7 +11,6 @@ import getpass
 import json
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -25,15 +24,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge_agent.mqtt_link import BrokerConfig
+from edgekit.local_broker import free_port, port_open
 
 MOSQUITTO = os.environ.get("EDGEKIT_MOSQUITTO", "/usr/sbin/mosquitto")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -193,9 +186,7 @@ class Subscriber:
 
 
 def _port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+    return port_open("127.0.0.1", port, timeout=0.2)
 
 
 def make_tls_files(folder: Path) -> TlsFiles:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from edge_agent.bundle.manifest import TensorSpec
-from edge_agent.errors import ModelLoadError
+from edge_agent.errors import ModelLoadError, first_line
 from edge_agent.runtimes.base import Session, register_runtime
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class OnnxSession(Session):
         try:
             self._sess = ort.InferenceSession(str(path), sess_options=so, providers=providers)
         except Exception as exc:  # onnxruntime raises its own untyped errors
-            reason = _first_line(exc)
+            reason = first_line(exc, 300)
             raise ModelLoadError(f"onnxruntime cannot load {path.name}: {reason}") from exc
         self.providers = self._sess.get_providers()
         self.inputs = [_spec(a) for a in self._sess.get_inputs()]
@@ -71,11 +71,6 @@ class OnnxSession(Session):
 
     def run(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
         return self._sess.run(None, dict(zip(self._in_names, feeds)))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
 
 
 register_runtime("onnx")(OnnxSession)

@@ -10,9 +10,8 @@ from typing import Any
 import numpy as np
 
 from edge_agent.bundle.manifest import Quantization, TensorSpec
-from edge_agent.errors import ModelLoadError
+from edge_agent.errors import ModelLoadError, first_line
 from edge_agent.runtimes.base import Session, register_runtime
-from edge_agent.runtimes.onnx import _first_line
 
 log = logging.getLogger(__name__)
 _GPU_DELEGATE_LIBS = ("libtensorflowlite_gpu_delegate.so",)
@@ -65,7 +64,7 @@ class TfliteSession(Session):
                 experimental_delegates=_delegates(module, options.get("delegate", "xnnpack")))
             self._it.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
-            raise ModelLoadError(f"LiteRT cannot load {path.name}: {_first_line(exc)}") from exc
+            raise ModelLoadError(f"LiteRT cannot load {path.name}: {first_line(exc, 300)}") from exc
         self._in = self._it.get_input_details()
         self._out = self._it.get_output_details()
         self.inputs = [_spec(d) for d in self._in]

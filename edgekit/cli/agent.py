@@ -23,7 +23,7 @@ _FLAGS = ("bundle", "device_id", "fleet", "broker", "pubkeys", "state_dir", "htt
 
 def read_config_file(path: Path) -> dict:
     """A config file as a dict: JSON, or YAML for .yaml/.yml."""
-    from edge_agent.errors import ConfigError
+    from edge_agent.errors import ConfigError, first_line
 
     try:
         text = path.read_text(encoding="utf-8")
@@ -38,7 +38,7 @@ def read_config_file(path: Path) -> dict:
     except ValueError as exc:  # yaml.YAMLError derives from Exception; handled below
         raise ConfigError(f"config {path} is not valid JSON: {exc}") from exc
     except Exception as exc:
-        raise ConfigError(f"config {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+        raise ConfigError(f"config {path} is not valid YAML: {first_line(exc)}") from exc
 
 
 def build_config(config: Path | None, **flags: Any):

@@ -196,3 +196,20 @@ def test_odd_http_bodies_get_400_not_a_dropped_connection(tmp_path, keypair, mak
             except urllib.error.HTTPError as exc:
                 status = exc.code
         assert status == 400
+
+
+def test_a_runtime_error_with_an_empty_message_is_still_one_clear_line(tmp_path, keypair,
+                                                                       make_onnx_bundle):
+    from edge_agent.errors import EdgekitError
+
+    with Agent(agent_config(tmp_path / "s", keypair[1], make_onnx_bundle("1"))) as agent:
+        class Broken:
+            def run(self, feeds):
+                raise RuntimeError()
+
+            def close(self):
+                pass
+
+        agent.active.model.session = Broken()
+        with pytest.raises(EdgekitError, match="inference failed: RuntimeError"):
+            agent.predict(np.zeros((1, 1, 8, 8), np.float32))
