@@ -1,9 +1,20 @@
 """The edge agent: serves the current model, reports telemetry, obeys commands, updates safely.
 
 One ``Agent`` object is both the embedding API (``Agent.predict``) and the
-daemon behind ``edgekit agent run`` (``start``/``stop``). Threads: the MQTT link
-(drains the outbox), a telemetry ticker, a command worker (updates run there,
-never on the MQTT thread), a probation watcher, and the optional HTTP server.
+daemon behind ``edgekit agent run`` (``start``/``stop``). What is served (model,
+metrics, sampler, probation, runtime settings) is owned by one
+:class:`edge_agent.serving.Serving`; commands reach it through a narrow interface
+(:class:`edge_agent.commands.CommandHost`). Threads: the MQTT link (drains the
+outbox), a telemetry ticker, a command worker (updates run there, never on the
+MQTT thread), a probation watcher, and the optional HTTP server.
+
+Status messages (retained, ``.../status``) are ordered by ``seq``. Each MQTT
+connection reserves a block of ``STATUS_BLOCK`` status seqs: the statuses sent on
+that connection count up from the block's start, and the last will registered
+with the broker for that connection takes the block's last number. So a will the
+broker publishes after a crash sorts after every status of its connection and
+before every status of the next one. ``reason`` tells a crash (``connection_lost``,
+from the will) from a clean stop (``stopped``).
 """
 
 from __future__ import annotations
@@ -12,7 +23,6 @@ import logging
 import queue
 import threading
 import time
-from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -22,13 +32,16 @@ from edge_agent import __version__
 from edge_agent import protocol as proto
 from edge_agent.bundle.signing import trusted_keys
 from edge_agent.bundle.versions import is_newer
-from edge_agent.commands import CommandHandler
+from edge_agent.command_journal import CommandJournal
+from edge_agent.commands import CommandHandler, command_ids
 from edge_agent.config import AgentConfig
 from edge_agent.errors import EdgekitError, first_line
+from edge_agent.inputs import InputError, check_input
 from edge_agent.metrics import ModelMetrics
 from edge_agent.outbox import Outbox
 from edge_agent.probation import Probation
 from edge_agent.sampling import Sampler, encode_input
+from edge_agent.serving import RuntimeSettings, Serving, load_overrides
 from edge_agent.slots import ActiveModel, ModelStore
 from edge_agent.system_stats import SystemStats
 
@@ -37,30 +50,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+__all__ = ["Agent", "InputError", "check_input"]
 
-class InputError(EdgekitError):
-    """An input does not fit the model (shape, dtype, size); the agent keeps running."""
-
-
-def check_input(x: Any, spec_shape: list[int | None], max_bytes: int) -> np.ndarray:
-    """``x`` as a float32 array that fits the model's declared shape, or InputError."""
-    try:
-        arr = np.asarray(x, dtype=np.float32)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"input is not a numeric array: {exc}") from exc
-    if arr.nbytes > max_bytes:
-        raise InputError(f"input is {arr.nbytes} bytes; the limit is {max_bytes}")
-    if arr.ndim == len(spec_shape) - 1:
-        arr = arr[None, ...]  # a single example without its batch dimension
-    if arr.ndim == 0 or arr.shape[0] == 0:
-        raise InputError("input holds no example (empty batch)")
-    if arr.ndim != len(spec_shape) or any(
-            d is not None and i > 0 and d != n for i, (d, n) in enumerate(zip(spec_shape,
-                                                                               arr.shape))):
-        raise InputError(f"input shape {list(arr.shape)} does not fit the model's {spec_shape}")
-    if not np.isfinite(arr).all():
-        raise InputError("input contains NaN or inf")
-    return arr
+STATUS_BLOCK = 1 << 20  # status seqs reserved per MQTT connection (see the module docstring)
+CONNECTION_LOST = "connection_lost"
 
 
 class Agent:
@@ -68,31 +61,53 @@ class Agent:
 
     def __init__(self, cfg: AgentConfig) -> None:
         self.cfg = cfg
+        self.device_id = cfg.device_id
         self.state_dir = Path(cfg.state_dir)
+        self.update_policy = cfg.update
         self.store = ModelStore(self.state_dir, trusted_keys(cfg.pubkeys))
         self.outbox = Outbox(self.state_dir / "outbox.sqlite", cfg.outbox_max_bytes,
                              cfg.outbox_max_age_s)
+        self.journal = CommandJournal(self.outbox)
         self._install_initial_bundle()
-        self._swap_lock = threading.RLock()
-        self.active: ActiveModel = self.store.load_best()
+        settings = RuntimeSettings.from_config(cfg).changed(load_overrides(self.state_dir))
+        self.serving = Serving(self.store.load_best(), settings, self.state_dir,
+                               self._new_metrics, self._new_sampler)
         self.profile = cfg.profile or self.active.bundle.manifest.profile
-        self.metrics = self._new_metrics()
-        self.sampler = self._new_sampler()
         self.system = SystemStats(str(self.state_dir))
-        self.recent_latency: deque[float] = deque(maxlen=500)
-        self.probation: Probation | None = None
-        self.probation_cmd: str | None = None
         self.commands = CommandHandler(self)
-        self._queue: queue.Queue[tuple] = queue.Queue(maxsize=64)
+        self._queue: queue.Queue[bytes] = queue.Queue(maxsize=64)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.link: MqttLink | None = None
         self.http = None
-        self._status: tuple = ("online", {})
+        self._status: tuple[str, str, dict[str, Any]] = ("online", "", {})
+        self._status_seqs = (0, 0)  # (next, last) of this connection's status block
+        self._status_lock = threading.Lock()
         self.total_inferences = 0
         self.total_errors = 0
         self._resume_probation()
         self.store.gc()  # slots staged by an update that was killed before its switch
+
+    # the serving state, read-only views -------------------------------------------
+    @property
+    def active(self) -> ActiveModel:
+        """The model being served."""
+        return self.serving.active
+
+    @property
+    def metrics(self) -> ModelMetrics:
+        """The current telemetry window's figures."""
+        return self.serving.metrics
+
+    @property
+    def sampler(self) -> Sampler:
+        """Chooses inputs to send home for retraining."""
+        return self.serving.sampler
+
+    @property
+    def probation(self) -> Probation | None:
+        """The running probation of a freshly switched model, if any."""
+        return self.serving.probation
 
     # setup -------------------------------------------------------------------
     def _install_initial_bundle(self) -> None:
@@ -115,19 +130,19 @@ class Agent:
         self.store.switch(record, probation=False)
         self.store.gc()
 
-    def _new_metrics(self) -> ModelMetrics:
-        return ModelMetrics(self.active.bundle.manifest.reference_stats)
+    def _new_metrics(self, active: ActiveModel) -> ModelMetrics:
+        return ModelMetrics(active.bundle.manifest.reference_stats)
 
-    def _new_sampler(self) -> Sampler:
-        rng = (self.active.bundle.manifest.reference_stats.get("input") or {}).get("range")
-        return Sampler(self.cfg.sample_rate_per_min, self.cfg.sample_max_bytes,
-                       self.cfg.low_confidence, tuple(rng) if rng else None)
+    def _new_sampler(self, active: ActiveModel, settings: RuntimeSettings) -> Sampler:
+        rng = (active.bundle.manifest.reference_stats.get("input") or {}).get("range")
+        return Sampler(settings.sample_rate_per_min, settings.sample_max_bytes,
+                       settings.low_confidence, tuple(rng) if rng else None)
 
     def _resume_probation(self) -> None:
         if not self.store.in_probation():
             return
-        self.probation = Probation(self.cfg.update, None)
-        self.probation_cmd = self.store.probation_cmd()
+        self.serving.begin_probation(Probation(self.update_policy, None),
+                                     self.store.probation_cmd())
         if self.store.note_probation_boot() >= 3:
             log.error("model restarted 3 times in probation; rolling back")
             try:
@@ -138,7 +153,8 @@ class Agent:
     # inference ---------------------------------------------------------------
     def predict(self, *inputs: Any) -> list[np.ndarray]:
         """Run the current model on float inputs; float32 outputs. InputError on bad input."""
-        active = self.active
+        serving = self.serving
+        active, metrics = serving.active, serving.metrics
         specs = active.model.manifest.inputs
         if len(inputs) != len(specs):
             raise InputError(f"model takes {len(specs)} input(s), got {len(inputs)}")
@@ -149,29 +165,30 @@ class Agent:
             outputs = active.model.predict(*arrays)
         except Exception as exc:  # a runtime failure must not take the agent down
             self.total_errors += 1
-            self.metrics.record_error()
+            metrics.record_error()
             self._observe(None, ok=False)
             raise EdgekitError(f"inference failed: {first_line(exc, 200)}") from exc
         latency = (time.perf_counter() - start) * 1000.0
         self.total_inferences += 1
-        classes, conf = self.metrics.record(latency, arrays[0], outputs[0])
-        self.recent_latency.append(latency)
+        classes, conf = metrics.record(latency, arrays[0], outputs[0])
+        serving.recent_latency.append(latency)
         self._observe(latency, ok=True, finite=len(classes) > 0 or outputs[0].size == 0)
         if conf.size:
             try:
-                self._maybe_sample(arrays[0], classes, conf)
+                self._maybe_sample(serving.sampler, arrays[0], classes, conf)
             except Exception:  # a sample that cannot be queued must not fail the inference
                 log.exception("could not queue a sample")
         return outputs
 
     def _observe(self, latency: float | None, ok: bool, finite: bool = True) -> None:
-        probation = self.probation
+        probation = self.serving.probation
         if probation is not None:
             probation.observe(latency, ok, finite)
 
-    def _maybe_sample(self, x: np.ndarray, classes: np.ndarray, conf: np.ndarray) -> None:
+    def _maybe_sample(self, sampler: Sampler, x: np.ndarray, classes: np.ndarray,
+                      conf: np.ndarray) -> None:
         i = int(conf.argmin())
-        reason = self.sampler.select(x[i:i + 1], float(conf[i]))
+        reason = sampler.select(x[i:i + 1], float(conf[i]))
         if reason is None:
             return
         model = self.model_info()
@@ -195,18 +212,44 @@ class Agent:
         """Queue a message durably in the outbox; the link sends it when it can."""
         return self.outbox.put(kind, self.topic(kind), build)
 
-    def status_payload(self, state: str, detail: dict[str, Any] | None = None) -> bytes:
-        """A retained status message with a fresh status seq."""
-        return proto.Status(device_id=self.cfg.device_id, seq=self.outbox.allocate_seq("status"),
-                            ts=time.time(), state=state, model=self.model_info(),
-                            agent_version=__version__, detail=detail or {}).to_json()
+    def _status_message(self, seq: int, state: str, reason: str,
+                        detail: dict[str, Any]) -> bytes:
+        return proto.Status(device_id=self.cfg.device_id, seq=seq, ts=time.time(), state=state,
+                            reason=reason, model=self.model_info(), agent_version=__version__,
+                            detail=detail).to_json()
 
-    def set_status(self, state: str, detail: dict[str, Any] | None = None) -> None:
+    def _next_status_seq(self) -> int:
+        """The next seq of this connection's status block (a fresh block if it ran out)."""
+        with self._status_lock:
+            seq, last = self._status_seqs
+            if seq == 0 or seq >= last:  # no connection yet, or the block is used up
+                seq = self.outbox.allocate_seq("status")
+                self._status_seqs = (seq + 1, seq + 1)
+                return seq
+            self._status_seqs = (seq + 1, last)
+            return seq
+
+    def status_payload(self, state: str, reason: str = "",
+                       detail: dict[str, Any] | None = None) -> bytes:
+        """A retained status message with the next status seq of this connection."""
+        return self._status_message(self._next_status_seq(), state, reason, detail or {})
+
+    def will_payload(self) -> bytes:
+        """The last will for a new connection: reserves the connection's status block."""
+        first = self.outbox.allocate_seq_block("status", STATUS_BLOCK)
+        last = first + STATUS_BLOCK - 1
+        with self._status_lock:
+            self._status_seqs = (first, last)
+        return self._status_message(last, "offline", CONNECTION_LOST,
+                                    {"last_will": True})
+
+    def set_status(self, state: str, reason: str = "",
+                   detail: dict[str, Any] | None = None) -> None:
         """Publish the retained status now, if connected (it is republished on reconnect)."""
-        self._status = (state, detail or {})
+        self._status = (state, reason, detail or {})
         if self.link is not None and self.link.connected:
-            self.link.publish_direct(self.topic(proto.STATUS), self.status_payload(state, detail),
-                                     retain=True)
+            self.link.publish_direct(self.topic(proto.STATUS),
+                                     self.status_payload(state, reason, detail), retain=True)
 
     def telemetry_tick(self) -> int:
         """Close the metrics window and queue one telemetry message; returns its seq."""
@@ -225,15 +268,26 @@ class Agent:
             system=system).to_json())
 
     def on_message(self, topic: str, payload: bytes) -> None:
-        """MQTT callback: queue a command for the worker (never block the network thread)."""
-        try:
-            self._queue.put_nowait((topic, payload))
-        except queue.Full:
-            from edge_agent.commands import command_ids
+        """MQTT callback: journal a command (the link acknowledges it after this returns).
 
+        Runs on the link's callback thread, never the network thread; the command itself
+        runs on the command worker.
+        """
+        if not self.commands.receive(payload):
+            return  # a repeat, or answered at once
+        try:
+            self._queue.put_nowait(payload)
+        except queue.Full:  # journaled: it runs at the next start if not before
             cmd_id, ctype = command_ids(payload)
-            self.commands.result(cmd_id, ctype, False, "agent busy: too many queued commands; "
-                                 "retry later", {})
+            log.warning("command queue full; %s (%s) waits in the journal", cmd_id, ctype)
+
+    def on_subscribe_refused(self, reasons: list[str]) -> None:
+        """The broker refused the cmd subscription: say so instead of running deaf."""
+        why = (f"the broker refused the subscription to {self.topic(proto.CMD)} "
+               f"({', '.join(reasons)}); this device cannot receive commands: allow it to "
+               "read its own cmd topic in the broker's ACL")
+        log.error("%s", why)
+        self.set_status("degraded", why[:500])
 
     # lifecycle ---------------------------------------------------------------
     def start(self) -> None:
@@ -255,20 +309,17 @@ class Agent:
         broker = BrokerConfig.from_url(self.cfg.broker, username=self.cfg.username,
                                        password=self.cfg.password, tls_ca=self.cfg.tls_ca,
                                        tls_cert=self.cfg.tls_cert, tls_key=self.cfg.tls_key)
-        will = proto.Status(device_id=self.cfg.device_id,
-                            seq=self.outbox.allocate_seq("status"), ts=time.time(),
-                            state="offline", model=self.model_info(),
-                            agent_version=__version__).to_json()
         return MqttLink(broker, client_id=f"edgekit-{self.cfg.fleet}-{self.cfg.device_id}",
                         outbox=self.outbox, will_topic=self.topic(proto.STATUS),
-                        will_payload=will, subscriptions=[self.topic(proto.CMD)],
+                        will_payload=self.will_payload, subscriptions=[self.topic(proto.CMD)],
                         on_message=self.on_message, on_connect=self._on_connect,
+                        on_subscribe_refused=self.on_subscribe_refused,
                         max_inflight=self.cfg.max_inflight)
 
     def _on_connect(self) -> None:
-        state, detail = self._status
-        self.link.publish_direct(self.topic(proto.STATUS), self.status_payload(state, detail),
-                                 retain=True)
+        state, reason, detail = self._status
+        self.link.publish_direct(self.topic(proto.STATUS),
+                                 self.status_payload(state, reason, detail), retain=True)
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         thread = threading.Thread(target=target, name=f"edgekit-{name}", daemon=True)
@@ -276,25 +327,29 @@ class Agent:
         self._threads.append(thread)
 
     def _telemetry_loop(self) -> None:
-        while not self._stop.wait(min(max(self.cfg.telemetry_interval_s, 0.1), 86400.0)):
+        while not self._stop.wait(min(max(self.serving.settings.telemetry_interval_s, 0.1),
+                                      86400.0)):
             try:
                 self.telemetry_tick()
             except Exception:  # never let one bad window stop telemetry
                 log.exception("telemetry tick failed")
 
     def _command_loop(self) -> None:
+        self.commands.resume()  # journaled before a restart, not answered yet
         while not self._stop.is_set():
             try:
-                _topic, payload = self._queue.get(timeout=0.2)
+                payload = self._queue.get(timeout=0.5)
             except queue.Empty:
                 continue
             try:
-                self.commands.handle(payload)
-            except Exception:  # handle() answers every error itself; this is the last guard
+                self.commands.execute(payload)
+            except Exception:  # execute() answers every error itself; this is the last guard
                 log.exception("command handling failed")
 
     def _probation_loop(self) -> None:
         while not self._stop.wait(0.2):
+            if self.serving.probation is None:
+                continue
             try:
                 self.commands.check_probation()
             except Exception:
@@ -312,7 +367,7 @@ class Agent:
             if self.link.connected:  # a clean stop says so itself; the will covers a crash
                 self.link.wait_drained(timeout)
                 self.link.publish_direct(self.topic(proto.STATUS),
-                                         self.status_payload("offline", {"reason": "stopped"}),
+                                         self.status_payload("offline", "stopped"),
                                          retain=True, timeout=min(timeout, 2.0))
             self.link.stop(timeout)
         self.outbox.close()

@@ -3,6 +3,13 @@
 Every command gets exactly one result on ``cmd/result`` (an update gets a
 second, final one when its probation ends). Malformed or unknown commands get
 an error result; nothing here may raise into the agent's threads.
+
+Commands are journaled (:mod:`edge_agent.command_journal`) before the broker is
+told they arrived; a repeated ``cmd_id`` gets the stored result again instead of
+running twice; a command past its ``expires_at`` is answered with an error and not
+run. Handlers see the agent through :class:`CommandHost`, a narrow interface: the
+serving state (:class:`edge_agent.serving.Serving`), the model store, the journal
+and the status.
 """
 
 from __future__ import annotations
@@ -21,22 +28,40 @@ from edge_agent import protocol as proto
 from edge_agent.bundle.archive import file_digest
 from edge_agent.bundle.reader import open_bundle
 from edge_agent.bundle.versions import is_newer
-from edge_agent.errors import EdgekitError, ProtocolError
+from edge_agent.command_journal import ANSWERED, NEW, CommandJournal
+from edge_agent.errors import EdgekitError
 from edge_agent.golden import load_arrays
 from edge_agent.probation import NOISE_FLOOR_MS, Probation
 from edge_agent.slots import ActiveModel
 
 if TYPE_CHECKING:
-    from edge_agent.agent import Agent
+    from typing import Protocol
+
+    from edge_agent.config import UpdatePolicy
+    from edge_agent.serving import Serving
+    from edge_agent.slots import ModelStore
+
+    class CommandHost(Protocol):
+        """What command handlers may use of the agent, and nothing more."""
+
+        device_id: str
+        profile: str
+        state_dir: Path
+        update_policy: UpdatePolicy
+        serving: Serving
+        store: ModelStore
+        journal: CommandJournal
+
+        def topic(self, kind: str) -> str: ...
+        def publish(self, kind: str, build: Callable[[int], bytes]) -> int: ...
+        def set_status(self, state: str, reason: str = "",
+                       detail: dict[str, Any] | None = None) -> None: ...
+        def model_info(self) -> dict[str, Any]: ...
 
 log = logging.getLogger(__name__)
 
 
 MAX_ERROR_CHARS = 1000
-# set-config bounds: an interval of 1e300 s would overflow the telemetry timer, a sample
-# over 512 KiB would not fit a 1 MiB message once base64-encoded
-CONFIG_BOUNDS = {"telemetry_interval_s": (0.1, 86400.0), "sample_rate_per_min": (0.0, 6000.0),
-                 "sample_max_bytes": (64.0, float(512 << 10)), "low_confidence": (0.0, 1.0)}
 
 
 class UpdateRejected(EdgekitError):
@@ -69,23 +94,60 @@ def golden_latencies_ms(models: list[ActiveModel], runs: int = 21,
 
 
 class CommandHandler:
-    """Decodes commands, dispatches them by type and answers each one."""
+    """Journals commands, dispatches them by type and answers each one."""
 
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
+    def __init__(self, host: CommandHost) -> None:
+        self.host = host
         self.lock = threading.RLock()
         self.handlers: dict[str, Callable[[proto.Command], dict[str, Any]]] = {
             "update": self.update, "rollback": self.rollback,
             "set-config": self.set_config, "ping": self.ping,
         }
 
-    # dispatch ----------------------------------------------------------------
+    # receipt and dispatch ------------------------------------------------------
+    def receive(self, payload: bytes) -> bool:
+        """Journal a command as it arrives; True when it is new and must be executed.
+
+        A repeated ``cmd_id`` is not executed: answered ones get their stored result
+        again, pending ones are already on their way. A payload without a usable
+        ``cmd_id`` is answered with its error at once.
+        """
+        cmd_id, ctype = command_ids(payload)
+        if cmd_id == "unknown":
+            self.execute(payload)  # cannot be journaled; it can only fail, once
+            return False
+        seen = self.host.journal.record(cmd_id, ctype, payload)
+        if seen.state == ANSWERED and seen.result is not None:
+            log.info("command %s seen again; sending its stored result", cmd_id)
+            self.host.journal.resend(self.host.topic(proto.CMD_RESULT), seen.result)
+        return seen.state == NEW
+
     def handle(self, payload: bytes) -> None:
-        """Answer one raw command payload; never raises."""
+        """Journal and, if new, execute one raw command payload now; never raises."""
+        if self.receive(payload):
+            self.execute(payload)
+
+    def resume(self) -> None:
+        """At start: execute the commands journaled but not answered before a restart."""
+        for cmd_id, payload in self.host.journal.pending():
+            if cmd_id == self.host.store.probation_cmd() and self.host.serving.probation:
+                # killed after its switch: the update is in probation, not to be run again
+                version = self.host.serving.active.record.version
+                self.result(cmd_id, "update", True, None,
+                            {"phase": "probation", "final": False, "version": version})
+                continue
+            log.info("executing command %s journaled before a restart", cmd_id)
+            self.execute(payload)
+
+    def execute(self, payload: bytes) -> None:
+        """Run one command and answer it; never raises."""
         cmd_id, ctype = command_ids(payload)
         try:
             cmd = proto.Command.from_json(payload)
             cmd_id, ctype = cmd.cmd_id, cmd.type
+            expired = _expired(cmd)
+            if expired:
+                raise CommandExpired(expired)
             with self.lock:  # commands and probation decisions never interleave
                 detail = self.handlers[cmd.type](cmd)
             self.result(cmd_id, ctype, True, None, detail)
@@ -97,34 +159,32 @@ class CommandHandler:
 
     def result(self, cmd_id: str, ctype: str, ok: bool, error: str | None,
                detail: dict[str, Any]) -> None:
-        """Queue a cmd/result message (errors are cut to a readable, bounded length)."""
-        a = self.agent
+        """Queue a cmd/result (journaled when the command is); errors are cut to a bound."""
+        h = self.host
         if error is not None and len(error) > MAX_ERROR_CHARS:
             error = error[:MAX_ERROR_CHARS] + "…"
-        a.publish(proto.CMD_RESULT, lambda seq: proto.CommandResult(
-            device_id=a.cfg.device_id, seq=seq, ts=time.time(), cmd_id=cmd_id[:64],
-            type=ctype[:32], ok=ok, error=error, detail=detail).to_json())
+        device_id = h.device_id
+
+        def build(seq: int) -> bytes:
+            return proto.CommandResult(device_id=device_id, seq=seq, ts=time.time(),
+                                       cmd_id=cmd_id[:64], type=ctype[:32], ok=ok, error=error,
+                                       detail=detail).to_json()
+        if h.journal.state(cmd_id) is not None:
+            h.journal.answer(cmd_id, h.topic(proto.CMD_RESULT), build)
+        else:
+            h.publish(proto.CMD_RESULT, build)
 
     # simple commands ---------------------------------------------------------
     def ping(self, cmd: proto.Command) -> dict[str, Any]:
-        """Answer with what is being served."""
-        return {"model": self.agent.model_info(), "probation": self.agent.probation is not None}
+        """Answer with what is being served and the settings in force."""
+        return {"model": self.host.model_info(),
+                "probation": self.host.serving.probation is not None,
+                "settings": self.host.serving.settings_dict()}
 
     def set_config(self, cmd: proto.Command) -> dict[str, Any]:
-        """Change telemetry interval or sampling at run time."""
-        a, args = self.agent, cmd.args
-        for key, (low, high) in CONFIG_BOUNDS.items():
-            if key in args and not low <= args[key] <= high:
-                raise ProtocolError(f"{key} must be between {low} and {high}, got {args[key]}")
-        if "telemetry_interval_s" in args:
-            a.cfg.telemetry_interval_s = float(args["telemetry_interval_s"])
-        if "sample_rate_per_min" in args:
-            a.sampler.bucket.set_rate(float(args["sample_rate_per_min"]))
-        if "sample_max_bytes" in args:
-            a.sampler.max_bytes = int(args["sample_max_bytes"])
-        if "low_confidence" in args:
-            a.sampler.low_confidence = float(args["low_confidence"])
-        return {"applied": sorted(args)}
+        """Change telemetry interval or sampling at run time (kept across updates/restarts)."""
+        return {"applied": self.host.serving.apply(cmd.args),
+                "settings": self.host.serving.settings_dict()}
 
     def rollback(self, cmd: proto.Command) -> dict[str, Any]:
         """Go back to the kept previous model (the only way to an older version)."""
@@ -136,20 +196,21 @@ class CommandHandler:
         """Download, verify, stage, golden-check, switch; then probation decides."""
         from edge_agent.download import download  # urllib/ssl: loaded only when updating
 
-        a, args = self.agent, cmd.args
-        if a.probation is not None:
+        a, args = self.host, cmd.args
+        if a.serving.probation is not None:
             raise UpdateRejected("an update is still in probation; wait for its result")
-        a.set_status("updating", {"version": args["version"]})
+        a.set_status("updating", f"installing version {args['version']}",
+                     {"version": args["version"]})
         downloads = a.state_dir / "downloads"
         downloads.mkdir(exist_ok=True)
         path = downloads / f"{args['sha256']}.ekb"
         try:
-            download(args["url"], path, a.cfg.update.max_download_bytes,
-                     a.cfg.update.download_timeout_s, a.cfg.update.download_retries,
-                     args.get("size"))
+            policy = a.update_policy
+            download(args["url"], path, policy.max_download_bytes, policy.download_timeout_s,
+                     policy.download_retries, args.get("size"))
             new = self._verify_and_load(path, args)
         except BaseException:
-            a.set_status("online", {})
+            a.set_status("online")
             raise
         finally:
             shutil.rmtree(downloads, ignore_errors=True)
@@ -159,21 +220,21 @@ class CommandHandler:
         except BaseException:
             self._discard(new)
             raise
-        a.probation = Probation(a.cfg.update, baseline)
-        a.probation_cmd = cmd.cmd_id
-        a.set_status("online", {"probation": True})
+        a.serving.begin_probation(Probation(a.update_policy, baseline), cmd.cmd_id)
+        a.set_status("online", f"version {new.record.version} in probation",
+                     {"probation": True})
         return {"phase": "probation", "final": False, "version": new.record.version}
 
     def _discard(self, new: ActiveModel) -> None:
         """A staged model that will not be served: close it and free its slot."""
-        a = self.agent
+        a = self.host
         new.close()
         if a.store.current() != new.record:
             shutil.rmtree(a.store.models / new.record.slot, ignore_errors=True)
-        a.set_status("online", {})
+        a.set_status("online")
 
     def _verify_and_load(self, path: Path, args: dict[str, Any]) -> ActiveModel:
-        a = self.agent
+        a = self.host
         sha, _ = file_digest(path)
         if sha != args["sha256"]:
             raise UpdateRejected(f"downloaded bundle sha256 {sha[:12]}… does not match the "
@@ -186,7 +247,7 @@ class CommandHandler:
         if m.model.version != args["version"]:
             raise UpdateRejected(f"command says version {args['version']}, bundle is "
                                  f"{m.model.version}")
-        installed = a.active.record.version
+        installed = a.serving.active.record.version
         if not is_newer(m.model.version, installed):
             raise UpdateRejected(f"version {m.model.version} is not newer than installed "
                                  f"{installed} (anti-rollback; use the rollback command)")
@@ -198,29 +259,24 @@ class CommandHandler:
             raise
 
     def _check_latency(self, new: ActiveModel) -> float | None:
-        old_ms, new_ms = golden_latencies_ms([self.agent.active, new])
-        ratio = self.agent.cfg.update.max_latency_ratio
+        serving = self.host.serving
+        old_ms, new_ms = golden_latencies_ms([serving.active, new])
+        ratio = self.host.update_policy.max_latency_ratio
         if np.isfinite(old_ms) and new_ms > ratio * old_ms and new_ms - old_ms > NOISE_FLOOR_MS:
             raise UpdateRejected(f"latency regression: {new_ms:.2f} ms vs {old_ms:.2f} ms on the "
                                  f"golden input (bound {ratio}x)")
         # Probation compares live latency with the old model's live latency; without
         # enough live traffic the golden-input comparison above is the latency check.
-        recent = list(self.agent.recent_latency)
+        recent = list(serving.recent_latency)
         return float(np.median(recent)) if len(recent) >= 10 else None
 
     def switch(self, new: ActiveModel, probation: bool, cmd_id: str | None = None) -> None:
         """Point the store at ``new`` (atomic) and serve it."""
-        self.agent.store.switch(new.record, probation=probation, probation_cmd=cmd_id)
+        self.host.store.switch(new.record, probation=probation, probation_cmd=cmd_id)
         self._serve(new)
 
     def _serve(self, new: ActiveModel) -> None:
-        a = self.agent
-        with a._swap_lock:
-            old, a.active = a.active, new
-            a.metrics = a._new_metrics()
-            a.sampler = a._new_sampler()
-            a.recent_latency.clear()
-        old.close()
+        self.host.serving.swap(new).close()
 
     def roll_back(self, reason: str) -> Any:
         """Serve the previous model again, after proving it still loads; report why.
@@ -228,11 +284,11 @@ class CommandHandler:
         The previous slot is opened and golden-checked before the pointer moves, so
         a failed rollback leaves the device on the model that is serving now.
         """
-        a = self.agent
+        a = self.host
         prev = a.store.previous()
         if prev is None:
             raise EdgekitError("no previous model to roll back to")
-        failed = a.active.record.version
+        failed = a.serving.active.record.version
         try:
             restored = a.store.open_slot(prev)
         except (EdgekitError, OSError) as exc:
@@ -244,31 +300,29 @@ class CommandHandler:
         self._final_result(False, f"rolled back to {prev.version}: {reason}",
                            {"phase": "rolled_back", "final": True, "failed_version": failed})
         a.store.gc()
-        a.set_status("online", {"rolled_back": reason})
+        a.set_status("online", f"rolled back to {prev.version}: {reason}"[:500],
+                     {"rolled_back": reason})
         log.warning("rolled back to %s v%s: %s", prev.name, prev.version, reason)
         return prev
 
     def _keep_current(self, why: str) -> None:
         """Rollback impossible: the serving model stays, out of probation, status degraded."""
-        a = self.agent
+        a = self.host
         log.error("%s", why)
         self._final_result(False, why, {"phase": "rollback_failed", "final": True})
         a.store.end_probation()
-        a.set_status("degraded", {"reason": why[:500]})
+        a.set_status("degraded", why[:500])
 
     def _final_result(self, ok: bool, error: str | None, detail: dict[str, Any]) -> None:
         """End a running probation and answer its update command, once."""
-        a = self.agent
-        if a.probation is None:
-            return
-        cmd_id = a.probation_cmd or "probation"
-        a.probation, a.probation_cmd = None, None
-        self.result(cmd_id, "update", ok, error, detail)
+        cmd_id = self.host.serving.end_probation()
+        if cmd_id is not None:
+            self.result(cmd_id, "update", ok, error, detail)
 
     def check_probation(self) -> None:
         """Called periodically: roll back on a bad verdict, commit once probation passes."""
         with self.lock:
-            probation = self.agent.probation
+            probation = self.host.serving.probation
             if probation is None:
                 return
             verdict = probation.verdict()
@@ -277,15 +331,15 @@ class CommandHandler:
             if verdict is not None:
                 self.roll_back(verdict)
             elif probation.passed():
-                a = self.agent
+                a = self.host
                 a.store.end_probation()
                 a.store.gc()
                 self._final_result(True, None, {"phase": "committed", "final": True,
-                                                "version": a.active.record.version})
+                                                "version": a.serving.active.record.version})
 
     def _probe(self, probation: Probation) -> str | None:
         """No traffic during probation: judge the model on its golden input instead."""
-        active = self.agent.active
+        active = self.host.serving.active
         m = active.model.manifest
         if m.golden is None:
             return None
@@ -293,6 +347,21 @@ class CommandHandler:
         if not all(np.isfinite(o.astype(np.float64)).all() for o in outputs):
             return "model produced NaN/inf on its golden input"
         return None
+
+
+class CommandExpired(EdgekitError):
+    """A command arrived (or was resumed) after its ``expires_at``; it is not run."""
+
+
+def _expired(cmd: proto.Command) -> str | None:
+    """Why ``cmd`` must not run because it is stale, or None."""
+    expires_at = getattr(cmd, "expires_at", None)
+    now = time.time()
+    if expires_at is None or now <= expires_at:
+        return None
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires_at))
+    return (f"command expired at {when} ({now - expires_at:.0f} s ago) and was not run; "
+            "send a new command if it is still wanted")
 
 
 def command_ids(payload: bytes) -> tuple:

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edge_agent.agent import InputError
 from edge_agent.config import parse_host_port
 from edge_agent.errors import EdgekitError
+from edge_agent.inputs import InputError
 
 if TYPE_CHECKING:
     from edge_agent.agent import Agent

@@ -20,8 +20,16 @@ MQTT v5 through paho-mqtt 2.x, QoS 1 throughout.
 * **One thread owns the connection** and, in :meth:`MqttLink._run`, reconnects with
   capped exponential backoff and jitter. User callbacks run in order on a second
   thread, so a slow or failing callback never stalls or kills the link (exceptions
-  are logged and counted in ``stats()['callback_errors']``); incoming messages are
-  acknowledged once handed to that thread.
+  are logged and counted in ``stats()['callback_errors']``).
+* **Commands are acknowledged only after they are safe.** The client runs with MQTT v5
+  manual acknowledgement: an incoming QoS 1 message is PUBACKed only after
+  ``on_message`` returned (the agent journals the command to disk there). If the
+  callback fails, or the connection drops first, no PUBACK is sent and the broker
+  delivers the message again on the next connection.
+* **A refused subscription is reported**, not ignored: a SUBACK with an error reason
+  code (e.g. not authorized by the broker's ACL) calls ``on_subscribe_refused``.
+* **A fresh last will per connection**: ``will_payload`` may be a function, called
+  for each new connection, so the will carries a current ``seq``.
 * **A timeout on every wait**: connect and CONNACK (``connect_timeout_s``), keepalive
   (paho drops a connection whose PINGRESP does not come), direct publishes, stop.
 """
@@ -230,16 +238,17 @@ class _Dispatcher:
 
 
 _STAT_NAMES = ("connects", "disconnects", "published", "acked", "refused", "max_inflight_seen",
-               "direct_published", "messages_received", "callback_errors")
+               "direct_published", "messages_received", "callback_errors", "subscribe_refused")
 
 
 class MqttLink:
     """The device's connection to the broker; see the module docstring for its guarantees."""
 
     def __init__(self, cfg: BrokerConfig, client_id: str, outbox: Outbox, will_topic: str,
-                 will_payload: bytes, subscriptions: list[str],
+                 will_payload: bytes | Callable[[], bytes], subscriptions: list[str],
                  on_message: Callable[[str, bytes], None],
-                 on_connect: Callable[[], None] | None = None, max_inflight: int = 32) -> None:
+                 on_connect: Callable[[], None] | None = None, max_inflight: int = 32,
+                 on_subscribe_refused: Callable[[list[str]], None] | None = None) -> None:
         if not isinstance(client_id, str) or not client_id:
             raise ConfigError("the MQTT client id must be a non-empty string")
         if not _is_int(max_inflight) or not 1 <= max_inflight <= 65535:
@@ -248,6 +257,7 @@ class MqttLink:
         self.will_topic, self.will_payload = will_topic, will_payload
         self.subscriptions = list(subscriptions)
         self.on_message, self.on_connect = on_message, on_connect
+        self.on_subscribe_refused = on_subscribe_refused
         self.max_inflight = max_inflight
         self._ssl = cfg.ssl_context()  # TLS mistakes surface here, once, as ConfigError
         self._stop = threading.Event()
@@ -255,6 +265,8 @@ class MqttLink:
         self._dispatcher = _Dispatcher(f"edgekit-mqtt-callbacks-{client_id}",
                                        lambda: self._count("callback_errors"))
         self._direct: queue.Queue = queue.Queue()
+        self._acks: queue.Queue = queue.Queue()  # (connection number, mid) to PUBACK
+        self._generation = 0  # connection number, so an ack never goes to a later connection
         self._stats_lock = threading.Lock()
         self._stats = dict.fromkeys(_STAT_NAMES, 0)
         self._connected = False
@@ -351,6 +363,7 @@ class MqttLink:
     def _connect(self) -> None:
         """Open the socket, send CONNECT and wait (bounded) for a successful CONNACK."""
         cfg = self.cfg
+        self._generation += 1
         client = self._client = self._new_client()
         self._connack, self._lost = None, None
         props = Properties(PacketTypes.CONNECT)
@@ -392,6 +405,7 @@ class MqttLink:
         """Publish within the in-flight window and process acks until the connection ends."""
         client = self._client
         while not self._stop.is_set():
+            self._send_acks()
             self._send_direct()
             self._fill_window()
             rc = client.loop(LOOP_WAIT_S)
@@ -416,6 +430,16 @@ class MqttLink:
             self._cursor = row.id
         if rows:
             self._note_published("published", len(rows))
+
+    def _send_acks(self) -> None:
+        """PUBACK the messages whose callback has finished, if still on their connection."""
+        while True:
+            try:
+                generation, mid = self._acks.get_nowait()
+            except queue.Empty:
+                return
+            if generation == self._generation and self._client is not None:
+                self._client.ack(mid, QOS)
 
     def _send_direct(self) -> None:
         """Publish waiting publish_direct requests (they go first) while the window has room."""
@@ -478,24 +502,44 @@ class MqttLink:
 
     def _on_message(self, client, userdata, message) -> None:
         self._count("messages_received")
-        self._dispatcher.submit(self.on_message, message.topic, bytes(message.payload))
+        self._dispatcher.submit(self._deliver, message.topic, bytes(message.payload),
+                                message.mid, message.qos, self._generation)
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        refused = [str(rc) for rc in reason_codes if getattr(rc, "is_failure", False)]
+        if refused:
+            self._count("subscribe_refused")
+            log.error("MQTT link %s: broker refused a subscription: %s", self.client_id,
+                      ", ".join(refused))
+            if self.on_subscribe_refused is not None:
+                self._dispatcher.submit(self.on_subscribe_refused, refused)
+
+    # -- the callback thread ---------------------------------------------------------------
+
+    def _deliver(self, topic: str, payload: bytes, mid: int, qos: int, generation: int) -> None:
+        """Hand a message to ``on_message``; acknowledge it only once that returned."""
+        self.on_message(topic, payload)  # raises: no PUBACK, the broker sends it again
+        if qos > 0:
+            self._acks.put((generation, mid))
 
     # -- helpers ---------------------------------------------------------------------------
 
     def _new_client(self) -> mqtt.Client:
         """A fresh paho client for one connection (no state carried from the last one)."""
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                             protocol=mqtt.MQTTv5, reconnect_on_failure=False)
+                             protocol=mqtt.MQTTv5, reconnect_on_failure=False, manual_ack=True)
         client.connect_timeout = self.cfg.connect_timeout_s
         client.max_inflight_messages_set(self.max_inflight)  # backs up our own window
         client.max_queued_messages_set(self.max_inflight)
-        client.will_set(self.will_topic, self.will_payload, qos=QOS, retain=True)
+        will = self.will_payload() if callable(self.will_payload) else self.will_payload
+        client.will_set(self.will_topic, will, qos=QOS, retain=True)
         if self.cfg.username is not None:
             client.username_pw_set(self.cfg.username, self.cfg.password)
         if self._ssl is not None:
             client.tls_set_context(self._ssl)
         client.on_connect, client.on_disconnect = self._on_connect, self._on_disconnect
         client.on_publish, client.on_message = self._on_publish, self._on_message
+        client.on_subscribe = self._on_subscribe
         return client
 
     def _inflight(self) -> int:

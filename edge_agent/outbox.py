@@ -42,7 +42,7 @@ from typing import Callable
 
 from edge_agent.errors import EdgekitError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -57,6 +57,16 @@ CREATE INDEX IF NOT EXISTS messages_created ON messages(created);
 CREATE TABLE IF NOT EXISTS seqs (kind TEXT PRIMARY KEY, last INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO counters VALUES ('dropped', 0), ('dropped_bytes', 0);
+CREATE TABLE IF NOT EXISTS commands (
+    cmd_id TEXT PRIMARY KEY,
+    type TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    received REAL NOT NULL,
+    state TEXT NOT NULL,
+    result BLOB,
+    answered REAL
+);
+CREATE INDEX IF NOT EXISTS commands_received ON commands(received);
 """
 
 
@@ -105,13 +115,17 @@ class Outbox:
     # -- writing ---------------------------------------------------------------------------
 
     def put(self, kind: str, topic: str, build: Callable[[int], bytes],
-            retain: bool = False) -> int:
+            retain: bool = False,
+            also: Callable[[sqlite3.Connection, bytes], None] | None = None) -> int:
         """Allocate the next seq of ``kind``, store ``build(seq)`` durably, apply the caps.
 
         Returns the seq. Raises OutboxError (and stores nothing, consumes no seq) when
         the payload is not bytes or is larger than ``max_bytes``; exceptions from
         ``build`` propagate, likewise with nothing stored. ``build`` runs inside the write
         transaction, holding the outbox: keep it quick (gather slow figures before).
+        ``also(db, payload)``, when given, runs in the same transaction (the command
+        journal records a command's result there, so the result and "answered" are one
+        atomic step).
         """
         with self._lock, self._transaction():
             if not isinstance(topic, str) or not topic:
@@ -119,6 +133,8 @@ class Outbox:
             seq = self._next_seq(kind)
             payload = build(seq)
             self._check_payload(kind, payload)
+            if also is not None:
+                also(self._db, payload)
             now = time.time()
             self._db.execute(
                 "INSERT INTO messages (kind, seq, topic, payload, retain, created) "
@@ -131,8 +147,38 @@ class Outbox:
 
     def allocate_seq(self, kind: str) -> int:
         """Durably allocate the next seq of ``kind`` without storing a message."""
+        return self.allocate_seq_block(kind, 1)
+
+    def allocate_seq_block(self, kind: str, size: int) -> int:
+        """Durably reserve ``size`` consecutive seqs of ``kind``; returns the first."""
         with self._lock, self._transaction():
-            return self._next_seq(kind)
+            first = self._next_seq(kind)
+            if size > 1:
+                self._db.execute("UPDATE seqs SET last = ? WHERE kind = ?",
+                                 (first + size - 1, kind))
+            return first
+
+    def put_stored(self, kind: str, topic: str, payload: bytes) -> None:
+        """Queue a payload that already carries its seq (a stored result sent again)."""
+        with self._lock, self._transaction():
+            self._check_payload(kind, payload)
+            now = time.time()
+            self._db.execute(
+                "INSERT INTO messages (kind, seq, topic, payload, retain, created) "
+                "VALUES (?, ?, ?, ?, 0, ?)", (kind, 0, topic, bytes(payload), now))
+            self._queued += 1
+            self._bytes += len(payload)
+            self._enforce_size()
+
+    def run(self, work: Callable[[sqlite3.Connection], object]) -> object:
+        """Run ``work(db)`` in one write transaction of this file (for the command journal)."""
+        with self._lock, self._transaction():
+            return work(self._db)
+
+    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        """Rows of a read-only query on this file."""
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
 
     def ack(self, row_id: int) -> None:
         """The broker acknowledged row ``row_id``: delete it (no-op if already gone)."""

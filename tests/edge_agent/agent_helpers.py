@@ -42,3 +42,14 @@ def results(agent) -> list[dict]:
 
 def messages(agent, kind: str) -> list[dict]:
     return [json.loads(r.payload) for r in agent.outbox.pending(100000) if r.kind == kind]
+
+
+def command_with(ctype: str, cmd_id: str | None = None, expires_at: float | None = None,
+                 **args) -> bytes:
+    """A command with a chosen cmd_id and/or expiry (else as ``command``)."""
+    doc = json.loads(command(ctype, **args))
+    if cmd_id is not None:
+        doc["cmd_id"] = cmd_id
+    if expires_at is not None:
+        doc["expires_at"] = expires_at
+    return json.dumps(doc).encode()

@@ -80,7 +80,7 @@ def test_ping_and_set_config_commands_are_answered(agent):
     agent.commands.handle(command("set-config", telemetry_interval_s=2.5, sample_rate_per_min=0))
     ping, setc = results(agent)
     assert ping["ok"] and ping["detail"]["model"]["version"] == "1"
-    assert setc["ok"] and agent.cfg.telemetry_interval_s == 2.5
+    assert setc["ok"] and agent.serving.settings.telemetry_interval_s == 2.5
 
 
 @pytest.mark.parametrize("payload, error", [

@@ -59,7 +59,7 @@ def test_restart_in_probation_keeps_the_update_cmd_id(tmp_path, keypair, make_on
     update_id = results(agent)[-1]["cmd_id"]
     agent.stop()
     with Agent(agent_config(tmp_path / "state", keypair[1])) as again:
-        assert again.probation is not None and again.probation_cmd == update_id
+        assert again.probation is not None and again.serving.probation_cmd == update_id
         drive(again, 40, rng, scale=0.0)
         assert results(again)[-1]["cmd_id"] == update_id
 
@@ -109,7 +109,7 @@ def test_out_of_range_settings_are_refused(tmp_path, keypair, make_onnx_bundle, 
         agent.commands.handle(command("set-config", **args))
         res = results(agent)[-1]
         assert not res["ok"] and "must be between" in res["error"]
-        assert agent.cfg.telemetry_interval_s == 3600.0
+        assert agent.serving.settings.telemetry_interval_s == 3600.0
 
 
 def test_pointer_survives_concurrent_writers(tmp_path, keypair, make_onnx_bundle):

@@ -1,0 +1,34 @@
+"""Checking what callers hand the model: shape, dtype, size, finiteness."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edge_agent.errors import EdgekitError
+
+
+class InputError(EdgekitError):
+    """An input does not fit the model (shape, dtype, size); the agent keeps running."""
+
+
+def check_input(x: Any, spec_shape: list[int | None], max_bytes: int) -> np.ndarray:
+    """``x`` as a float32 array that fits the model's declared shape, or InputError."""
+    try:
+        arr = np.asarray(x, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"input is not a numeric array: {exc}") from exc
+    if arr.nbytes > max_bytes:
+        raise InputError(f"input is {arr.nbytes} bytes; the limit is {max_bytes}")
+    if arr.ndim == len(spec_shape) - 1:
+        arr = arr[None, ...]  # a single example without its batch dimension
+    if arr.ndim == 0 or arr.shape[0] == 0:
+        raise InputError("input holds no example (empty batch)")
+    if arr.ndim != len(spec_shape) or any(
+            d is not None and i > 0 and d != n for i, (d, n) in enumerate(zip(spec_shape,
+                                                                               arr.shape))):
+        raise InputError(f"input shape {list(arr.shape)} does not fit the model's {spec_shape}")
+    if not np.isfinite(arr).all():
+        raise InputError("input contains NaN or inf")
+    return arr
