@@ -82,6 +82,7 @@ class Agent:
         self.http = None
         self._status: tuple[str, str, dict[str, Any]] = ("online", "", {})
         self._status_seqs = (0, 0)  # (next, last) of this connection's status block
+        self._status_before_refusal: tuple[str, str, dict[str, Any]] | None = None
         self._status_lock = threading.Lock()
         self.total_inferences = 0
         self.total_errors = 0
@@ -287,6 +288,8 @@ class Agent:
                f"({', '.join(reasons)}); this device cannot receive commands: allow it to "
                "read its own cmd topic in the broker's ACL")
         log.error("%s", why)
+        if self._status_before_refusal is None:
+            self._status_before_refusal = self._status
         self.set_status("degraded", why[:500])
 
     # lifecycle ---------------------------------------------------------------
@@ -317,6 +320,8 @@ class Agent:
                         max_inflight=self.cfg.max_inflight)
 
     def _on_connect(self) -> None:
+        if self._status_before_refusal is not None:  # the broker is asked again: assume it agrees
+            self._status, self._status_before_refusal = self._status_before_refusal, None
         state, reason, detail = self._status
         self.link.publish_direct(self.topic(proto.STATUS),
                                  self.status_payload(state, reason, detail), retain=True)

@@ -254,3 +254,7 @@ def message(seq: int, size: int = 0) -> bytes:
 def seq_of(payload: bytes) -> int:
     """The seq inside a test payload."""
     return json.loads(payload)["seq"]
+
+
+# mosquitto's dynamic-security plugin: unlike acl_file, it refuses subscriptions in SUBACK
+DYNSEC_PLUGIN = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"

@@ -16,7 +16,7 @@ import pytest
 
 from edge_agent.errors import ConfigError
 from edge_agent.mqtt_link import BrokerConfig, backoff_delay
-from tests.brokers import fast_config, make_tls_files, message, seq_of
+from tests.brokers import DYNSEC_PLUGIN, fast_config, make_tls_files, message, seq_of
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -164,6 +164,72 @@ def test_commands_sent_while_offline_arrive_on_reconnect(broker, make_link):
     second.start()
     assert wait_until(lambda: b"update while you were away" in received, 10)
     assert [p for p in received if p != b"probe"] == [b"update while you were away"]
+
+
+def test_a_message_is_acknowledged_only_after_on_message_returned(broker, make_link):
+    """Manual ack: a callback that failed leaves the message with the broker, which resends it."""
+    probes: list[bytes] = []
+    cfg = fast_config(broker.port)
+
+    def failing(topic: str, payload: bytes) -> None:
+        probes.append(payload)
+        if payload.startswith(b"cmd"):
+            raise RuntimeError("the disk is full; cannot journal the command")
+
+    first = make_link(cfg, client_id="dev-ack", subscriptions=["t/dev/cmd"], on_message=failing)
+    first.start()
+    until_subscribed(broker.port, "t/dev/cmd", probes)
+    send(broker.port, "t/dev/cmd", b"cmd-1")
+    assert wait_until(lambda: b"cmd-1" in probes, 10)
+    first.stop()  # cmd-1 was never acknowledged
+    received: list[bytes] = []
+    second = make_link(cfg, client_id="dev-ack", subscriptions=["t/dev/cmd"],
+                       on_message=lambda t, p: received.append(p))
+    second.start()
+    assert wait_until(lambda: b"cmd-1" in received, 10), received
+    second.stop()  # this time it was acknowledged: a third session gets nothing
+    third_got: list[bytes] = []
+    third = make_link(cfg, client_id="dev-ack", subscriptions=["t/dev/cmd"],
+                      on_message=lambda t, p: third_got.append(p))
+    third.start()
+    until_subscribed(broker.port, "t/dev/cmd", third_got)
+    assert b"cmd-1" not in third_got
+
+
+def test_a_callable_will_is_asked_for_a_fresh_payload_on_every_connect(make_broker, make_link):
+    broker = make_broker(persistent=True)
+    wills: list[bytes] = []
+
+    def will() -> bytes:
+        wills.append(f"offline-{len(wills)}".encode())
+        return wills[-1]
+
+    link = make_link(fast_config(broker.port), will_payload=will)
+    link.start()
+    assert wait_until(lambda: link.connected, 10)
+    broker.stop()
+    broker.start()
+    assert wait_until(lambda: link.stats()["connects"] == 2, 20)
+    assert len(wills) >= 2 and len(set(wills)) == len(wills)
+
+
+def test_a_refused_subscription_is_reported(tmp_path, make_broker, make_link):
+    import json
+
+    if not Path(DYNSEC_PLUGIN).exists():
+        pytest.skip("mosquitto's dynamic security plugin is not installed")
+    acl = {"defaultACLAccess": {"publishClientSend": True, "publishClientReceive": True,
+                                "subscribe": False, "unsubscribe": True},
+           "clients": [], "groups": [], "roles": []}
+    (tmp_path / "dynsec.json").write_text(json.dumps(acl))
+    broker = make_broker(extra_conf=f"plugin {DYNSEC_PLUGIN}\n"
+                                    f"plugin_opt_config_file {tmp_path / 'dynsec.json'}")
+    refused: list[list[str]] = []
+    link = make_link(fast_config(broker.port), subscriptions=["t/dev/cmd"],
+                     on_subscribe_refused=refused.append)
+    link.start()
+    assert wait_until(lambda: refused, 10)
+    assert "Not authorized" in refused[0][0] and link.stats()["subscribe_refused"] == 1
 
 
 def test_link_resends_after_the_broker_restarts(make_broker, make_subscriber, make_link,
