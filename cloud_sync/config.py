@@ -1,0 +1,121 @@
+"""The cloud side's settings: one typed config, from a file (JSON or YAML) and flags.
+
+Where things live by default: the **data folder** is ``$EDGEKIT_CLOUD_DIR`` if set,
+else ``$XDG_DATA_HOME/edgekit/cloud``, else ``~/.local/share/edgekit/cloud``. It
+holds the embedded SQLite store (``edgekit.db``), the artifacts folder and the
+cloud's own MQTT password (``mqtt-service.password``, mode 0600).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edge_agent.errors import ConfigError
+
+ENV_DIR = "EDGEKIT_CLOUD_DIR"
+DB_FILE = "edgekit.db"
+DAY = 86400.0
+
+
+def default_data_dir() -> Path:
+    """``$EDGEKIT_CLOUD_DIR``, else ``$XDG_DATA_HOME/edgekit/cloud``, else ~/.local/share/..."""
+    if os.environ.get(ENV_DIR):
+        return Path(os.environ[ENV_DIR]).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base).expanduser() / "edgekit" / "cloud"
+
+
+def default_db_url(data_dir: Path | None = None) -> str:
+    """The embedded store: a SQLite file in the data folder."""
+    return f"sqlite:///{(data_dir or default_data_dir()) / DB_FILE}"
+
+
+class Retention(BaseModel):
+    """How much history the store keeps; a background job deletes what is older or over."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    telemetry_max_age_s: float = Field(30 * DAY, gt=0)
+    telemetry_max_rows: int = Field(5_000_000, gt=0)
+    samples_max_age_s: float = Field(90 * DAY, gt=0)
+    samples_max_rows: int = Field(200_000, gt=0)
+    quarantine_max_age_s: float = Field(14 * DAY, gt=0)
+    quarantine_max_rows: int = Field(10_000, gt=0)
+    gaps_max_age_s: float = Field(30 * DAY, gt=0)
+    gaps_max_rows: int = Field(100_000, gt=0)
+    interval_s: float = Field(300.0, gt=0)
+
+
+class CloudConfig(BaseModel):
+    """Everything ``edgekit cloud ...`` needs; unknown keys are errors (typos must not pass)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    db: str | None = None  # None: SQLite in data_dir
+    broker: str | None = None  # mqtt://host:port
+    http: str = "127.0.0.1:8000"
+    artifacts: Path | None = None  # None: data_dir/artifacts
+    pubkeys: tuple[Path, ...] = ()
+    workers: int = Field(1, ge=1, le=256)
+    service_user: str = "edgekit-cloud"
+    retention: Retention = Field(default_factory=Retention)
+
+    @property
+    def db_url(self) -> str:
+        """The database URL to use: ``db`` if given, else the SQLite file in the data folder."""
+        return self.db or default_db_url(self.data_dir)
+
+    @property
+    def artifacts_dir(self) -> Path:
+        """Where bundles are kept (content-addressed by sha256)."""
+        return self.artifacts or self.data_dir / "artifacts"
+
+    @property
+    def service_password_file(self) -> Path:
+        """The cloud's own MQTT password (mode 0600), written when the account is created."""
+        return self.data_dir / "mqtt-service.password"
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> CloudConfig:
+        """Validate a config mapping; ConfigError names the first bad field."""
+        if not isinstance(doc, dict):
+            raise ConfigError("cloud config must be a mapping of settings")
+        try:
+            return cls.model_validate(doc)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"]) or "config"
+            raise ConfigError(f"cloud config field '{where}': {err['msg']}") from None
+
+    @classmethod
+    def load(cls, path: Path | None = None, **flags: Any) -> CloudConfig:
+        """The config file (if any) with the flags that were given (not None) on top."""
+        doc = read_config_file(path) if path else {}
+        doc.update({k: v for k, v in flags.items() if v not in (None, [], ())})
+        return cls.from_dict(doc)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """A config file as a dict: YAML for .yaml/.yml, else JSON."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+    if Path(path).suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            return yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config {path} is not valid YAML: {str(exc).splitlines()[0]}") \
+                from None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"config {path} is not valid JSON: {exc}") from None

@@ -1,0 +1,114 @@
+"""Engines from a database URL: SQLite (the embedded default) or PostgreSQL via psycopg 3.
+
+``sqlite:///PATH`` gets WAL, a busy timeout, foreign keys and real transactions
+(pysqlite's own implicit BEGIN is switched off and SQLAlchemy emits ``BEGIN``;
+``transaction(engine)`` emits ``BEGIN IMMEDIATE`` so read-then-write transactions
+never fail on a stale snapshot). ``postgresql://`` and ``postgres://`` are mapped to
+``postgresql+psycopg://``; a search path can be given the libpq way, e.g.
+``postgresql://u@h/db?options=-csearch_path%3Dmyschema``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, Engine
+
+from cloud_sync.errors import StoreError
+from edge_agent.errors import first_line
+
+BUSY_TIMEOUT_MS = 30_000
+DRIVERS = {  # what users write -> the driver we use
+    "sqlite": "sqlite+pysqlite", "sqlite+pysqlite": "sqlite+pysqlite",
+    "postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg",
+    "postgresql+psycopg": "postgresql+psycopg",
+}
+URL_HINT = "use sqlite:///PATH/edgekit.db or postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
+
+
+def parse_url(url: str) -> URL:
+    """The SQLAlchemy URL for a user's database URL, with our driver; StoreError if unusable."""
+    try:
+        parsed = sa.make_url(url)
+    except (sa.exc.ArgumentError, ValueError):
+        raise StoreError(f"database URL {url!r} is not a URL; {URL_HINT}") from None
+    driver = DRIVERS.get(parsed.drivername)
+    if driver is None:
+        raise StoreError(f"database URL scheme {parsed.drivername!r} is not supported; {URL_HINT}")
+    if driver.startswith("sqlite") and parsed.database in (None, "", ":memory:"):
+        raise StoreError(f"SQLite URL {url!r} names no file; {URL_HINT}")
+    if driver.startswith("postgresql") and not parsed.database:
+        raise StoreError(f"PostgreSQL URL {safe_url(parsed)} names no database; {URL_HINT}")
+    return parsed.set(drivername=driver)
+
+
+def safe_url(url: URL | str) -> str:
+    """The URL with its password hidden, for messages and logs."""
+    parsed = url if isinstance(url, URL) else sa.make_url(url)
+    return parsed.render_as_string(hide_password=True)
+
+
+def create_engine(url: str, **options: object) -> Engine:
+    """An engine for ``url`` set up for its dialect; connects lazily (see ``check``)."""
+    parsed = parse_url(url)
+    dialect = parsed.get_backend_name()
+    return DIALECT_ENGINES[dialect](parsed, **options)
+
+
+def _sqlite_engine(url: URL, **options: object) -> Engine:
+    path = Path(url.database).expanduser()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the folder of SQLite file {path}: {exc.strerror}; "
+                         "pick a writable --db or data folder") from None
+    engine = sa.create_engine(url.set(database=str(path)),
+                              connect_args={"timeout": BUSY_TIMEOUT_MS / 1000}, **options)
+    event.listen(engine, "connect", _sqlite_on_connect)
+    event.listen(engine, "begin", _sqlite_on_begin)
+    return engine
+
+
+def _sqlite_on_connect(dbapi_conn, _record) -> None:
+    dbapi_conn.isolation_level = None  # SQLAlchemy, not pysqlite, decides when BEGIN happens
+    cursor = dbapi_conn.cursor()
+    for pragma in ("journal_mode=WAL", f"busy_timeout={BUSY_TIMEOUT_MS}", "foreign_keys=ON",
+                   "synchronous=NORMAL"):
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    immediate = conn.get_execution_options().get("edgekit_write", False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _postgresql_engine(url: URL, **options: object) -> Engine:
+    options = {"pool_pre_ping": True, **options}
+    return sa.create_engine(url, connect_args={"connect_timeout": 10}, **options)
+
+
+DIALECT_ENGINES: dict[str, Callable[..., Engine]] = {
+    "sqlite": _sqlite_engine, "postgresql": _postgresql_engine}
+
+
+def check(engine: Engine) -> None:
+    """Connect once; StoreError with a hint when the database cannot be reached."""
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except sa.exc.SQLAlchemyError as exc:
+        cause = first_line(getattr(exc, "orig", None) or exc)
+        raise StoreError(f"cannot reach database {safe_url(engine.url)}: {cause}; check the "
+                         "--db URL and that the server runs and accepts this user") from None
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Connection]:
+    """A write transaction (``BEGIN IMMEDIATE`` on SQLite); commits on success."""
+    with engine.connect().execution_options(edgekit_write=True) as conn, conn.begin():
+        yield conn

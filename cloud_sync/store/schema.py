@@ -1,0 +1,168 @@
+"""The store's tables (SQLAlchemy 2 Core), the same on SQLite and PostgreSQL.
+
+Conventions: times are Unix seconds (``Double``), device and fleet ids are the
+protocol's ids (at most 64 characters), JSON columns are ``JSON`` (``JSONB`` on
+PostgreSQL). These definitions are what the code reads and writes; the database
+itself is built and changed only by the Alembic migrations in ``migrations/``,
+which must match them (a test checks that).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+NAMING = {  # stable constraint names, so later migrations can drop/alter them on both databases
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+metadata = sa.MetaData(naming_convention=NAMING)
+
+ROW_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite: INTEGER PK = rowid
+JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+TIME = sa.Double
+ID = sa.String(64)
+NAME = sa.String(128)
+VERSION = sa.String(64)
+
+devices = sa.Table(
+    "devices", metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("fleet", ID, nullable=False, index=True),
+    sa.Column("profile", ID),
+    sa.Column("model_name", NAME),
+    sa.Column("model_version", VERSION),
+    sa.Column("agent_version", VERSION),
+    sa.Column("state", sa.String(16), nullable=False, server_default="unknown"),
+    sa.Column("registered_by", sa.String(8), nullable=False),
+    sa.Column("credential_hash", sa.String(256)),  # Mosquitto $7$ PBKDF2 hash; NULL: no login
+    sa.Column("first_seen", TIME),
+    sa.Column("last_seen", TIME),
+    sa.Column("created_at", TIME, nullable=False),
+    sa.CheckConstraint("registered_by IN ('auto', 'cli')", name="registered_by"),
+)
+
+service_accounts = sa.Table(  # the cloud's own broker users (ingest, controller)
+    "service_accounts", metadata,
+    sa.Column("username", ID, primary_key=True),
+    sa.Column("credential_hash", sa.String(256), nullable=False),
+    sa.Column("created_at", TIME, nullable=False),
+)
+
+messages = sa.Table(  # telemetry, status and cmd/result, one row per (device, kind, seq)
+    "messages", metadata,
+    sa.Column("id", ROW_ID, primary_key=True, autoincrement=True),
+    sa.Column("device_id", ID, nullable=False),
+    sa.Column("fleet", ID),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("ts", TIME, nullable=False),
+    sa.Column("received_at", TIME, nullable=False, index=True),
+    sa.Column("model_name", NAME),
+    sa.Column("model_version", VERSION),
+    sa.Column("window_s", sa.Float),
+    sa.Column("inferences", sa.Integer),
+    sa.Column("errors", sa.Integer),
+    sa.Column("latency_p50", sa.Float),
+    sa.Column("latency_p95", sa.Float),
+    sa.Column("latency_p99", sa.Float),
+    sa.Column("confidence_mean", sa.Float),
+    sa.Column("payload", JSON, nullable=False),
+    sa.UniqueConstraint("device_id", "kind", "seq"),
+    sa.Index(None, "device_id", "kind", "ts"),
+)
+
+samples = sa.Table(  # inputs kept for retraining, one row per (device, seq)
+    "samples", metadata,
+    sa.Column("id", ROW_ID, primary_key=True, autoincrement=True),
+    sa.Column("device_id", ID, nullable=False),
+    sa.Column("fleet", ID),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("ts", TIME, nullable=False),
+    sa.Column("received_at", TIME, nullable=False, index=True),
+    sa.Column("model_name", NAME),
+    sa.Column("model_version", VERSION),
+    sa.Column("reason", sa.String(32), nullable=False),
+    sa.Column("pred_class", sa.Integer),
+    sa.Column("pred_confidence", sa.Float),
+    sa.Column("input_dtype", sa.String(16), nullable=False),
+    sa.Column("input_shape", JSON, nullable=False),
+    sa.Column("input_data", sa.LargeBinary, nullable=False),
+    sa.Column("payload", JSON, nullable=False),  # the message without input.data
+    sa.UniqueConstraint("device_id", "seq"),
+    sa.Index(None, "model_name", "model_version", "ts"),
+)
+
+seq_gaps = sa.Table(  # seqs that never arrived: from_seq..to_seq inclusive
+    "seq_gaps", metadata,
+    sa.Column("id", ROW_ID, primary_key=True, autoincrement=True),
+    sa.Column("device_id", ID, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("from_seq", sa.BigInteger, nullable=False),
+    sa.Column("to_seq", sa.BigInteger, nullable=False),
+    sa.Column("detected_at", TIME, nullable=False, index=True),
+    sa.UniqueConstraint("device_id", "kind", "from_seq"),
+)
+
+quarantine = sa.Table(  # malformed messages, kept (truncated) with the reason, bounded
+    "quarantine", metadata,
+    sa.Column("id", ROW_ID, primary_key=True, autoincrement=True),
+    sa.Column("received_at", TIME, nullable=False, index=True),
+    sa.Column("topic", sa.String(256), nullable=False),
+    sa.Column("device_id", ID),
+    sa.Column("reason", sa.String(64), nullable=False),
+    sa.Column("detail", sa.String(256), nullable=False, server_default=""),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+    sa.Column("payload_size", sa.Integer, nullable=False),
+)
+
+ingest_stats = sa.Table(  # counters by name/reason (accepted, duplicate, quarantined:<reason>...)
+    "ingest_stats", metadata,
+    sa.Column("counter", sa.String(96), primary_key=True),
+    sa.Column("value", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", TIME, nullable=False),
+)
+
+models = sa.Table(  # one row per model name + version
+    "models", metadata,
+    sa.Column("id", ROW_ID, primary_key=True, autoincrement=True),
+    sa.Column("name", NAME, nullable=False),
+    sa.Column("version", VERSION, nullable=False),
+    sa.Column("published_at", TIME, nullable=False),
+    sa.Column("metrics", JSON, nullable=False),
+    sa.Column("lineage", JSON, nullable=False),
+    sa.UniqueConstraint("name", "version"),
+)
+
+artifacts = sa.Table(  # content-addressed files the cloud serves over HTTP
+    "artifacts", metadata,
+    sa.Column("sha256", sa.String(64), primary_key=True),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("path", sa.String(1024), nullable=False),
+    sa.Column("created_at", TIME, nullable=False),
+)
+
+bundles = sa.Table(  # one signed bundle of a model version for one hardware profile
+    "bundles", metadata,
+    sa.Column("sha256", sa.String(64), sa.ForeignKey("artifacts.sha256"), primary_key=True),
+    sa.Column("model_id", ROW_ID, sa.ForeignKey("models.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("profile", ID, nullable=False),
+    sa.Column("format", sa.String(16), nullable=False),
+    sa.Column("precision", sa.String(16), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("manifest", JSON, nullable=False),
+    sa.Column("created_at", TIME, nullable=False),
+    sa.UniqueConstraint("model_id", "profile"),
+)
+
+leader_lock = sa.Table(  # SQLite's stand-in for PostgreSQL's advisory lock
+    "leader_lock", metadata,
+    sa.Column("name", ID, primary_key=True),
+    sa.Column("holder", sa.String(128), nullable=False),
+    sa.Column("acquired_at", TIME, nullable=False),
+    sa.Column("expires_at", TIME, nullable=False),
+)
