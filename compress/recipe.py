@@ -25,11 +25,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from compress.errors import RecipeError
+from edge_agent.contracts.vocab import FORMATS, PRECISIONS
 from edge_agent.errors import first_line
 
 RECIPE_VERSION = 1
-Precision = Literal["fp32", "fp16", "int8", "int8-dynamic"]
-Format = Literal["onnx", "tflite"]
+Precision = Literal[PRECISIONS]  # the shared vocabularies (edge_agent.contracts.vocab)
+Format = Literal[FORMATS]
 
 
 class _Config(BaseModel):
@@ -129,7 +130,7 @@ class QuantizeConfig(_Config):
     """
 
     precisions: list[Precision] = Field(
-        default_factory=lambda: ["fp32", "fp16", "int8", "int8-dynamic"], min_length=1)
+        default_factory=lambda: list(PRECISIONS), min_length=1)
     methods: list[str] = Field(default_factory=lambda: ["default"], min_length=1)
     calibration_samples: int = Field(default=256, ge=1)
     inc: IncConfig = Field(default_factory=IncConfig)
@@ -138,7 +139,7 @@ class QuantizeConfig(_Config):
 class SearchConfig(_Config):
     """How candidates are measured and which formats are allowed."""
 
-    formats: list[Format] = Field(default_factory=lambda: ["onnx", "tflite"], min_length=1)
+    formats: list[Format] = Field(default_factory=lambda: list(FORMATS), min_length=1)
     latency_runs: int = Field(default=100, ge=5)
     latency_warmup: int = Field(default=10, ge=0)
     latency_rounds: int = Field(default=5, ge=1, le=50)

@@ -19,7 +19,8 @@ def type_names(types: Types) -> str:
     return " or ".join(_NAMES.get(t, t.__name__) for t in types)
 
 
-def _is(value: Any, types: Types) -> bool:
+def is_json_type(value: Any, types: Types) -> bool:
+    """True if a decoded JSON value has one of ``types`` (no bools as numbers, no NaN)."""
     if isinstance(value, bool) and bool not in types:
         return False  # JSON true is not a number
     if isinstance(value, int) and float in types and int not in types:
@@ -38,7 +39,7 @@ def field(doc: dict[str, Any], key: str, types: Types, where: str, error: type[E
             raise error(f"missing field '{path}'")
         return default
     value = doc[key]
-    if not _is(value, types):
+    if not is_json_type(value, types):
         raise error(f"field '{path}' must be {type_names(types)}, got {type(value).__name__}")
     problem = check(value) if check else None
     if problem:
@@ -76,3 +77,16 @@ def non_negative(value: Any) -> str | None:
 def non_empty(value: Any) -> str | None:
     """A check that a string or list is not empty."""
     return None if len(value) > 0 else "must not be empty"
+
+
+def all_non_negative(values: list) -> str | None:
+    """A check that every number of a list is >= 0."""
+    bad = next((v for v in values if v < 0), None)
+    return None if bad is None else f"must hold values >= 0, got {bad}"
+
+
+def rising(values: list) -> str | None:
+    """A check that a list holds at least two strictly increasing bin edges."""
+    if len(values) < 2 or any(b <= a for a, b in zip(values, values[1:])):
+        return "must hold at least 2 strictly increasing edges"
+    return None

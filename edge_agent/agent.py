@@ -35,6 +35,7 @@ from edge_agent.bundle.versions import is_newer
 from edge_agent.command_journal import CommandJournal
 from edge_agent.commands import CommandHandler, command_ids
 from edge_agent.config import AgentConfig
+from edge_agent.contracts.telemetry import ModelState, OutboxFigures, SystemFigures
 from edge_agent.errors import EdgekitError, first_line
 from edge_agent.inputs import InputError, check_input
 from edge_agent.metrics import ModelMetrics
@@ -135,9 +136,8 @@ class Agent:
         return ModelMetrics(active.bundle.manifest.reference_stats)
 
     def _new_sampler(self, active: ActiveModel, settings: RuntimeSettings) -> Sampler:
-        rng = (active.bundle.manifest.reference_stats.get("input") or {}).get("range")
         return Sampler(settings.sample_rate_per_min, settings.sample_max_bytes,
-                       settings.low_confidence, tuple(rng) if rng else None)
+                       settings.low_confidence, active.bundle.manifest.reference_stats.input_range)
 
     def _resume_probation(self) -> None:
         if not self.store.in_probation():
@@ -257,16 +257,16 @@ class Agent:
         window = self.metrics.close_window()
         stats = self.outbox.stats()
         system = self.system.read()  # outside build(): the outbox holds its write lock there
-        model = dict(self.model_info(), non_finite=window.non_finite,
-                     probation=self.probation is not None)
+        model = ModelState(**self.model_info(), non_finite=window.non_finite,
+                           probation=self.probation is not None)
+        outbox = OutboxFigures(queued=stats.queued, queued_bytes=stats.queued_bytes,
+                               dropped=stats.dropped, dropped_bytes=stats.dropped_bytes)
         return self.publish(proto.TELEMETRY, lambda seq: proto.Telemetry(
             device_id=self.cfg.device_id, seq=seq, ts=time.time(), model=model,
             window_s=window.seconds, inferences=window.inferences, errors=window.errors,
             latency_ms=window.latency_ms, confidence=window.confidence,
             class_counts=window.class_counts, input_hist=window.input_hist,
-            outbox={"queued": stats.queued, "queued_bytes": stats.queued_bytes,
-                    "dropped": stats.dropped, "dropped_bytes": stats.dropped_bytes},
-            system=system).to_json())
+            outbox=outbox, system=SystemFigures(**system)).to_json())
 
     def on_message(self, topic: str, payload: bytes) -> None:
         """MQTT callback: journal a command (the link acknowledges it after this returns).

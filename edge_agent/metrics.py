@@ -10,9 +10,11 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
+
+from edge_agent.contracts.reference import ReferenceStats
+from edge_agent.contracts.telemetry import ConfidenceHist, InputHist, LatencyMs
 
 N_CONF_BINS = 10
 CONFIDENCE_EDGES = [round(i / N_CONF_BINS, 1) for i in range(N_CONF_BINS + 1)]
@@ -21,21 +23,16 @@ MAX_LATENCIES = 20000
 
 @dataclass
 class Window:
-    """A closed telemetry window: the figures of one interval."""
+    """A closed telemetry window: the figures of one interval, as telemetry's typed blocks."""
 
     seconds: float
     inferences: int
     errors: int
     non_finite: int
-    latency_ms: dict[str, float | None]
-    confidence: dict[str, Any]
+    latency_ms: LatencyMs
+    confidence: ConfidenceHist
     class_counts: dict[str, int]
-    input_hist: dict[str, Any] | None
-
-
-def _input_edges(reference_stats: dict[str, Any]) -> np.ndarray | None:
-    edges = (reference_stats or {}).get("input", {}).get("bin_edges")
-    return np.asarray(edges, dtype=np.float64) if edges else None
+    input_hist: InputHist | None
 
 
 def looks_like_probabilities(output: np.ndarray) -> bool:
@@ -81,14 +78,14 @@ def channel_counts(inputs: np.ndarray, edges: np.ndarray, axis: int = 1) -> np.n
 class ModelMetrics:
     """Accumulates one window of figures; ``close_window`` returns and resets them."""
 
-    def __init__(self, reference_stats: dict[str, Any] | None = None,
-                 channel_axis: int = 1) -> None:
+    def __init__(self, reference: ReferenceStats | None = None, channel_axis: int = 1) -> None:
         self._lock = threading.Lock()
-        self._edges = _input_edges(reference_stats or {})
-        self._axis = int((reference_stats or {}).get("input", {}).get("channel_axis", channel_axis))
+        ref_in = reference.input if reference else None
+        ref_out = reference.output if reference else None
+        self._edges = np.asarray(ref_in.bin_edges, dtype=np.float64) if ref_in else None
+        self._axis = ref_in.channel_axis if ref_in else channel_axis
         # softmax output or logits: as the build recorded it, else decided on the first output
-        recorded = (reference_stats or {}).get("output", {}).get("probabilities")
-        self._probabilities: bool | None = recorded if isinstance(recorded, bool) else None
+        self._probabilities: bool | None = ref_out.probabilities if ref_out else None
         self._reset(time.monotonic())
 
     def _reset(self, now: float) -> None:
@@ -147,18 +144,19 @@ class ModelMetrics:
 
     def _snapshot(self, now: float) -> Window:
         lat = np.asarray(self._latencies) if self._latencies else None
-        pct = {f"p{q}": (round(float(np.percentile(lat, q)), 4) if lat is not None else None)
-               for q in (50, 95, 99)}
+        pct = [round(float(p), 4) for p in np.percentile(lat, (50, 95, 99))] \
+            if lat is not None else [None, None, None]
         hist = None
         if self._input_counts is not None:
             counts = self._input_counts
-            hist = {"bin_edges": self._edges.tolist(), "channel_axis": self._axis,
-                    "below": counts[:, 0].tolist(), "above": counts[:, -1].tolist(),
-                    "per_channel": counts[:, 1:-1].tolist()}
+            hist = InputHist(bin_edges=self._edges.tolist(), channel_axis=self._axis,
+                             below=counts[:, 0].tolist(), above=counts[:, -1].tolist(),
+                             per_channel=counts[:, 1:-1].tolist())
         scored = int(self._conf_counts.sum())
+        confidence = ConfidenceHist(edges=list(CONFIDENCE_EDGES),
+                                    counts=self._conf_counts.tolist(),
+                                    mean=round(self._conf_sum / scored, 5) if scored else None)
         return Window(
             seconds=round(now - self._start, 3), inferences=self._count, errors=self._errors,
-            non_finite=self._non_finite, latency_ms=pct,
-            confidence={"edges": CONFIDENCE_EDGES, "counts": self._conf_counts.tolist(),
-                        "mean": round(self._conf_sum / scored, 5) if scored else None},
+            non_finite=self._non_finite, latency_ms=LatencyMs(*pct), confidence=confidence,
             class_counts=dict(self._classes), input_hist=hist)

@@ -8,26 +8,51 @@ Topics (MQTT v5, QoS 1 throughout)::
     edgekit/<fleet>/<device>/cmd          cloud -> device  update / rollback / set-config / ping
     edgekit/<fleet>/<device>/cmd/result   device -> cloud  one answer per command
 
-Every device message carries ``v`` (protocol version), ``device_id``, ``seq`` and
-``ts`` (Unix seconds). ``seq`` is monotonic per device and per topic kind and
-survives restarts, so the cloud deduplicates at-least-once deliveries by
+Every message carries ``v``, the protocol version ``"MAJOR.MINOR"`` (now
+``PROTOCOL_VERSION`` = ``"1.1"``; the integer ``1`` of the first release reads as
+``"1.0"``). Every device message also carries ``device_id``, ``seq`` and ``ts``
+(Unix seconds). ``seq`` is monotonic per device and per topic kind and survives
+restarts, so the cloud deduplicates at-least-once deliveries by
 ``(device_id, kind, seq)`` and sees gaps. Payloads over ``MAX_PAYLOAD_BYTES``
 are refused before parsing. Stdlib only.
+
+Versions: a reader refuses an unknown major with one line. It reads a newer
+minor leniently: unknown fields (at any depth, command arguments included) are
+skipped; their dotted paths are on the parsed message's ``unknown_fields`` and
+counted process-wide in ``edge_agent.contracts.unknown_field_counts()`` (keys
+``"<kind>:<path>"``, e.g. ``"telemetry:system.gpu_c"``). A message of this
+minor or an older one is read strictly (an unknown field is an error), and
+writers are strict: ``to_json`` checks its own output with a strict read. Field
+shapes are the typed blocks of ``edge_agent.contracts.telemetry``; docs/protocol.md
+shows one example of each message, generated from this code.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import re
-from dataclasses import MISSING, asdict, dataclass, field, fields
+import time
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from edge_agent._check import field as get
-from edge_agent._check import no_unknown, non_empty, non_negative, obj, one_of
+from edge_agent._check import non_empty, non_negative, obj, one_of
+from edge_agent.contracts.record import Reading, Record, join_path, meta
+from edge_agent.contracts.telemetry import (
+    ConfidenceHist,
+    EncodedInput,
+    InputHist,
+    LatencyMs,
+    ModelRef,
+    ModelState,
+    OutboxFigures,
+    Prediction,
+    SystemFigures,
+)
+from edge_agent.contracts.version import Version, check_readable, parse_version
+from edge_agent.contracts.vocab import QOS  # noqa: F401  (re-exported: one QoS for all topics)
 from edge_agent.errors import ProtocolError
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = Version(1, 1)
 TOPIC_ROOT = "edgekit"
 MAX_PAYLOAD_BYTES = 1 << 20
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -35,7 +60,6 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 TELEMETRY, SAMPLES, STATUS, CMD, CMD_RESULT = "telemetry", "samples", "status", "cmd", "cmd/result"
 KINDS = (TELEMETRY, SAMPLES, STATUS, CMD, CMD_RESULT)
 RETAINED = frozenset({STATUS})
-QOS = 1
 
 
 def check_id(value: str, what: str) -> str:
@@ -79,196 +103,214 @@ def _loads(payload: bytes) -> dict[str, Any]:
         doc = json.loads(payload.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise ProtocolError(f"payload is not UTF-8 JSON: {str(exc)[:80]}") from exc
-    doc = obj(doc, "payload", ProtocolError)
-    version = get(doc, "v", (int,), "", ProtocolError)
-    if version != PROTOCOL_VERSION:
-        raise ProtocolError(f"protocol version {version} is not supported (expected "
-                            f"{PROTOCOL_VERSION}); upgrade the side that is older")
-    return doc
+    return obj(doc, "payload", ProtocolError)
+
+
+def read_version(doc: dict[str, Any]) -> Version:
+    """The ``v`` of a decoded payload; ProtocolError for a missing, malformed or unknown major."""
+    if "v" not in doc:
+        raise ProtocolError("missing field 'v' (the protocol version, e.g. \"1.1\")")
+    version = parse_version(doc["v"], "v", ProtocolError)
+    check_readable(version, PROTOCOL_VERSION, "protocol version",
+                   "upgrade the side that is older", ProtocolError)
+    return version
 
 
 @dataclass
-class Message:
-    """Base of every message: a JSON object with a schema (``_SPEC``) and version ``v``."""
+class Message(Record):
+    """Base of every message: a typed JSON object plus the protocol version ``v``."""
 
     KIND: ClassVar[str] = ""
-    _SPEC: ClassVar[dict[str, tuple]] = {}
+    ERROR: ClassVar[type[Exception]] = ProtocolError
+    ENVELOPE: ClassVar[frozenset] = frozenset({"v"})
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict, with the protocol version."""
-        return dict(asdict(self), v=PROTOCOL_VERSION)
+        """Plain JSON-ready dict, led by the protocol version."""
+        return {"v": str(PROTOCOL_VERSION), **super().to_dict()}
 
     def to_json(self) -> bytes:
-        """Compact UTF-8 JSON, refused when over the payload cap."""
-        data = json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False).encode("utf-8")
+        """Compact UTF-8 JSON, checked by a strict read and refused when over the payload cap."""
+        doc = self.to_dict()
+        type(self).from_dict(doc)  # writers are strict: what goes out must read back
+        data = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode("utf-8")
         if len(data) > MAX_PAYLOAD_BYTES:
             raise ProtocolError(f"{self.KIND} message of {len(data)} bytes is over the cap")
         return data
 
     @classmethod
-    def from_dict(cls, doc: dict[str, Any]) -> Message:
-        """Validate a decoded payload against ``_SPEC``; ProtocolError names the bad field."""
-        no_unknown(doc, set(cls._SPEC) | {"v"}, "", ProtocolError)
-        values = {}
-        for f in fields(cls):
-            types, check = cls._SPEC[f.name]
-            has_default = f.default is not MISSING or f.default_factory is not MISSING
-            default = _default(f) if has_default else ...  # ... = required
-            values[f.name] = get(doc, f.name, types, "", ProtocolError, default, check)
-        message = cls(**values)
-        message.validate()
-        return message
+    def from_dict(cls, doc: Any, where: str = "", error: type[Exception] | None = None,
+                  lenient: bool = False) -> Any:
+        """Validate a decoded payload; a newer minor ``v`` is read leniently (see module doc)."""
+        doc = obj(doc, "payload", ProtocolError)
+        newer = read_version(doc).minor > PROTOCOL_VERSION.minor
+        return super().from_dict(doc, where, error, lenient or newer)
 
     @classmethod
-    def from_json(cls, payload: bytes) -> Message:
+    def from_json(cls, payload: bytes) -> Any:
         """Parse and validate a payload of this message kind."""
         return cls.from_dict(_loads(payload))
 
-    def validate(self) -> None:
-        """Cross-field checks beyond types; subclasses add their own."""
+
+def _device_id(value: str) -> str | None:
+    return None if _ID.match(value) else "is not a valid device id"
 
 
-def _default(f: Any) -> Any:
-    return f.default_factory() if f.default_factory is not MISSING else f.default
+def _sha256(value: str) -> str | None:
+    return None if re.match(r"^[0-9a-f]{64}$", value) else "must be 64 lowercase hex"
 
 
-_STR = ((str,), non_empty)
-_INT = ((int,), non_negative)
-_OBJ = ((dict,), None)
-_DEVICE = {"device_id": ((str,), lambda v: None if _ID.match(v) else "is not a valid device id"),
-           "seq": _INT, "ts": ((float,), non_negative)}
+def _http_url(value: str) -> str | None:
+    return None if value.startswith(("http://", "https://")) else \
+        "must be an http:// or https:// URL"
 
 
 @dataclass
-class Telemetry(Message):
-    """Periodic figures of one device over one window (see docs in README for each block)."""
+class DeviceMessage(Message):
+    """A device -> cloud message: who sent it, its per-kind ``seq`` and when (Unix seconds)."""
+
+    device_id: str = field(metadata=meta(_device_id))
+    seq: int = field(metadata=meta(non_negative))
+    ts: float = field(metadata=meta(non_negative))
+
+
+@dataclass
+class Telemetry(DeviceMessage):
+    """Periodic figures of one device over one window (``edge_agent.contracts.telemetry``)."""
 
     KIND: ClassVar[str] = TELEMETRY
-    _SPEC: ClassVar[dict[str, tuple]] = dict(
-        _DEVICE, model=_OBJ, window_s=((float,), non_negative), inferences=_INT, errors=_INT,
-        latency_ms=_OBJ, confidence=_OBJ, class_counts=_OBJ, input_hist=((dict, type(None)), None),
-        outbox=_OBJ, system=_OBJ)
-    device_id: str
-    seq: int
-    ts: float
-    model: dict[str, Any]
-    window_s: float
-    inferences: int
-    errors: int
-    latency_ms: dict[str, Any] = field(default_factory=dict)
-    confidence: dict[str, Any] = field(default_factory=dict)
-    class_counts: dict[str, Any] = field(default_factory=dict)
-    input_hist: dict[str, Any] | None = None
-    outbox: dict[str, Any] = field(default_factory=dict)
-    system: dict[str, Any] = field(default_factory=dict)
+    CONTRACT: ClassVar[str] = TELEMETRY
+    model: ModelState
+    window_s: float = field(metadata=meta(non_negative))
+    inferences: int = field(metadata=meta(non_negative))
+    errors: int = field(metadata=meta(non_negative))
+    latency_ms: LatencyMs = field(default_factory=LatencyMs)
+    confidence: ConfidenceHist | None = None
+    class_counts: dict[str, int] = field(default_factory=dict)
+    """Predicted class index (as a string) -> how many inputs got it in the window."""
+    input_hist: InputHist | None = None
+    outbox: OutboxFigures = field(default_factory=OutboxFigures)
+    system: SystemFigures = field(default_factory=SystemFigures)
 
-    def validate(self) -> None:
-        for key, value in self.class_counts.items():
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ProtocolError(f"field 'class_counts.{key}' must be a count >= 0")
+    def problem(self) -> tuple[str, str] | None:
+        bad = next((k for k, v in self.class_counts.items() if v < 0), None)
+        return None if bad is None else (f"class_counts.{bad}", "must be a count >= 0")
+
+
+SAMPLE_REASONS = ("low_confidence", "out_of_range", "requested")
 
 
 @dataclass
-class Sample(Message):
+class Sample(DeviceMessage):
     """One input kept for retraining, with why it was kept and what the model said."""
 
     KIND: ClassVar[str] = SAMPLES
-    _SPEC: ClassVar[dict[str, tuple]] = dict(
-        _DEVICE, model=_OBJ, reason=((str,), one_of("low_confidence", "out_of_range", "requested")),
-        prediction=_OBJ, input=_OBJ)
-    device_id: str
-    seq: int
-    ts: float
-    model: dict[str, Any]
-    reason: str
-    prediction: dict[str, Any]
-    input: dict[str, Any]
+    CONTRACT: ClassVar[str] = SAMPLES
+    model: ModelRef
+    reason: str = field(metadata=meta(one_of(*SAMPLE_REASONS)))
+    prediction: Prediction
+    input: EncodedInput
 
-    def validate(self) -> None:
-        spec = self.input
-        for key, types in (("dtype", (str,)), ("shape", (list,)), ("data", (str,))):
-            get(spec, key, types, "input", ProtocolError)
-        try:
-            base64.b64decode(spec["data"], validate=True)
-        except ValueError as exc:
-            raise ProtocolError("field 'input.data' must be base64") from exc
+
+STATES = ("online", "offline", "updating", "degraded")
 
 
 @dataclass
-class Status(Message):
-    """The device's retained state; the broker publishes ``state: offline`` as its last will."""
+class Status(DeviceMessage):
+    """The device's retained state; the broker publishes ``state: offline`` as its last will.
+
+    ``reason`` says why in a word or two (e.g. ``stopped``, ``connection_lost``, a
+    degraded cause); ``detail`` carries free-form figures.
+    """
 
     KIND: ClassVar[str] = STATUS
-    _SPEC: ClassVar[dict[str, tuple]] = dict(
-        _DEVICE, state=((str,), one_of("online", "offline", "updating", "degraded")),
-        model=((dict, type(None)), None), agent_version=((str,), None), detail=_OBJ)
-    device_id: str
-    seq: int
-    ts: float
-    state: str
-    model: dict[str, Any] | None = None
+    CONTRACT: ClassVar[str] = STATUS
+    state: str = field(metadata=meta(one_of(*STATES)))
+    model: ModelRef | None = None
     agent_version: str = ""
     detail: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""
 
 
-COMMAND_TYPES = ("update", "rollback", "set-config", "ping")
+class _Args(Record):
+    ERROR: ClassVar[type[Exception]] = ProtocolError
 
 
-def _check_update(args: dict[str, Any]) -> None:
-    url = get(args, "url", (str,), "args", ProtocolError)
-    if not url.startswith(("http://", "https://")):
-        raise ProtocolError("field 'args.url' must be an http:// or https:// URL")
-    get(args, "sha256", (str,), "args", ProtocolError,
-        check=lambda v: None if re.match(r"^[0-9a-f]{64}$", v) else "must be 64 lowercase hex")
-    get(args, "version", (str,), "args", ProtocolError, check=non_empty)
-    get(args, "size", (int,), "args", ProtocolError, default=None, check=non_negative)
-    no_unknown(args, {"url", "sha256", "version", "size", "signature"}, "args", ProtocolError)
+@dataclass
+class UpdateArgs(_Args):
+    """``update``: fetch the bundle at ``url`` (pinned by ``sha256``), install ``version``."""
+
+    url: str = field(metadata=meta(_http_url))
+    sha256: str = field(metadata=meta(_sha256))
+    version: str = field(metadata=meta(non_empty))
+    size: int | None = field(default=None, metadata=meta(non_negative))
 
 
-def _check_set_config(args: dict[str, Any]) -> None:
-    no_unknown(args, {"telemetry_interval_s", "sample_rate_per_min", "sample_max_bytes",
-                      "low_confidence"}, "args", ProtocolError)
-    if not args:
-        raise ProtocolError("set-config needs at least one setting in 'args'")
-    for key in args:
-        get(args, key, (float,), "args", ProtocolError, check=non_negative)
+@dataclass
+class SetConfigArgs(_Args):
+    """``set-config``: change telemetry and sampling settings at run time (at least one)."""
+
+    telemetry_interval_s: float | None = field(default=None, metadata=meta(non_negative))
+    sample_rate_per_min: float | None = field(default=None, metadata=meta(non_negative))
+    sample_max_bytes: float | None = field(default=None, metadata=meta(non_negative))
+    low_confidence: float | None = field(default=None, metadata=meta(non_negative))
+
+    def problem(self) -> tuple[str, str] | None:
+        if all(v is None for v in self.to_dict().values()):
+            return "", "needs at least one setting"
+        return None
 
 
-def _check_no_args(args: dict[str, Any]) -> None:
-    no_unknown(args, set(), "args", ProtocolError)
+@dataclass
+class NoArgs(_Args):
+    """``rollback`` and ``ping`` take no arguments."""
 
 
-COMMAND_ARG_CHECKS = {"update": _check_update, "rollback": _check_no_args,
-                      "set-config": _check_set_config, "ping": _check_no_args}
+COMMAND_ARGS: dict[str, type[Record]] = {"update": UpdateArgs, "rollback": NoArgs,
+                                         "set-config": SetConfigArgs, "ping": NoArgs}
+COMMAND_TYPES = tuple(COMMAND_ARGS)
 
 
 @dataclass
 class Command(Message):
-    """A cloud -> device command; ``cmd_id`` ties it to its result."""
+    """A cloud -> device command; ``cmd_id`` ties it to its result.
+
+    ``args`` is a plain dict checked against the type's args record (``COMMAND_ARGS``);
+    ``typed_args()`` gives that record. ``expires_at`` (Unix seconds, optional): a
+    device must not start the command at or after that time.
+    """
 
     KIND: ClassVar[str] = CMD
-    _SPEC: ClassVar[dict[str, tuple]] = dict(
-        cmd_id=_STR, type=((str,), one_of(*COMMAND_TYPES)), args=_OBJ, ts=((float,), non_negative))
-    cmd_id: str
-    type: str
-    ts: float
+    CONTRACT: ClassVar[str] = CMD
+    cmd_id: str = field(metadata=meta(non_empty))
+    type: str = field(metadata=meta(one_of(*COMMAND_TYPES)))
+    ts: float = field(metadata=meta(non_negative))
     args: dict[str, Any] = field(default_factory=dict)
+    expires_at: float | None = field(default=None, metadata=meta(non_negative))
 
-    def validate(self) -> None:
-        COMMAND_ARG_CHECKS[self.type](self.args)
+    @classmethod
+    def read(cls, doc: Any, where: str, reading: Reading) -> Any:
+        """Read the command, then its args by type (unknown args follow the same rules)."""
+        cmd = super().read(doc, where, reading)
+        typed = COMMAND_ARGS[cmd.type].read(cmd.args, join_path(where, "args"), reading)
+        cmd.args = {k: v for k, v in typed.to_dict().items() if v is not None}
+        return cmd
+
+    def typed_args(self) -> Any:
+        """The args as their typed record (``UpdateArgs``, ``SetConfigArgs``, ``NoArgs``)."""
+        return COMMAND_ARGS[self.type].from_dict(self.args, "args")
+
+    def expired(self, now: float | None = None) -> bool:
+        """True when ``expires_at`` is set and ``now`` (default: the clock) has reached it."""
+        return self.expires_at is not None and (time.time() if now is None else now) \
+            >= self.expires_at
 
 
 @dataclass
-class CommandResult(Message):
+class CommandResult(DeviceMessage):
     """A device's answer to one command: ok, or the error that stopped it."""
 
     KIND: ClassVar[str] = CMD_RESULT
-    _SPEC: ClassVar[dict[str, tuple]] = dict(
-        _DEVICE, cmd_id=((str,), None), type=((str,), None), ok=((bool,), None),
-        error=((str, type(None)), None), detail=_OBJ)
-    device_id: str
-    seq: int
-    ts: float
+    CONTRACT: ClassVar[str] = CMD_RESULT
     cmd_id: str
     type: str
     ok: bool

@@ -171,7 +171,7 @@ def release_v2(bundle: Path, key: Path, pub: Path, out: Path) -> Path:
     with open_bundle(bundle, trusted_keys([pub])) as opened:
         m = opened.manifest
         m.model = ModelInfo(name=m.model.name, version="2")
-        m.lineage = dict(m.lineage, parent_version="1")
+        m.lineage.parent_version = "1"
         payloads = {role: opened.path(role) for role in m.files}
         write_bundle(m, payloads, load_private_key(key), out)
     return out

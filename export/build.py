@@ -29,6 +29,7 @@ from compress.techniques import StudentData, Students, check_names
 from compress.tolerance import Tolerance
 from compress.usercode import build_model, load_data
 from edge_agent.bundle import load_private_key
+from edge_agent.contracts.build_info import Compression
 from export.compose import write_chosen_bundle
 from export.errors import BuildError
 from export.evaluate import Evaluator
@@ -169,7 +170,8 @@ def _write_bundles(req: BuildRequest, results: dict[str, SearchResult], inputs: 
         out = req.out_dir / name / f"{model_name(req)}-{req.version}.ekb"
         student = students.get(chosen.candidate.ratio)
         doc = lineage(inputs.source, recipe.model_dump(mode="json"), inputs.calibration_sha256,
-                      req.parent_version, {"prune_ratio": student.ratio, **student.steps})
+                      req.parent_version,
+                      Compression(prune_ratio=student.ratio, steps=dict(student.steps)))
         write_chosen_bundle(chosen, name, inputs, model_name(req), req.version,
                             profile_figures(result, inputs), doc, key, out)
         bundles[name] = out

@@ -14,6 +14,7 @@ from compress.search import Outcome
 from edge_agent import __version__ as agent_version
 from edge_agent.bundle import Golden, Manifest, ModelInfo, TargetInfo
 from edge_agent.bundle.manifest import TensorSpec
+from edge_agent.contracts.build_info import Lineage, Metrics
 from edge_agent.golden import tolerance_for
 from export.bundling import write_model_bundle
 from export.inputs import BuildInputs
@@ -29,8 +30,11 @@ def _with_layout(specs: list[TensorSpec]) -> list[TensorSpec]:
 
 def write_chosen_bundle(outcome: Outcome, profile_name: str, inputs: BuildInputs,
                         name: str, version: str, metrics: dict[str, Any],
-                        lineage: dict[str, Any], key: Ed25519PrivateKey, out: Path) -> Manifest:
-    """Run the chosen file once more for its golden pair and reference stats, then sign it."""
+                        lineage: Lineage, key: Ed25519PrivateKey, out: Path) -> Manifest:
+    """Run the chosen file once more for its golden pair and reference stats, then sign it.
+
+    ``metrics`` are the build report's figures of this profile (``profile_figures``).
+    """
     target, path = outcome.candidate.target, outcome.artifact.path
     model = ExportedModel(outcome.candidate.format, path, target.runtime_options())
     golden_in = [model.feed(inputs.data.val_x[:1].numpy())]
@@ -45,8 +49,8 @@ def write_chosen_bundle(outcome: Outcome, profile_name: str, inputs: BuildInputs
         outputs=_with_layout(model.session.outputs),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         created_by=f"edgekit {agent_version} build",
-        preprocessing=dict(inputs.preprocessing), labels=list(inputs.labels),
-        metrics=metrics, lineage=lineage,
+        preprocessing=inputs.preprocessing, labels=list(inputs.labels),
+        metrics=Metrics.from_dict(metrics, "metrics"), lineage=lineage,
         reference_stats=reference_stats(calibration, model.predict(calibration)),
         golden=Golden(atol=float(atol), rtol=float(rtol)),
     )

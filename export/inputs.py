@@ -14,7 +14,8 @@ from compress.errors import UserCodeError
 from compress.evaluation import batches_in, collect, predict, score, top1_accuracy
 from compress.recipe import Recipe
 from compress.usercode import UserData
-from edge_agent.errors import first_line
+from edge_agent.contracts.build_info import Preprocessing
+from edge_agent.errors import EdgekitError, first_line
 from export.evaluate import EvalData
 from export.lineage import file_sha256, state_dict_sha256, tensors_sha256
 
@@ -31,7 +32,7 @@ class BuildInputs:
     calibration_sha256: str
     source: dict[str, Any]
     labels: list[str] = field(default_factory=list)
-    preprocessing: dict[str, Any] = field(default_factory=dict)
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
 
 
 def _run_teacher(teacher: torch.nn.Module, val_x: torch.Tensor, spec: str) -> torch.Tensor:
@@ -69,4 +70,13 @@ def prepare_inputs(teacher: torch.nn.Module, user: UserData, recipe: Recipe, mod
     return BuildInputs(teacher=teacher, data=data, train=user.train, baseline_metric=baseline,
                        metric_name=getattr(metric, "__name__", type(metric).__name__),
                        calibration_sha256=tensors_sha256(calib), source=source,
-                       labels=user.labels, preprocessing=user.preprocessing)
+                       labels=user.labels, preprocessing=_preprocessing(user))
+
+
+def _preprocessing(user: UserData) -> Preprocessing:
+    """The data function's ``preprocessing``, checked now rather than after the search."""
+    try:
+        return Preprocessing.from_dict(user.preprocessing, "preprocessing")
+    except EdgekitError as exc:
+        raise UserCodeError(f"data function {user.spec}: {exc} (see Preprocessing in "
+                            "edge_agent/contracts/build_info.py)") from exc

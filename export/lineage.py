@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from edge_agent.contracts.build_info import Compression, Lineage
+
 TOOLS = ("edgekit", "torch", "torch-pruning", "neural-compressor", "onnx", "onnxscript",
          "onnxruntime", "litert-torch", "ai-edge-litert", "ai-edge-quantizer", "numpy")
 
@@ -50,8 +52,8 @@ def state_dict_sha256(model: torch.nn.Module) -> str:
 
 
 def lineage(source: dict[str, Any], recipe: dict[str, Any], calibration_sha256: str,
-            parent_version: str | None, student: dict[str, Any]) -> dict[str, Any]:
-    """The manifest's ``lineage`` block."""
-    return {**source, "recipe": recipe, "calibration_sha256": calibration_sha256,
-            "tools": tool_versions(), "parent_version": parent_version,
-            "compression": student}
+            parent_version: str | None, compression: Compression) -> Lineage:
+    """The manifest's ``lineage`` block (``source``: the source_* fields and ``data``)."""
+    return Lineage(**source, recipe=recipe, calibration_sha256=calibration_sha256,
+                   tools=tool_versions(), parent_version=parent_version,
+                   compression=compression)

@@ -13,6 +13,7 @@ from edge_agent import __version__ as agent_version
 from edge_agent.bundle import Golden, Manifest, ModelInfo, TargetInfo, load_private_key
 from edge_agent.bundle.archive import file_digest
 from edge_agent.bundle.manifest import TensorSpec
+from edge_agent.contracts.build_info import Lineage, Metrics
 from edge_agent.errors import BundleError
 from edge_agent.golden import tolerance_for
 from edge_agent.runtimes import Session, load_session
@@ -107,9 +108,8 @@ def _write(req: PackRequest, fmt: str, target: Target, session: Session,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         created_by=f"edgekit {agent_version} bundle pack",
         labels=list(req.labels),
-        metrics={"size_bytes": size},
-        lineage={"source_model_sha256": sha, "recipe": "bring-your-own-model",
-                 "parent_version": None},
+        metrics=Metrics(size_bytes=size),
+        lineage=Lineage(source_model_sha256=sha, recipe="bring-your-own-model"),
         golden=Golden(atol=atol, rtol=rtol),
     )
     return write_model_bundle(manifest, req.model_file, feeds, outputs, key, req.out)

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from compress.registry import Registry
+from edge_agent.contracts.vocab import FORMATS, PRECISIONS
 from export.errors import ExportError
 
 
@@ -74,13 +75,23 @@ EXPORTERS: Registry[Exporter] = Registry("export format", ExportError)
 QUANTIZERS: Registry[Quantizer] = Registry("quantizer", ExportError)
 
 
+def _check_vocab(what: str, fmt: str, precision: str | None = None) -> None:
+    if fmt not in FORMATS:
+        raise ExportError(f"{what}: format {fmt!r} is not one of {', '.join(FORMATS)} "
+                          "(add it to edge_agent/contracts/vocab.py and give it a runtime)")
+    if precision is not None and precision not in PRECISIONS:
+        raise ExportError(f"{what}: precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+
+
 def register_exporter(exporter: Exporter) -> Exporter:
-    """Register the exporter of one format."""
+    """Register the exporter of one format (one of the shared ``FORMATS``)."""
+    _check_vocab(f"exporter {exporter.format!r}", exporter.format)
     return EXPORTERS.register(exporter.format)(exporter)
 
 
 def register_quantizer(quantizer: Quantizer) -> Quantizer:
-    """Register a quantizer under (format, precision, name)."""
+    """Register a quantizer under (format, precision, name), from the shared vocabularies."""
+    _check_vocab(f"quantizer {quantizer.name!r}", quantizer.format, quantizer.precision)
     return QUANTIZERS.register((quantizer.format, quantizer.precision, quantizer.name))(quantizer)
 
 

@@ -10,9 +10,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edge_agent.contracts.vocab import FORMATS, PRECISIONS
+
 Arch = Literal["aarch64", "x86_64", "armv7l"]
-Precision = Literal["fp32", "fp16", "int8", "int8-dynamic"]
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8", "int8-dynamic")
+Precision = Literal[PRECISIONS]  # the shared vocabulary (edge_agent.contracts.vocab)
+__all__ = ["FORMATS", "PRECISIONS", "OnnxTarget", "Profile", "Target", "TfliteTarget"]
 
 
 class _Strict(BaseModel):

@@ -46,7 +46,7 @@ EXAMPLES = [
 def test_every_message_round_trips(message):
     again = p.decode(message.KIND, message.to_json())
     assert again == message
-    assert json.loads(message.to_json())["v"] == p.PROTOCOL_VERSION
+    assert json.loads(message.to_json())["v"] == str(p.PROTOCOL_VERSION) == "1.1"
 
 
 @pytest.mark.parametrize("kind", p.KINDS)
@@ -82,7 +82,10 @@ def _doc(message) -> dict:
     (lambda d: d.update(seq="7"), "field 'seq' must be an integer"),
     (lambda d: d.update(seq=-1), "must be >= 0"),
     (lambda d: d.update(inferences=True), "must be an integer"),
-    (lambda d: d.update(v=2), "protocol version 2 is not supported"),
+    (lambda d: d.update(v=2), "protocol version 2.0 is not supported"),
+    (lambda d: d.update(v="2.1"), r"protocol version 2.1 is not supported .*reads 1\.x"),
+    (lambda d: d.update(v="1"), "field 'v' must be a version"),
+    (lambda d: d.update(v=1.1), "field 'v' must be a version"),
     (lambda d: d.pop("v"), "missing field 'v'"),
     (lambda d: d.update(extra=1), "unknown field 'extra'"),
     (lambda d: d.update(device_id="a/b"), "not a valid device id"),
@@ -101,6 +104,8 @@ def test_bad_telemetry_is_refused_with_the_field_named(mutate, match):
     ({"url": "file:///etc/passwd", "sha256": "a" * 64, "version": "2"}, "http"),
     ({"url": "http://x/b", "sha256": "XYZ", "version": "2"}, "64 lowercase hex"),
     ({"url": "http://x/b", "sha256": "a" * 64, "version": "2", "cmd": "rm"}, "unknown field"),
+    ({"url": "http://x/b", "sha256": "a" * 64, "version": "2", "signature": "x"},
+     "unknown field 'args.signature'"),
 ])
 def test_bad_update_commands_are_refused(args, match):
     doc = {"v": 1, "cmd_id": "c", "type": "update", "ts": 1.0, "args": args}

@@ -54,11 +54,13 @@ def test_build_writes_a_bundle_the_device_accepts(tmp_path, keypair):
         m = opened.manifest
         x, y = tiny_tensors(16, 3)
         assert (loaded.predict(x.numpy())[0].argmax(1) == y.numpy()).mean() >= 0.9
-    assert m.model.version == "3" and m.lineage["parent_version"] == "2"
-    assert {"source_weights_sha256", "recipe", "calibration_sha256", "tools"} <= set(m.lineage)
-    assert m.lineage["recipe"]["prune"]["ratios"] == [0.0, 0.5]
+    assert m.model.version == "3" and m.lineage.parent_version == "2"
+    assert m.lineage.source_weights_sha256 and m.lineage.calibration_sha256 and m.lineage.tools
+    assert m.lineage.recipe["prune"]["ratios"] == [0.0, 0.5]
+    assert m.lineage.compression.prune_ratio == m.metrics.prune_ratio
     assert m.labels == ["tl", "tr", "bl", "br"] and m.inputs[0].layout == "NCHW"
-    assert m.reference_stats["n"] == 32 and m.metrics["format"] == profile["format"]
+    assert m.reference_stats.n == 32 and m.metrics.format == profile["format"]
+    assert m.metrics.parity.max_abs_diff == profile["parity"]["max_abs_diff"]
     assert m.golden.atol > 0
 
 

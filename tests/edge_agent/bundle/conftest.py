@@ -24,7 +24,7 @@ def manifest_doc(payloads: dict[str, bytes]) -> dict:
         for i, (name, data) in enumerate(payloads.items())}
     assert names
     return {
-        "schema_version": 1,
+        "schema_version": "1.1",
         "model": {"name": "digits", "version": "3"},
         "profile": "rpi4",
         "target": {"format": "onnx", "precision": "fp32", "runtime": {"threads": 4}},

@@ -126,11 +126,29 @@ def test_bundle_signed_by_untrusted_key_is_rejected(make_bundle, trusted, other_
         open_bundle(bundle, trusted)
 
 
-def test_unknown_schema_version_is_rejected(make_bundle, trusted):
+@pytest.mark.parametrize("version", [99, "2.0", "0.9"])
+def test_unknown_schema_major_is_rejected(make_bundle, trusted, version):
     doc = manifest_doc({"model.onnx": MODEL_BYTES})
-    doc["schema_version"] = 99
-    with pytest.raises(BundleError, match="schema_version 99 is not supported"):
+    doc["schema_version"] = version
+    with pytest.raises(BundleError, match=r"schema_version \d+\.\d+ is not supported .*1\.x"):
         open_bundle(make_bundle(doc=doc), trusted)
+
+
+@pytest.mark.parametrize("version", ["1", "1.x", "v1.1", True, None, 1.5])
+def test_malformed_schema_version_is_rejected(make_bundle, trusted, version):
+    doc = manifest_doc({"model.onnx": MODEL_BYTES})
+    doc["schema_version"] = version
+    with pytest.raises(BundleError, match="schema_version"):
+        open_bundle(make_bundle(doc=doc), trusted)
+
+
+def test_first_release_integer_schema_version_still_reads(make_bundle, trusted):
+    doc = manifest_doc({"model.onnx": MODEL_BYTES})
+    doc.update(schema_version=1, metrics={}, lineage={}, reference_stats={}, preprocessing={})
+    with open_bundle(make_bundle(doc=doc), trusted) as opened:
+        assert opened.manifest.schema_version == "1.0"
+        assert opened.manifest.reference_stats.input is None
+        assert json.loads(opened.manifest.to_json())["schema_version"] == "1.1"
 
 
 def test_unknown_profile_is_rejected(make_bundle, trusted):
