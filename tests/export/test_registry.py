@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from edge_agent.contracts.vocab import FORMATS, PRECISIONS
 from export.registry import EXPORTERS, QUANTIZERS, exporter_for, method_names, quantizers_for
 from hardware_profiles import load_profiles
 
@@ -32,3 +33,20 @@ def test_registries_list_the_builtins():
 def test_opt_in_methods_are_not_default():
     opt_in = {q.name for _, q in QUANTIZERS.items() if not q.default}
     assert opt_in == {"inc", "ort-peer-default", "litert-peer-default"}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_every_shared_format_has_an_exporter_and_every_precision_a_default_quantizer(fmt):
+    assert exporter_for(fmt).format == fmt
+    for precision in PRECISIONS:
+        assert any(q.default for q in quantizers_for(fmt, precision)), (fmt, precision)
+
+
+def test_registering_outside_the_shared_vocabularies_is_refused():
+    from export.errors import ExportError
+    from export.registry import Exporter, Quantizer, register_exporter, register_quantizer
+
+    with pytest.raises(ExportError, match="format 'coreml' is not one of onnx, tflite"):
+        register_exporter(Exporter("coreml", ".mlmodel", lambda *a: None))
+    with pytest.raises(ExportError, match="precision 'int4' is not one of"):
+        register_quantizer(Quantizer("x", "onnx", "int4", lambda *a: None))

@@ -104,3 +104,16 @@ def test_unknown_profile_lists_known_ones():
 def test_missing_profiles_dir_is_clear(tmp_path):
     with pytest.raises(ProfileError, match="does not exist"):
         load_profiles([tmp_path / "nope"])
+
+
+def test_profile_targets_use_the_shared_vocabularies():
+    from typing import get_args
+
+    from edge_agent.contracts.vocab import FORMATS, PRECISIONS
+    from hardware_profiles.schema import OnnxTarget, TfliteTarget
+
+    target_types = (OnnxTarget, TfliteTarget)
+    formats = {get_args(t.model_fields["format"].annotation)[0] for t in target_types}
+    assert formats == set(FORMATS), "every shared format needs a profile target type"
+    for target in target_types:
+        assert get_args(target.model_fields["precision"].annotation) == PRECISIONS
