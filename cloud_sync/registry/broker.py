@@ -5,10 +5,15 @@ read only its own cmd topic; the cloud's service user reads every device topic a
 writes every cmd topic and the fleet event topics (``edgekit/<fleet>/_events/...``).
 Files are replaced atomically (temp file + rename), so the broker never reads a
 half-written one; reload it afterwards (``kill -HUP``, or ``systemctl reload mosquitto``).
+``passwd`` is mode 0640 and, where a ``mosquitto`` group exists and we may, in that
+group (a broker started as root drops to the ``mosquitto`` user before reading it).
 """
 
 from __future__ import annotations
 
+import contextlib
+import grp
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +31,7 @@ SERVICE_RULES = (("read", protocol.subscription("#")),
                  ("write", protocol.subscription(protocol.CMD)),
                  ("write", f"{protocol.TOPIC_ROOT}/+/_events/#"))
 PASSWD_MODE, PUBLIC_MODE = 0o640, 0o644
+BROKER_GROUP = "mosquitto"  # Debian's broker drops to this user: it must read passwd
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,12 @@ def render_conf(out_dir: Path, listener: str = "1883") -> str:
             f"acl_file {out / 'acl'}\n")
 
 
+def _let_the_broker_read(path: Path) -> None:
+    """Give ``passwd`` to the broker's group when it exists and we may (e.g. as root)."""
+    with contextlib.suppress(KeyError, PermissionError):  # else the admin sets the group
+        os.chown(path, -1, grp.getgrnam(BROKER_GROUP).gr_gid)
+
+
 def _device_logins(conn: Connection) -> list[tuple[str, str, str]]:
     query = (sa.select(devices.c.id, devices.c.fleet, devices.c.credential_hash)
              .where(devices.c.credential_hash.is_not(None)))
@@ -90,6 +102,7 @@ def write_broker_config(conn: Connection, out_dir: Path, listener: str = "1883")
     files = BrokerFiles(out / "passwd", out / "acl", out / "mosquitto.conf",
                         devices=len(logins), service_users=len(services))
     atomic_write(files.passwd, render_passwd(hashes).encode(), mode=PASSWD_MODE)
+    _let_the_broker_read(files.passwd)
     atomic_write(files.acl, render_acl([(d, f) for d, f, _h in logins], list(services))
                  .encode(), mode=PUBLIC_MODE)
     atomic_write(files.conf, render_conf(out, listener).encode(), mode=PUBLIC_MODE)
