@@ -196,18 +196,17 @@ class CommandHandler:
         """Download, verify, stage, golden-check, switch; then probation decides."""
         from edge_agent.download import download  # urllib/ssl: loaded only when updating
 
-        a, args = self.host, cmd.args
+        a, args = self.host, cmd.typed_args()
         if a.serving.probation is not None:
             raise UpdateRejected("an update is still in probation; wait for its result")
-        a.set_status("updating", f"installing version {args['version']}",
-                     {"version": args["version"]})
+        a.set_status("updating", f"installing version {args.version}", {"version": args.version})
         downloads = a.state_dir / "downloads"
         downloads.mkdir(exist_ok=True)
-        path = downloads / f"{args['sha256']}.ekb"
+        path = downloads / f"{args.sha256}.ekb"
         try:
             policy = a.update_policy
-            download(args["url"], path, policy.max_download_bytes, policy.download_timeout_s,
-                     policy.download_retries, args.get("size"))
+            download(args.url, path, policy.max_download_bytes, policy.download_timeout_s,
+                     policy.download_retries, args.size)
             new = self._verify_and_load(path, args)
         except BaseException:
             a.set_status("online")
@@ -233,19 +232,19 @@ class CommandHandler:
             shutil.rmtree(a.store.models / new.record.slot, ignore_errors=True)
         a.set_status("online")
 
-    def _verify_and_load(self, path: Path, args: dict[str, Any]) -> ActiveModel:
+    def _verify_and_load(self, path: Path, args: proto.UpdateArgs) -> ActiveModel:
         a = self.host
         sha, _ = file_digest(path)
-        if sha != args["sha256"]:
+        if sha != args.sha256:
             raise UpdateRejected(f"downloaded bundle sha256 {sha[:12]}… does not match the "
-                                 f"command's {args['sha256'][:12]}…")
+                                 f"command's {args.sha256[:12]}…")
         with open_bundle(path, a.store.trusted, workdir=a.store.work) as opened:
             m = opened.manifest
         if m.profile != a.profile:
             raise UpdateRejected(f"bundle is for profile '{m.profile}'; this device is "
                                  f"'{a.profile}'")
-        if m.model.version != args["version"]:
-            raise UpdateRejected(f"command says version {args['version']}, bundle is "
+        if m.model.version != args.version:
+            raise UpdateRejected(f"command says version {args.version}, bundle is "
                                  f"{m.model.version}")
         installed = a.serving.active.record.version
         if not is_newer(m.model.version, installed):
@@ -355,12 +354,11 @@ class CommandExpired(EdgekitError):
 
 def _expired(cmd: proto.Command) -> str | None:
     """Why ``cmd`` must not run because it is stale, or None."""
-    expires_at = getattr(cmd, "expires_at", None)
     now = time.time()
-    if expires_at is None or now <= expires_at:
+    if not cmd.expired(now):
         return None
-    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires_at))
-    return (f"command expired at {when} ({now - expires_at:.0f} s ago) and was not run; "
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(cmd.expires_at))
+    return (f"command expired at {when} ({now - cmd.expires_at:.0f} s ago) and was not run; "
             "send a new command if it is still wanted")
 
 

@@ -50,12 +50,12 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge_agent.broker_config import BrokerConfig, is_int
+from edge_agent.contracts.vocab import QOS
 from edge_agent.errors import ConfigError, EdgekitError
 from edge_agent.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
-QOS = 1
 LOOP_WAIT_S = 0.05  # longest the link sleeps in select() before looking at the outbox again
 _OK = MQTTErrorCode.MQTT_ERR_SUCCESS
 

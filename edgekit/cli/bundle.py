@@ -88,5 +88,15 @@ def inspect(bundle: Path = typer.Argument(..., help="Bundle file (.ekb)."),
     for role, entry in m.files.items():
         console.print(f"file {role}: {entry.path} {entry.size} bytes sha256 {entry.sha256[:16]}…")
     for key in ("metrics", "lineage"):
-        if getattr(m, key):
-            console.print(f"{key}: {getattr(m, key)}", highlight=False)
+        for name, value in _flat(getattr(m, key).to_dict()):
+            console.print(f"{key}.{name}: {value}", highlight=False)
+
+
+def _flat(doc: dict, prefix: str = ""):
+    """(dotted name, value) of every set leaf of a nested JSON object, for people to read."""
+    for key, value in doc.items():
+        if isinstance(value, dict):
+            yield from _flat(value, f"{prefix}{key}.")
+        elif value not in (None, [], ""):
+            shown = ", ".join(map(str, value)) if isinstance(value, list) else value
+            yield f"{prefix}{key}", shown

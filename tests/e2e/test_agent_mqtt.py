@@ -176,14 +176,14 @@ def test_after_reconnects_and_a_crash_the_retained_status_is_a_newer_offline(
     agent = _start_agent(broker, make_onnx_bundle("1"), keypair[1], tmp_path / "s", http_port)
     try:
         _wait_http(http_port, agent)
-        def onlines() -> int:
+        def online_count() -> int:
             return len([d for d in _docs(sub.received(), "status") if d["state"] == "online"])
 
         for restart in range(3):  # each broker restart: the agent reconnects and says online
-            assert _wait(lambda n=restart: onlines() > n, 30), (restart, sub.received())
+            assert _wait(lambda n=restart: online_count() > n, 30), (restart, sub.received())
             broker.stop()
             broker.start()
-        assert _wait(lambda: onlines() >= 4, 30), sub.received()
+        assert _wait(lambda: online_count() >= 4, 30), sub.received()
         agent.send_signal(signal.SIGKILL)
         agent.wait(10)
         onlines = [d for d in _docs(sub.received(), "status") if d["state"] == "online"]

@@ -69,5 +69,5 @@ def test_bundle_verifies_and_scores_like_the_report_on_the_device_path(built, ke
         manifest = opened.manifest
     accuracy = float((outputs.argmax(1) == val_y.numpy()).mean())
     assert accuracy == pytest.approx(doc["metric"], abs=1e-6)
-    assert manifest.target.format == doc["format"] and manifest.lineage["parent_version"] == "1"
-    assert manifest.preprocessing["layout"] == "NCHW" and manifest.labels[3] == "3"
+    assert manifest.target.format == doc["format"] and manifest.lineage.parent_version == "1"
+    assert manifest.preprocessing.layout == "NCHW" and manifest.labels[3] == "3"

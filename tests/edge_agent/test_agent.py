@@ -211,27 +211,3 @@ def test_logits_and_probabilities_give_the_same_confidence():
     c1, p1 = top1(logits, False)
     c2, p2 = top1(probs, True)
     assert (c1 == c2).all() and np.allclose(p1, p2, atol=1e-6)
-
-
-def test_input_histogram_uses_reference_bins():
-    from edge_agent.metrics import ModelMetrics
-
-    ref = {"input": {"bin_edges": [0.0, 0.5, 1.0], "channel_axis": 1}}
-    metrics = ModelMetrics(ref)
-    x = np.array([[[[-1.0, 0.25], [0.75, 2.0], [1.0, 0.0]]]], np.float32)  # one channel
-    metrics.record(1.0, x, np.array([[0.9, 0.1]], np.float32))
-    hist = metrics.close_window().input_hist
-    # the last edge (1.0) is inside the last bin, like np.histogram; 0.0 is in the first
-    assert hist["below"] == [1] and hist["per_channel"] == [[2, 2]] and hist["above"] == [1]
-    counts = np.histogram(x[(x >= 0) & (x <= 1)], bins=[0.0, 0.5, 1.0])[0]
-    assert hist["per_channel"][0] == counts.tolist()
-
-
-def test_recorded_probabilities_flag_decides_confidence():
-    from edge_agent.metrics import ModelMetrics
-
-    # a softmax row that sums to 0.97 after int8 dequantization: the build said "probabilities"
-    row = np.array([[0.9, 0.05, 0.02]], np.float32)
-    told = ModelMetrics({"output": {"probabilities": True}})
-    _classes, conf = told.record(1.0, np.zeros((1, 1), np.float32), row)
-    assert conf[0] == pytest.approx(0.9)
