@@ -76,6 +76,11 @@ async def _library_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(status, first_line(exc, 300))
 
 
+async def _integrity_error(request: Request, exc: sa.exc.IntegrityError) -> JSONResponse:
+    log.warning("%s %s: %s", request.method, request.url.path, first_line(exc.orig or exc))
+    return error_response(409, "the request conflicts with a concurrent change; retry it")
+
+
 async def _database_error(request: Request, exc: sa.exc.DBAPIError) -> JSONResponse:
     log.error("%s %s: database error: %s", request.method, request.url.path,
               first_line(exc.orig or exc))
@@ -94,5 +99,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(EdgekitError, _library_error)
+    app.add_exception_handler(sa.exc.IntegrityError, _integrity_error)
     app.add_exception_handler(sa.exc.DBAPIError, _database_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from cloud_sync.api.errors import ApiError
 from cloud_sync.api.settings import ApiSettings
@@ -32,12 +33,16 @@ def _check_headers(request: Request, cap: int) -> None:
 async def _spool(request: Request, temp: Path, cap: int) -> tuple[str, int]:
     digest, size = Sha256(), 0
     with open(temp, "wb") as out:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > cap:
-                raise ApiError(413, f"upload is over the cap of {cap} bytes")
-            digest.update(chunk)
-            out.write(chunk)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > cap:
+                    raise ApiError(413, f"upload is over the cap of {cap} bytes")
+                digest.update(chunk)
+                out.write(chunk)
+        except ClientDisconnect:
+            raise ApiError(400, "the client disconnected during the upload; send it again") \
+                from None
     if size == 0:
         raise ApiError(400, f"empty upload; {RAW_HINT}")
     return digest.hexdigest(), size
