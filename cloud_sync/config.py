@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edge_agent.errors import ConfigError
 
@@ -51,6 +51,41 @@ class Retention(BaseModel):
     interval_s: float = Field(300.0, gt=0)
 
 
+class Ingest(BaseModel):
+    """How ingest workers batch, acknowledge and judge messages, and when silence means stale.
+
+    A batch is written when it holds ``batch_size`` messages or its oldest is ``batch_age_s``
+    old; messages are PUBACKed only after their batch committed, so the broker must let
+    ``receive_maximum`` (>= ``batch_size``; sent as MQTT v5 Receive Maximum) be in flight.
+    A device is ``stale`` after ``stale_after`` telemetry intervals of silence and
+    ``offline`` after ``offline_after``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    batch_size: int = Field(500, ge=1, le=20_000)
+    batch_age_s: float = Field(0.15, gt=0, le=10)
+    receive_maximum: int = Field(1000, ge=1, le=65_535)
+    registration_open: bool = True
+    group: str = Field("edgekit-ingest", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    session_expiry_s: int = Field(7 * 86400, ge=0, lt=2 ** 32)
+    quarantine_payload_bytes: int = Field(4096, ge=0)
+    telemetry_interval_s: float = Field(10.0, gt=0)
+    stale_after: float = Field(3.0, gt=0)
+    offline_after: float = Field(10.0, gt=0)
+    state_interval_s: float = Field(5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _window_holds_a_batch(self) -> Ingest:
+        if self.receive_maximum < self.batch_size:
+            raise ValueError(f"receive_maximum ({self.receive_maximum}) must be >= batch_size "
+                             f"({self.batch_size}): messages are acknowledged after their "
+                             "batch commits")
+        if self.offline_after < self.stale_after:
+            raise ValueError("offline_after must be >= stale_after")
+        return self
+
+
 class CloudConfig(BaseModel):
     """Everything ``edgekit cloud ...`` needs; unknown keys are errors (typos must not pass)."""
 
@@ -65,6 +100,7 @@ class CloudConfig(BaseModel):
     workers: int = Field(1, ge=1, le=256)
     service_user: str = "edgekit-cloud"
     retention: Retention = Field(default_factory=Retention)
+    ingest: Ingest = Field(default_factory=Ingest)
 
     @property
     def db_url(self) -> str:

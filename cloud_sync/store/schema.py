@@ -107,6 +107,14 @@ seq_gaps = sa.Table(  # seqs that never arrived: from_seq..to_seq inclusive
     sa.UniqueConstraint("device_id", "kind", "from_seq"),
 )
 
+seq_heads = sa.Table(  # highest seq stored per (device, kind): gap detection without scans
+    "seq_heads", metadata,
+    sa.Column("device_id", ID, primary_key=True),
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("head", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", TIME, nullable=False),
+)
+
 quarantine = sa.Table(  # malformed messages, kept (truncated) with the reason, bounded
     "quarantine", metadata,
     sa.Column("id", ROW_ID, primary_key=True, autoincrement=True),

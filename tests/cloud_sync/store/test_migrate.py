@@ -15,7 +15,8 @@ from cloud_sync.store import create_engine, current_revision, head_revision, upg
 from cloud_sync.store.schema import metadata
 
 TABLES = {"devices", "service_accounts", "messages", "samples", "seq_gaps", "quarantine",
-          "ingest_stats", "models", "artifacts", "bundles", "leader_lock", "alembic_version"}
+          "ingest_stats", "models", "artifacts", "bundles", "leader_lock", "seq_heads",
+          "alembic_version"}
 
 
 def test_upgrade_from_empty_creates_every_table(db_url):
