@@ -14,15 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from cloud_sync.artifacts import ARTIFACT_PATH, ArtifactStore
 from cloud_sync.errors import CloudError
-from cloud_sync.registry import register_bundle
+from cloud_sync.registry import BundleRecord, register_bundle
 from cloud_sync.store import transaction
 from cloud_sync.store.queries import bundle_known
-from edge_agent.bundle import open_bundle, trusted_keys
+from edge_agent.bundle import Manifest, open_bundle, trusted_keys
 from edge_agent.errors import SignatureError
+
+ATTEMPTS = 3  # concurrent publishes of one version: the losers retry and find it there
 
 
 class TrustError(CloudError):
@@ -61,6 +64,16 @@ def load_trusted(pubkeys: tuple[Path, ...]) -> dict:
         raise TrustError(f"cannot load the cloud's trusted keys: {exc}") from None
 
 
+def _register_and_place(engine: Engine, store: ArtifactStore, temp: Path, manifest: Manifest,
+                        sha256: str, size: int) -> tuple[bool, BundleRecord]:
+    target = store.path_for(sha256)
+    with transaction(engine) as conn:
+        known = bundle_known(conn, sha256)
+        record = register_bundle(conn, manifest, sha256, size, target)
+        store.place(temp, sha256)  # same bytes if already there: replacing heals a damaged copy
+    return known, record
+
+
 def publish_file(engine: Engine, store: ArtifactStore, pubkeys: tuple[Path, ...], temp: Path,
                  sha256: str, size: int) -> Published:
     """Verify the uploaded ``temp`` file (its ``sha256``/``size`` already measured), then
@@ -69,11 +82,13 @@ def publish_file(engine: Engine, store: ArtifactStore, pubkeys: tuple[Path, ...]
     trusted = load_trusted(pubkeys)
     with open_bundle(temp, trusted, workdir=temp.parent) as opened:
         manifest, kid = opened.manifest, opened.key_id
-    target = store.path_for(sha256)
-    with transaction(engine) as conn:
-        known = bundle_known(conn, sha256)
-        record = register_bundle(conn, manifest, sha256, size, target)
-        store.place(temp, sha256)  # same bytes if already there: replacing heals a damaged copy
+    for attempt in range(ATTEMPTS):
+        try:
+            known, record = _register_and_place(engine, store, temp, manifest, sha256, size)
+            break
+        except sa.exc.IntegrityError:  # a concurrent publish of this version won the race
+            if attempt == ATTEMPTS - 1:
+                raise
     return Published(created=not known, sha256=sha256, size=size, name=manifest.model.name,
                      version=manifest.model.version, profile=record.profile,
                      format=record.format, precision=record.precision, key_id=kid)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from cloud_sync.store import transaction
 from cloud_sync.store.schema import artifacts, bundles, models
 from edge_agent.bundle.archive import file_digest
 from tests.cloud_sync.api.conftest import AUTH, UPLOAD_CAP, upload
@@ -142,3 +143,41 @@ def test_publish_outcomes_are_counted(client, published, make_onnx_bundle):
     text = client.get("/metrics").text
     for outcome in ("created", "duplicate", "conflict"):
         assert f'edgekit_api_publishes_total{{outcome="{outcome}"}} 1.0' in text
+
+
+
+def test_a_publish_racing_another_of_the_same_bundle_ends_as_a_duplicate(
+        app, engine, make_onnx_bundle):
+    """The other publish holds the version's rows uncommitted; ours waits on them (row lock
+    on PostgreSQL, write lock on SQLite), then finds the bundle there: 200, one version."""
+    import threading
+
+    from cloud_sync.publishing import publish_file
+    from cloud_sync.registry import register_bundle
+    from edge_agent.bundle import read_manifest_unverified
+
+    bundle = make_onnx_bundle("5")
+    sha, size = file_digest(bundle)
+    settings, outcome = app.state.settings, {}
+    temp = settings.artifacts.incoming()
+    temp.write_bytes(bundle.read_bytes())
+
+    def ours() -> None:
+        outcome["published"] = publish_file(engine, settings.artifacts, settings.pubkeys, temp,
+                                            sha, size)
+
+    racer = threading.Thread(target=ours)
+    with transaction(engine) as conn:
+        register_bundle(conn, read_manifest_unverified(bundle), sha, size,
+                        settings.artifacts.place(_copy(bundle), sha))
+        racer.start()
+        racer.join(timeout=0.5)  # blocked behind this open transaction
+        assert racer.is_alive()
+    racer.join(timeout=30)
+    assert outcome["published"].created is False and _counts(engine) == (1, 1, 1)
+
+
+def _copy(bundle: Path) -> Path:
+    copy = bundle.with_name(f"copy-{bundle.name}")
+    copy.write_bytes(bundle.read_bytes())
+    return copy
