@@ -74,6 +74,11 @@ def non_negative(value: Any) -> str | None:
     return None if value >= 0 else f"must be >= 0, got {value}"
 
 
+def positive(value: Any) -> str | None:
+    """A check that a number is >= 1 (a count or stride)."""
+    return None if value >= 1 else f"must be >= 1, got {value}"
+
+
 def non_empty(value: Any) -> str | None:
     """A check that a string or list is not empty."""
     return None if len(value) > 0 else "must not be empty"

@@ -171,15 +171,24 @@ class Agent:
             raise EdgekitError(f"inference failed: {first_line(exc, 200)}") from exc
         latency = (time.perf_counter() - start) * 1000.0
         self.total_inferences += 1
-        classes, conf = metrics.record(latency, arrays[0], outputs[0])
+        metrics.record(latency, arrays[0], outputs[0])
         serving.recent_latency.append(latency)
-        self._observe(latency, ok=True, finite=len(classes) > 0 or outputs[0].size == 0)
-        if conf.size:
+        probation, sampler = serving.probation, serving.sampler
+        if probation is not None or sampler.ready():  # per-inference scores only when needed
+            self._after_inference(metrics, probation, sampler, arrays[0], outputs[0], latency)
+        return outputs
+
+    def _after_inference(self, metrics: ModelMetrics, probation: Probation | None,
+                         sampler: Sampler, x: np.ndarray,
+                         output: np.ndarray, latency: float) -> None:
+        classes, conf, finite = metrics.score(output)
+        if probation is not None:
+            probation.observe(latency, ok=True, finite=finite or output.size == 0)
+        if conf.size and sampler.ready():
             try:
-                self._maybe_sample(serving.sampler, arrays[0], classes, conf)
+                self._maybe_sample(sampler, x, classes, conf)
             except Exception:  # a sample that cannot be queued must not fail the inference
                 log.exception("could not queue a sample")
-        return outputs
 
     def _observe(self, latency: float | None, ok: bool, finite: bool = True) -> None:
         probation = self.serving.probation

@@ -25,6 +25,14 @@ class TokenBucket:
             self._tokens = self._capacity if rate_per_min > 0 else 0.0
             self._last = time.monotonic()
 
+    def ready(self) -> bool:
+        """True if an event could happen now (a token is there), without spending it."""
+        with self._lock:
+            if self._rate <= 0:
+                return self._tokens >= 1.0
+            now = time.monotonic()
+            return min(self._capacity, self._tokens + (now - self._last) * self._rate) >= 1.0
+
     def take(self) -> bool:
         """True (and one token spent) if an event may happen now."""
         with self._lock:
@@ -56,6 +64,10 @@ class Sampler:
             if float(x.min()) < lo or float(x.max()) > hi:
                 return "out_of_range"
         return None
+
+    def ready(self) -> bool:
+        """Whether a sample could be taken now (so the caller computes what select needs)."""
+        return self.bucket.ready()
 
     def select(self, x: np.ndarray, confidence: float) -> str | None:
         """The reason to keep ``x``, if it is interesting, small enough and the rate allows."""

@@ -12,7 +12,7 @@ import binascii
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from edge_agent._check import all_non_negative, non_empty, non_negative, rising
+from edge_agent._check import all_non_negative, non_empty, non_negative, positive, rising
 from edge_agent.contracts.record import Record, meta
 from edge_agent.contracts.vocab import DTYPE_SIZES, DTYPES
 from edge_agent.errors import ProtocolError
@@ -94,7 +94,16 @@ class ChannelHistogram(_Block):
 
 @dataclass
 class InputHist(ChannelHistogram):
-    """Telemetry's ``input_hist``: the window's inputs on the bundle's reference bins."""
+    """Telemetry's ``input_hist``: the window's inputs on the bundle's reference bins.
+
+    To stay cheap on large inputs the agent counts every ``sample_stride``-th value of
+    each channel (a deterministic stride over the channel's flattened values, a prime
+    that does not divide the row length, so every row and column is visited). The
+    counts are what was counted: a channel's sample size is ``below + sum(per_channel)
+    + above``, never ``inferences x values``; proportions compare with the reference's.
+    """
+
+    sample_stride: int = field(default=1, metadata=meta(positive))
 
 
 @dataclass
