@@ -14,11 +14,14 @@ from edge_agent.bundle import Golden, Manifest, ModelInfo, TargetInfo, load_priv
 from edge_agent.bundle.archive import file_digest
 from edge_agent.bundle.manifest import TensorSpec
 from edge_agent.contracts.build_info import Lineage, Metrics
+from edge_agent.contracts.reference import ReferenceStats
 from edge_agent.errors import BundleError
 from edge_agent.golden import tolerance_for
+from edge_agent.model import dequantize, quantize
 from edge_agent.runtimes import Session, load_session
 from export.bundling import write_model_bundle
 from export.introspect import format_of, precision_of
+from export.refstats import reference_stats
 from hardware_profiles import OnnxTarget, Profile, TfliteTarget
 
 Target = OnnxTarget | TfliteTarget
@@ -36,6 +39,9 @@ class PackRequest:
     out: Path
     precision: str | None = None
     labels: list[str] = field(default_factory=list)
+    reference_data: np.ndarray | None = None
+    """Representative inputs (float, the model's input shape with a leading sample axis):
+    run through the model to fill ``reference_stats``, so the cloud can watch drift."""
 
 
 def pick_target(profile: Profile, fmt: str, precision: str) -> Target:
@@ -68,6 +74,27 @@ def golden_inputs(specs: list[TensorSpec], seed: int = 0) -> list[np.ndarray]:
         else:
             arrays.append(rng.integers(0, 2, shape).astype(dtype))
     return arrays
+
+
+def _reference(session: Session, data: np.ndarray | None) -> ReferenceStats:
+    """Reference statistics of ``data`` run through the model, one sample at a time."""
+    if data is None:
+        return ReferenceStats()
+    spec, out_spec = session.inputs[0], session.outputs[0]
+    x = np.asarray(data)
+    if x.dtype.kind != "f" or not np.isfinite(x).all():
+        raise BundleError("reference data must be finite floats (the model's float input, "
+                          "before any quantization)")
+    item = tuple(spec.shape[1:])
+    if x.ndim != len(spec.shape) or any(d is not None and d != n
+                                        for d, n in zip(item, x.shape[1:], strict=True)):
+        raise BundleError(f"reference data has shape {list(x.shape)}; the model takes "
+                          f"{spec.shape} (give N samples: [N, {', '.join(map(str, item))}])")
+    if len(session.inputs) != 1 or len(x) < 2:
+        raise BundleError("reference data needs a single-input model and at least 2 samples")
+    outputs = [dequantize(session.run([quantize(x[i:i + 1].astype(np.float32), spec)])[0],
+                          out_spec) for i in range(len(x))]
+    return reference_stats(x.astype(np.float32), np.concatenate(outputs))
 
 
 def _check_size(profile: Profile, path: Path) -> None:
@@ -111,5 +138,6 @@ def _write(req: PackRequest, fmt: str, target: Target, session: Session,
         metrics=Metrics(size_bytes=size),
         lineage=Lineage(source_model_sha256=sha, recipe="bring-your-own-model"),
         golden=Golden(atol=atol, rtol=rtol),
+        reference_stats=_reference(session, req.reference_data),
     )
     return write_model_bundle(manifest, req.model_file, feeds, outputs, key, req.out)

@@ -26,6 +26,9 @@ def pack(
     precision: str = typer.Option(
         None, "--precision", help="fp32|fp16|int8|int8-dynamic; default: read from the model."),
     labels: Path = typer.Option(None, "--labels", help="Text file, one class label per line."),
+    reference_data: Path = typer.Option(
+        None, "--reference-data", help="A .npy of representative inputs [N, ...]: run through "
+        "the model to record reference statistics, so the cloud can detect drift."),
     profiles_dir: list[Path] = ProfilesDir,
 ) -> None:
     """Pack a model you already have into a signed bundle for a profile."""
@@ -35,10 +38,23 @@ def pack(
     label_list = labels.read_text(encoding="utf-8").split() if labels else []
     request = PackRequest(model_file=model_file, profile=get_profile(profile, dirs(profiles_dir)),
                           name=name, version=version, key_file=key, out=out,
-                          precision=precision, labels=label_list)
+                          precision=precision, labels=label_list,
+                          reference_data=_load_npy(reference_data) if reference_data else None)
     manifest = pack_model(request)
     console.print(f"wrote {out}: {manifest.model.name} v{manifest.model.version} for "
                   f"{manifest.profile} ({manifest.target.format}/{manifest.target.precision})")
+
+
+def _load_npy(path: Path):
+    """A .npy array (never a pickle), or one clear line."""
+    import numpy as np
+
+    from edge_agent.errors import BundleError
+
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"--reference-data {path}: not a readable .npy array ({exc})") from exc
 
 
 @app.command("verify")

@@ -141,3 +141,41 @@ def test_pack_does_not_replace_a_good_bundle_on_failure(tmp_path, keypair, tiny_
 
 def test_version_flag():
     assert run("--version").stdout.startswith("edgekit ")
+
+
+@pytest.mark.parametrize("fixture, profile", [("tiny_onnx", "x86-64"), ("tiny_tflite", "rpi4")])
+def test_pack_with_reference_data_records_reference_statistics(request, tmp_path, keypair,
+                                                               fixture, profile, rng):
+    """Models not built by edgekit get drift detection too."""
+    import numpy as np
+
+    data = rng.uniform(0, 1, (32, 1, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "ref.npy", data)
+    out = tmp_path / "b.ekb"
+    result = run("bundle", "pack", request.getfixturevalue(fixture), "--profile", profile,
+                 "--name", "tiny", "--version", "1", "--key", keypair[0], "-o", out,
+                 "--reference-data", tmp_path / "ref.npy")
+    assert result.exit_code == 0, result.output
+    ref = json.loads(run("bundle", "inspect", out, "--json").stdout)["reference_stats"]
+    assert ref["n"] == 32 and len(ref["input"]["per_channel"]) == 1
+    assert sum(ref["input"]["per_channel"][0]) + ref["input"]["below"][0] + \
+        ref["input"]["above"][0] == 32 * 64
+    assert abs(sum(ref["output"]["class_distribution"]) - 1) < 1e-6
+
+
+@pytest.mark.parametrize("content, error", [
+    (b"not an array", "not a readable .npy"), (None, "has shape [4, 8, 8]")])
+def test_pack_refuses_bad_reference_data(tmp_path, keypair, tiny_onnx, capsys, content, error):
+    import numpy as np
+
+    path = tmp_path / "ref.npy"
+    if content is None:
+        np.save(path, np.zeros((4, 8, 8), np.float32))
+    else:
+        path.write_bytes(content)
+    assert run_main("bundle", "pack", tiny_onnx, "--profile", "x86-64", "--name", "t",
+                    "--version", "1", "--key", keypair[0], "-o", tmp_path / "b.ekb",
+                    "--reference-data", path) == 1
+    err = capsys.readouterr().err
+    assert error in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "b.ekb").exists()
