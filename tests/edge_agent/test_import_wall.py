@@ -51,3 +51,13 @@ def test_agent_sources_import_only_what_a_device_has(path):
         for name in names:
             top = name.split(".")[0]
             assert top in stdlib or top in ALLOWED_THIRD_PARTY, f"{path.name} imports {name}"
+
+
+def test_the_http_api_does_not_import_the_agent():
+    """No agent <-> http_api cycle: the HTTP layer needs only the inputs module."""
+    _check_in_subprocess("import edge_agent.http_api", forbidden=("edge_agent.agent",))
+
+
+def test_command_handlers_do_not_import_the_agent():
+    _check_in_subprocess("import edge_agent.commands, edge_agent.serving",
+                         forbidden=("edge_agent.agent",))
