@@ -287,7 +287,7 @@ class Agent:
             return  # a repeat, or answered at once
         try:
             self._queue.put_nowait(payload)
-        except queue.Full:  # journaled: it runs at the next start if not before
+        except queue.Full:  # journaled: the worker's idle sweep runs it
             cmd_id, ctype = command_ids(payload)
             log.warning("command queue full; %s (%s) waits in the journal", cmd_id, ctype)
 
@@ -349,16 +349,26 @@ class Agent:
                 log.exception("telemetry tick failed")
 
     def _command_loop(self) -> None:
+        idle = 0
         self.commands.resume()  # journaled before a restart, not answered yet
         while not self._stop.is_set():
             try:
                 payload = self._queue.get(timeout=0.5)
             except queue.Empty:
+                idle += 1
+                if idle % 10 == 0:  # every 5 idle seconds: commands the full queue turned away
+                    self._sweep_journal()
                 continue
             try:
                 self.commands.execute(payload)
             except Exception:  # execute() answers every error itself; this is the last guard
                 log.exception("command handling failed")
+
+    def _sweep_journal(self) -> None:
+        try:
+            self.commands.resume()
+        except Exception:  # the journal is unreadable now; the next sweep tries again
+            log.exception("command journal sweep failed")
 
     def _probation_loop(self) -> None:
         while not self._stop.wait(0.2):

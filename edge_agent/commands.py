@@ -128,7 +128,7 @@ class CommandHandler:
             self.execute(payload)
 
     def resume(self) -> None:
-        """At start: execute the commands journaled but not answered before a restart."""
+        """Execute the commands journaled but not answered (at start, and when idle)."""
         for cmd_id, payload in self.host.journal.pending():
             if cmd_id == self.host.store.probation_cmd() and self.host.serving.probation:
                 # killed after its switch: the update is in probation, not to be run again
@@ -145,6 +145,8 @@ class CommandHandler:
         try:
             cmd = proto.Command.from_json(payload)
             cmd_id, ctype = cmd.cmd_id, cmd.type
+            if self.host.journal.state(cmd_id) == ANSWERED:
+                return  # queued twice (the idle sweep and the queue): run once
             expired = _expired(cmd)
             if expired:
                 raise CommandExpired(expired)

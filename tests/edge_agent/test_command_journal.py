@@ -78,3 +78,20 @@ def test_the_journal_records_a_command_once(tmp_path):
         assert journal.pending() == [("a", b"{}")]
     finally:
         outbox.close()
+
+
+def test_commands_turned_away_by_a_full_queue_still_run_once(tmp_path, keypair,
+                                                            make_onnx_bundle):
+    agent = Agent(agent_config(tmp_path / "s", keypair[1], make_onnx_bundle("1")))
+    try:
+        agent.start()
+        with agent.commands.lock:  # the worker is busy (e.g. a long update)
+            for i in range(100):
+                agent.on_message("cmd", command_with("ping", cmd_id=f"p-{i}"))
+        deadline = time.monotonic() + 30
+        while len(results(agent)) < 100 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        ids = [r["cmd_id"] for r in results(agent)]
+        assert sorted(ids) == sorted(f"p-{i}" for i in range(100))  # each exactly once
+    finally:
+        agent.stop()
