@@ -1,0 +1,194 @@
+"""Write one batch of judged messages in the caller's transaction: rows, gaps, registry,
+quarantine and counters, each in one statement (or a few) for the whole batch.
+
+Order matters across workers on PostgreSQL: every batch takes its row locks in the
+same order (seq heads, devices, counters), each sorted by key, so concurrent batches
+wait for each other but never deadlock.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from cloud_sync.config import CloudConfig
+from cloud_sync.ingest import gaps
+from cloud_sync.ingest.classify import FLEET_MISMATCH, UNKNOWN_DEVICE, Accepted, Rejected
+from cloud_sync.registry import Sighting, record_seen, record_status
+from cloud_sync.store import bump_counters, insert_messages, insert_samples
+from cloud_sync.store.rows import message_row, sample_row
+from cloud_sync.store.schema import devices, messages, quarantine
+from edge_agent import protocol
+
+REVIVED_STATES = ("stale", "offline")  # a non-status message ends these (see serve/jobs.py)
+
+
+@dataclass
+class BatchResult:
+    """What one batch did: counter deltas (also written to ``ingest_stats``)."""
+
+    counts: Counter = field(default_factory=Counter)
+
+    @property
+    def stored(self) -> int:
+        """New rows stored (messages + samples)."""
+        return sum(v for k, v in self.counts.items() if k.startswith("accepted:"))
+
+
+def write_batch(conn: Connection, items: Sequence[Accepted | Rejected], cfg: CloudConfig,
+                now: float) -> BatchResult:
+    """Store the batch's valid messages idempotently and quarantine the rest (bounded)."""
+    settings = cfg.ingest
+    result = BatchResult()
+    accepted = [i for i in items if isinstance(i, Accepted)]
+    rejected = [i for i in items if isinstance(i, Rejected)]
+    accepted, refused = _check_registration(conn, accepted, settings.registration_open)
+    rejected += refused
+    _store_rows(conn, accepted, result.counts)
+    _track_gaps(conn, accepted, result.counts, now)
+    _update_registry(conn, accepted, now)
+    if rejected:
+        _quarantine(conn, rejected, settings.quarantine_payload_bytes, now, result.counts)
+        cap_quarantine(conn, cfg.retention.quarantine_max_rows)
+    for item in accepted:
+        for path in item.unknown_fields:
+            result.counts[f"unknown_field:{item.kind}:{path}"[:96]] += 1
+    bump_counters(conn, result.counts, now)
+    return result
+
+
+def _check_registration(conn: Connection, accepted: list[Accepted], open_: bool
+                        ) -> tuple[list[Accepted], list[Rejected]]:
+    ids = sorted({a.device_id for a in accepted})
+    if not ids:
+        return accepted, []
+    known = dict(conn.execute(sa.select(devices.c.id, devices.c.fleet)
+                              .where(devices.c.id.in_(ids))).all())
+    keep, refused = [], []
+    for a in accepted:
+        fleet = known.get(a.device_id)
+        if fleet is None and not open_:
+            refused.append(Rejected(a.received, UNKNOWN_DEVICE, "registration is closed; "
+                                    "'edgekit cloud device add' it", a.device_id))
+        elif fleet is not None and fleet != a.fleet:
+            refused.append(Rejected(a.received, FLEET_MISMATCH, f"registered in fleet "
+                                    f"{fleet!r}, sent on {a.fleet!r}", a.device_id))
+        else:
+            keep.append(a)
+    return keep, refused
+
+
+def _store_rows(conn: Connection, accepted: list[Accepted], counts: Counter) -> None:
+    """Insert per kind (one statement each), so accepted and duplicate counts are exact."""
+    unique = {(a.device_id, a.kind, a.seq): a for a in accepted}
+    counts["duplicate"] += len(accepted) - len(unique)
+    by_kind: dict[str, list[Accepted]] = {}
+    for key in sorted(unique):
+        by_kind.setdefault(key[1], []).append(unique[key])
+    for kind, group in sorted(by_kind.items()):
+        new = ROW_WRITERS[kind](conn, group)
+        counts[f"accepted:{kind}"] += new
+        counts["duplicate"] += len(group) - new
+    _drop_zero(counts)
+
+
+def _insert_message_rows(conn: Connection, group: list[Accepted]) -> int:
+    return insert_messages(conn, [message_row(a.fleet, a.kind, a.doc, a.received.received_at)
+                                  for a in group])
+
+
+def _insert_sample_rows(conn: Connection, group: list[Accepted]) -> int:
+    return insert_samples(conn, [sample_row(a.fleet, a.doc, a.received.received_at)
+                                 for a in group])
+
+
+ROW_WRITERS = {protocol.TELEMETRY: _insert_message_rows, protocol.STATUS: _insert_message_rows,
+               protocol.CMD_RESULT: _insert_message_rows, protocol.SAMPLES: _insert_sample_rows}
+
+
+def _drop_zero(counts: Counter) -> None:
+    for key in [k for k, v in counts.items() if v == 0]:
+        del counts[key]
+
+
+def _track_gaps(conn: Connection, accepted: list[Accepted], counts: Counter,
+                now: float) -> None:
+    seqs: dict[gaps.Key, list[int]] = {}
+    for a in accepted:
+        if a.kind != protocol.STATUS:
+            seqs.setdefault((a.device_id, a.kind), []).append(a.seq)
+    report = gaps.track(conn, seqs, now)
+    for kind, n in report.missing.items():
+        counts[f"gap_missing:{kind}"] += n
+    for kind, n in report.filled.items():
+        counts[f"gap_filled:{kind}"] += n
+
+
+def _update_registry(conn: Connection, accepted: list[Accepted], now: float) -> None:
+    if not accepted:
+        return
+    newest: dict[str, Accepted] = {}
+    for a in accepted:
+        if a.kind == protocol.STATUS and (a.device_id not in newest
+                                          or a.seq > newest[a.device_id].seq):
+            newest[a.device_id] = a
+    apply = gaps.status_heads(conn, {d: a.seq for d, a in newest.items()}, now)
+    seen = sorted({(a.device_id, a.fleet) for a in accepted})
+    record_seen(conn, [Sighting(d, f, now) for d, f in seen])
+    _revive(conn, [a for a in accepted if a.kind != protocol.STATUS and a.device_id not in apply])
+    for device_id in sorted(apply):
+        _apply_status(conn, newest[device_id].message)
+
+
+def _revive(conn: Connection, heard: list[Accepted]) -> None:
+    """Bring ``stale``/``offline`` devices back ``online`` when a message of theirs was
+    received after their last status (cloud receive times: a message sent before a last
+    will but written after it revives nothing)."""
+    latest: dict[str, float] = {}
+    for a in heard:
+        latest[a.device_id] = max(latest.get(a.device_id, 0.0), a.received.received_at)
+    if not latest:
+        return
+    silent = conn.execute(sa.select(devices.c.id).where(
+        devices.c.id.in_(sorted(latest)), devices.c.state.in_(REVIVED_STATES))).scalars().all()
+    if not silent:
+        return
+    last_status = dict(conn.execute(
+        sa.select(messages.c.device_id, sa.func.max(messages.c.received_at))
+        .where(messages.c.device_id.in_(silent), messages.c.kind == protocol.STATUS)
+        .group_by(messages.c.device_id)).all())
+    revive = sorted(d for d in silent if latest[d] > last_status.get(d, 0.0))
+    if revive:
+        conn.execute(sa.update(devices).where(devices.c.id.in_(revive)).values(state="online"))
+
+
+def _apply_status(conn: Connection, status: protocol.Status) -> None:
+    model = status.model
+    profile = status.detail.get("profile") if isinstance(status.detail, dict) else None
+    record_status(conn, status.device_id, status.state,
+                  model_name=model.name if model else None,
+                  model_version=model.version if model else None,
+                  agent_version=status.agent_version or None,
+                  profile=profile if isinstance(profile, str) else None)
+
+
+def _quarantine(conn: Connection, rejected: list[Rejected], cap: int, now: float,
+                counts: Counter) -> None:
+    conn.execute(sa.insert(quarantine), [
+        {"received_at": r.received.received_at, "topic": r.received.topic[:256],
+         "device_id": r.device_id, "reason": r.reason, "detail": r.detail[:256],
+         "payload": r.received.payload[:cap], "payload_size": len(r.received.payload)}
+        for r in rejected])
+    for r in rejected:
+        counts[f"quarantined:{r.reason}"] += 1
+
+
+def cap_quarantine(conn: Connection, max_rows: int) -> int:
+    """Delete the oldest quarantine rows beyond ``max_rows``; returns how many."""
+    newest_dropped = (sa.select(quarantine.c.id).order_by(quarantine.c.id.desc())
+                      .offset(max_rows).limit(1).scalar_subquery())
+    return conn.execute(sa.delete(quarantine).where(quarantine.c.id <= newest_dropped)).rowcount

@@ -1,0 +1,107 @@
+"""Judge one received MQTT message: a typed device message to store, or a reason to quarantine.
+
+Checks run in a fixed order, each with its own quarantine reason (``REASONS``): size,
+topic, JSON, protocol version, field types, and that the payload's ``device_id`` is the
+topic's device. Registration (unknown device, wrong fleet) needs the store and is judged
+per batch in ``batch.py``. Pure functions: no I/O, never raise for bad input.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge_agent import protocol
+from edge_agent.errors import ProtocolError
+
+OVERSIZE, BAD_TOPIC, BAD_JSON, BAD_VERSION, BAD_FIELDS = (
+    "oversize", "bad_topic", "bad_json", "bad_version", "bad_fields")
+DEVICE_MISMATCH, UNKNOWN_DEVICE, FLEET_MISMATCH, STORE_ERROR = (
+    "device_mismatch", "unknown_device", "fleet_mismatch", "store_error")
+REASONS = {
+    OVERSIZE: "payload over the protocol's size cap",
+    BAD_TOPIC: "topic is not edgekit/<fleet>/<device>/<kind> with valid ids",
+    BAD_JSON: "payload is not a UTF-8 JSON object",
+    BAD_VERSION: "missing, malformed or unknown major protocol version",
+    BAD_FIELDS: "a field is missing, unknown at this minor, or of the wrong type or range",
+    DEVICE_MISMATCH: "payload device_id differs from the topic's device",
+    UNKNOWN_DEVICE: "device not registered while registration is closed",
+    FLEET_MISMATCH: "device registered in another fleet than the topic's",
+    STORE_ERROR: "the database refused the row (e.g. a value longer than its column)",
+}
+DEVICE_KINDS = (protocol.TELEMETRY, protocol.SAMPLES, protocol.STATUS, protocol.CMD_RESULT)
+
+
+@dataclass(frozen=True)
+class Received:
+    """One message as it came off the broker; ``mid``/``generation`` identify its PUBACK."""
+
+    topic: str
+    payload: bytes
+    received_at: float
+    mid: int = 0
+    generation: int = 0
+    qos: int = 1
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A valid device message: where it came from and its decoded JSON document."""
+
+    received: Received
+    fleet: str
+    device_id: str
+    kind: str
+    seq: int
+    doc: dict[str, Any]
+    message: Any
+    unknown_fields: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A message to quarantine, with its reason (a key of ``REASONS``) and a short detail."""
+
+    received: Received
+    reason: str
+    detail: str
+    device_id: str | None = None
+
+
+def classify(received: Received) -> Accepted | Rejected:
+    """Accepted, or Rejected with the first failed check's reason."""
+    if len(received.payload) > protocol.MAX_PAYLOAD_BYTES:
+        return Rejected(received, OVERSIZE, f"{len(received.payload)} bytes > "
+                        f"{protocol.MAX_PAYLOAD_BYTES}")
+    try:
+        fleet, device_id, kind = protocol.parse_topic(received.topic)
+    except ProtocolError as exc:
+        return Rejected(received, BAD_TOPIC, str(exc))
+    if kind not in DEVICE_KINDS:
+        return Rejected(received, BAD_TOPIC, f"kind {kind!r} is not sent by devices", device_id)
+    return _judge_payload(received, fleet, device_id, kind)
+
+
+def _judge_payload(received: Received, fleet: str, device_id: str, kind: str
+                   ) -> Accepted | Rejected:
+    try:
+        doc = json.loads(received.payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        return Rejected(received, BAD_JSON, str(exc), device_id)
+    if not isinstance(doc, dict):
+        return Rejected(received, BAD_JSON, f"payload is a JSON {type(doc).__name__}, "
+                        "not an object", device_id)
+    try:
+        protocol.read_version(doc)
+    except ProtocolError as exc:
+        return Rejected(received, BAD_VERSION, str(exc), device_id)
+    try:
+        message = protocol.MESSAGE_TYPES[kind].from_dict(doc)
+    except ProtocolError as exc:
+        return Rejected(received, BAD_FIELDS, str(exc), device_id)
+    if message.device_id != device_id:
+        return Rejected(received, DEVICE_MISMATCH, f"payload device_id "
+                        f"{message.device_id!r} on the topic of {device_id!r}", device_id)
+    return Accepted(received, fleet, device_id, kind, message.seq, doc, message,
+                    tuple(getattr(message, "unknown_fields", ()) or ()))

@@ -1,0 +1,136 @@
+"""One ingest worker: an MQTT client feeding a batcher thread that writes to the store.
+
+Messages wait in a queue until a batch is full (``batch_size``) or its oldest message is
+``batch_age_s`` old; then the batch is judged (``classify``), written in one transaction
+(``batch.write_batch``), committed, and only then acknowledged to the broker. A
+transient database error (unreachable, deadlock, lock timeout) retries the same batch
+with backoff while the broker keeps the unacknowledged messages; any other failure
+splits the batch until the one message the store refuses is quarantined as
+``store_error``, so one bad message never stops a worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from cloud_sync.config import CloudConfig
+from cloud_sync.ingest.batch import write_batch
+from cloud_sync.ingest.classify import STORE_ERROR, Accepted, Received, Rejected, classify
+from cloud_sync.ingest.mqtt import IngestClient
+from cloud_sync.store import transaction
+from edge_agent.broker_config import BrokerConfig
+from edge_agent.errors import first_line
+from edge_agent.mqtt_link import backoff_delay
+
+log = logging.getLogger(__name__)
+POLL_S = 0.1
+Judged = Accepted | Rejected
+
+
+def take_batch(inbox: queue.Queue, size: int, age_s: float, poll_s: float = POLL_S
+               ) -> list[Received]:
+    """Up to ``size`` messages: waits ``poll_s`` for the first, then at most ``age_s``."""
+    try:
+        batch = [inbox.get(timeout=poll_s)]
+    except queue.Empty:
+        return []
+    deadline = time.monotonic() + age_s
+    while len(batch) < size:
+        left = deadline - time.monotonic()
+        try:
+            batch.append(inbox.get_nowait() if left <= 0 else inbox.get(timeout=left))
+        except queue.Empty:
+            break
+    return batch
+
+
+class IngestWorker:
+    """Receive, batch, store, acknowledge; ``run`` until ``stop()``."""
+
+    def __init__(self, cfg: CloudConfig, engine: Engine, broker: BrokerConfig,
+                 client_id: str) -> None:
+        self.cfg, self.engine = cfg, engine
+        self.inbox: queue.Queue[Received] = queue.Queue()
+        settings = cfg.ingest
+        self.client = IngestClient(broker, client_id, settings.group, settings.receive_maximum,
+                                   settings.session_expiry_s, self.inbox.put)
+        self.totals: Counter = Counter()
+        self._stop = threading.Event()
+        self._writer_done = threading.Event()
+
+    def stop(self) -> None:
+        """Finish the batch being written, acknowledge it, disconnect (session kept)."""
+        self._stop.set()
+
+    def run(self) -> None:
+        """Serve until stopped; the MQTT loop runs on the calling thread."""
+        writer = threading.Thread(target=self._write_loop, name="edgekit-ingest-writer",
+                                  daemon=True)
+        writer.start()
+        try:
+            self.client.run(self._stop, until=self._writer_done.is_set)
+        finally:
+            self._stop.set()
+            writer.join(30)
+        log.info("ingest %s stopped: %s", self.client.client_id, dict(self.totals))
+
+    def _write_loop(self) -> None:
+        settings = self.cfg.ingest
+        try:
+            while not self._stop.is_set():
+                batch = take_batch(self.inbox, settings.batch_size, settings.batch_age_s)
+                if batch:
+                    self._store(batch)
+                    self.client.ack(batch)
+        finally:
+            self._writer_done.set()
+
+    def _store(self, batch: list[Received]) -> None:
+        judged = [classify(r) for r in batch]
+        attempt = 0
+        while True:
+            try:
+                self.totals.update(write_resilient(self.engine, judged, self.cfg))
+                return
+            except sa.exc.OperationalError as exc:
+                delay = backoff_delay(attempt, 0.2, 10.0)
+                attempt += 1
+                log.warning("ingest: store unavailable (%s); retrying %d messages in %.1f s",
+                            first_line(getattr(exc, "orig", None) or exc), len(batch), delay)
+                time.sleep(delay)
+
+
+def write_resilient(engine: Engine, judged: Sequence[Judged], cfg: CloudConfig) -> Counter:
+    """Write in one transaction; on a non-transient failure split the batch, and quarantine
+    a single message the store refuses. OperationalError (transient) propagates."""
+    try:
+        with transaction(engine) as conn:
+            return write_batch(conn, judged, cfg, time.time()).counts
+    except sa.exc.OperationalError:
+        raise
+    except Exception as exc:  # a bad message (or a bug it triggers) must not stop the worker
+        if len(judged) == 1:
+            item = judged[0]
+            log.warning("ingest: store refused a message on %s: %s", item.received.topic,
+                        first_line(exc))
+            return write_resilient(engine, [_refused(item, exc)], cfg) \
+                if not _is_store_error(item) else Counter({"lost:store_error": 1})
+        half = len(judged) // 2
+        return write_resilient(engine, judged[:half], cfg) + \
+            write_resilient(engine, judged[half:], cfg)
+
+
+def _refused(item: Judged, exc: BaseException) -> Rejected:
+    return Rejected(item.received, STORE_ERROR, first_line(exc)[:200], item.device_id)
+
+
+def _is_store_error(item: Judged) -> bool:
+    return isinstance(item, Rejected) and item.reason == STORE_ERROR
