@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from edgekit.cli import cloud_publish
+from edgekit.cli import cloud_publish, cloud_serve
 from edgekit.cli.options import JsonFlag
 from edgekit.cli.output import console, print_json
 
@@ -21,6 +21,7 @@ app = typer.Typer(help="The cloud side: device registry, broker credentials, sto
 device_app = typer.Typer(help="Devices and their MQTT credentials.", no_args_is_help=True)
 app.add_typer(device_app, name="device")
 app.command("publish")(cloud_publish.publish)
+app.command("serve")(cloud_serve.serve)
 
 DbOption = typer.Option(
     None, "--db", help="Database URL: sqlite:///FILE or postgresql://USER@HOST/DB. Default: "
