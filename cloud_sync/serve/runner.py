@@ -11,6 +11,7 @@ released.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -50,10 +51,18 @@ def _http_server(cfg: CloudConfig, engine, address: str):
                          "run serve without --http") from None
     import uvicorn
 
+    class _Server(uvicorn.Server):
+        """uvicorn without its own signal handling: serve's handlers stop it, and the
+        process exits normally after the clean shutdown (uvicorn would re-raise)."""
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            yield
+
     host, port = parse_http(address)
     config = uvicorn.Config(create_app(cfg, engine), host=host, port=port, log_level="warning",
                             lifespan="on")
-    return uvicorn.Server(config)
+    return _Server(config)
 
 
 def serve(cfg: CloudConfig, options: ServeOptions) -> None:
@@ -74,10 +83,12 @@ def serve(cfg: CloudConfig, options: ServeOptions) -> None:
             thread.start()
         log.info("serving: %d ingest worker(s), store %s, HTTP %s", cfg.workers,
                  engine.url.render_as_string(hide_password=True), options.http or "off")
+        _on_signal(lambda: _request_stop(stop, server))
         if server is not None:
-            server.run()  # returns on SIGINT/SIGTERM (uvicorn's own handlers)
+            server.run()  # returns once should_exit is set (by the signal handler)
         else:
-            _wait_for_signal(stop)
+            while not stop.wait(0.5):
+                pass
     finally:
         stop.set()
         workers.stop()
@@ -88,8 +99,12 @@ def serve(cfg: CloudConfig, options: ServeOptions) -> None:
         log.info("serve stopped")
 
 
-def _wait_for_signal(stop: threading.Event) -> None:
+def _on_signal(handler) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    while not stop.wait(0.5):
-        pass
+        signal.signal(sig, lambda *_: handler())
+
+
+def _request_stop(stop: threading.Event, server) -> None:
+    stop.set()
+    if server is not None:
+        server.should_exit = True
