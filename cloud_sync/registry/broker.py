@@ -31,6 +31,7 @@ SERVICE_RULES = (("read", protocol.subscription("#")),
                  ("write", protocol.subscription(protocol.CMD)),
                  ("write", f"{protocol.TOPIC_ROOT}/+/_events/#"))
 PASSWD_MODE, PUBLIC_MODE = 0o640, 0o644
+MAX_QUEUED_MESSAGES = 1_000_000  # per session; ingest workers announce Receive Maximum 1000
 BROKER_GROUP = "mosquitto"  # Debian's broker drops to this user: it must read passwd
 
 
@@ -77,7 +78,10 @@ def render_conf(out_dir: Path, listener: str = "1883") -> str:
             f"listener {listener}\n"
             "allow_anonymous false\n"
             f"password_file {out / 'passwd'}\n"
-            f"acl_file {out / 'acl'}\n")
+            f"acl_file {out / 'acl'}\n"
+            "# ingest acknowledges after its batch commits; while a worker restarts, its\n"
+            "# session queues its share (mosquitto's default cap, 1000, would drop QoS 1)\n"
+            f"max_queued_messages {MAX_QUEUED_MESSAGES}\n")
 
 
 def _let_the_broker_read(path: Path) -> None:
