@@ -1,0 +1,200 @@
+"""Cloud ingest benchmark: messages/s per worker into SQLite and PostgreSQL (1 and 2
+workers), and a 10,000-device simulated fleet's publish-to-stored latency and broker drops.
+
+Throughput: the workers' sessions are created, the workers stopped, N telemetry messages
+published into their queued sessions, then the workers started; the rate is N over the
+time from the first to the last row committed (worker start-up excluded, publisher not in
+the way). Fleet: ``serve``'s supervisor with 2 workers on PostgreSQL, ``fleet sim`` with
+10,000 devices at one telemetry per 10 s; a poller reads new rows every 0.1 s, so
+latency = (poll time) - (device ts), resolution 0.1 s. Writes its section of RESULTS.md.
+
+    python benchmarks/cloud_ingest.py [--messages 20000] [--devices 10000] [--duration 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+import sqlalchemy as sa
+
+from benchmarks.results_file import write_section
+from cloud_sync.config import CloudConfig
+from cloud_sync.serve.supervisor import WorkerSupervisor
+from cloud_sync.sim import SimSettings, run_fleet
+from cloud_sync.sim.device import SimDevice
+from cloud_sync.sim.shard import _model
+from cloud_sync.store import open_store
+from tests.brokers import Mosquitto, Subscriber
+from tests.cloud_sync.ingest.conftest import Publisher
+from tests.databases import _pg_admin_url
+
+
+def _pg_url(admin: str) -> str:
+    schema = f"edgekit_bench_{uuid.uuid4().hex[:8]}"
+    engine = sa.create_engine(admin)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    engine.dispose()
+    return f"{admin}?options=-csearch_path%3D{schema}"
+
+
+def _payloads(n: int, devices: int = 1000) -> list[tuple[str, bytes]]:
+    model = _model(SimSettings(broker="mqtt://127.0.0.1:1"))
+    sims = [SimDevice(f"bench-{i:05d}", "bench", model, np.random.default_rng(i))
+            for i in range(devices)]
+    return [(sims[i % devices].topic("telemetry"), sims[i % devices].telemetry(10.0, 200))
+            for i in range(n)]
+
+
+def _count(engine, where: str = "") -> int:
+    with engine.connect() as conn:
+        return conn.execute(sa.text(f"SELECT count(*) FROM messages {where}")).scalar()
+
+
+def throughput(db_url: str, workers: int, payloads, folder: Path) -> dict:
+    """Messages/s of ``workers`` workers draining queued sessions into ``db_url``."""
+    with Mosquitto(folder / f"broker-{uuid.uuid4().hex[:6]}", max_inflight=1000) as broker:
+        cfg = CloudConfig.from_dict({"data_dir": str(folder / "data"), "db": db_url,
+                                     "broker": broker.url, "workers": workers})
+        engine = open_store(db_url)
+        sup = WorkerSupervisor(cfg, client_id_prefix="bench")
+        sup.start()
+        time.sleep(3)  # sessions and shared subscriptions exist
+        sup.stop()
+        pub = Publisher(broker.port)
+        pub.send(payloads, timeout=120)
+        pub.close()
+        sup = WorkerSupervisor(cfg, client_id_prefix="bench")
+        sup.start()
+        while _count(engine) == 0:
+            time.sleep(0.01)
+        first = time.monotonic()
+        while _count(engine) < len(payloads):
+            time.sleep(0.02)
+        elapsed = time.monotonic() - first
+        sup.stop()
+        engine.dispose()
+    return {"workers": workers, "messages": len(payloads), "seconds": elapsed,
+            "rate": len(payloads) / elapsed}
+
+
+class LatencyPoller:
+    """Reads rows newer than the last seen every 0.1 s; latency = now - device ts."""
+
+    def __init__(self, engine) -> None:
+        self.engine, self.latencies, self.last_id = engine, [], 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.1):
+            with self.engine.connect() as conn:
+                rows = conn.execute(sa.text(
+                    "SELECT id, ts FROM messages WHERE id > :i AND kind = 'telemetry'"),
+                    {"i": self.last_id}).all()
+            now = time.time()
+            if rows:
+                self.last_id = max(r[0] for r in rows)
+                self.latencies += [now - r[1] for r in rows]
+
+
+def fleet(db_url: str, devices: int, duration: float, folder: Path) -> dict:
+    """The simulated fleet through 2 workers: latency percentiles, loss, broker drops."""
+    conf = "sys_interval 1\n"
+    with Mosquitto(folder / "broker-fleet", max_inflight=1000, extra_conf=conf) as broker:
+        cfg = CloudConfig.from_dict({"data_dir": str(folder / "data"), "db": db_url,
+                                     "broker": broker.url, "workers": 2})
+        engine = open_store(db_url)
+        sup = WorkerSupervisor(cfg, client_id_prefix="fleet")
+        sup.start()
+        time.sleep(3)
+        drops = Subscriber(broker.port, topic="$SYS/broker/publish/messages/dropped",
+                           client_id="bench-sys").start()
+        poller = LatencyPoller(engine)
+        thread = threading.Thread(target=poller.run, daemon=True)
+        thread.start()
+        start = time.monotonic()
+        report = run_fleet(SimSettings(broker=broker.url, fleet="fleet", devices=devices,
+                                       interval_s=10.0, duration_s=duration,
+                                       processes=4, sample_chance=0.0))
+        deadline = time.monotonic() + 60
+        while _count(engine, "WHERE kind = 'telemetry'") < report.published["telemetry"] \
+                and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(2)
+        poller.stop.set()
+        thread.join()
+        stored = _count(engine, "WHERE kind = 'telemetry'")
+        dropped = [int(p) for _t, p, _r in drops.received()]
+        drops.stop()
+        sup.stop()
+        engine.dispose()
+    lat = np.array(poller.latencies)
+    return {"report": report.to_dict(), "stored": stored, "dropped": max(dropped or [0]),
+            "p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95)),
+            "p99": float(np.percentile(lat, 99)), "wall": time.monotonic() - start}
+
+
+def _body(rows: list[tuple[str, dict]], fl: dict | None, args) -> str:
+    lines = ["## Cloud ingest (benchmarks/cloud_ingest.py)", "",
+             f"Throughput: {args.messages} telemetry messages (~820 B, 1,000 devices) queued at "
+             "a private mosquitto for the workers' sessions, then drained; rate = messages / "
+             "(first to last row committed). Batches of 500 or 150 ms.", "",
+             "| store | workers | messages/s | ratio to 1 worker |", "|---|---|---|---|"]
+    base = {}
+    for store, r in rows:
+        base.setdefault(store, r["rate"])
+        lines.append(f"| {store} | {r['workers']} | {r['rate']:,.0f} | "
+                     f"{r['rate'] / base[store]:.2f} |")
+    if fl:
+        rep = fl["report"]
+        lines += ["", f"Fleet: {rep['devices']:,} simulated devices (4 processes), one telemetry "
+                  f"per 10 s for {args.duration:.0f} s, 2 workers into PostgreSQL.", "",
+                  "| devices connected | telemetry published | stored | lost | broker drops "
+                  "| latency p50 | p95 | p99 |", "|---|---|---|---|---|---|---|---|",
+                  f"| {rep['connected']:,} | {rep['published'].get('telemetry', 0):,} | "
+                  f"{fl['stored']:,} | {rep['published'].get('telemetry', 0) - fl['stored']} | "
+                  f"{fl['dropped']} | {fl['p50']:.2f} s | {fl['p95']:.2f} s | "
+                  f"{fl['p99']:.2f} s |"]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--messages", type=int, default=20000)
+    parser.add_argument("--devices", type=int, default=10000)
+    parser.add_argument("--duration", type=float, default=60.0)
+    parser.add_argument("--skip-fleet", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    payloads = _payloads(args.messages)
+    admin = _pg_admin_url()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for workers in (1, 2):
+            rows.append(("SQLite", throughput(f"sqlite:///{folder}/s{workers}.db", workers,
+                                              payloads, folder)))
+            print(rows[-1], flush=True)
+        if admin:
+            for workers in (1, 2):
+                rows.append(("PostgreSQL", throughput(_pg_url(admin), workers, payloads,
+                                                      folder)))
+                print(rows[-1], flush=True)
+        fl = None if args.skip_fleet or not admin else fleet(_pg_url(admin), args.devices,
+                                                             args.duration, folder)
+        print(fl, flush=True)
+    write_section("cloud-ingest", _body(rows, fl, args))
+
+
+if __name__ == "__main__":
+    main()
