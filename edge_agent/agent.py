@@ -184,7 +184,7 @@ class Agent:
         classes, conf, finite = metrics.score(output)
         if probation is not None:
             probation.observe(latency, ok=True, finite=finite or output.size == 0)
-        if conf.size and sampler.ready():
+        if conf.size and sampler.bucket.ready():
             try:
                 self._maybe_sample(sampler, x, classes, conf)
             except Exception:  # a sample that cannot be queued must not fail the inference

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,8 @@ def check_input(x: Any, spec_shape: list[int | None], max_bytes: int) -> np.ndar
             d is not None and i > 0 and d != n for i, (d, n) in enumerate(zip(spec_shape,
                                                                                arr.shape))):
         raise InputError(f"input shape {list(arr.shape)} does not fit the model's {spec_shape}")
-    if not np.isfinite(arr).all():
+    # one pass without a temporary: NaN and inf make the sum non-finite; a sum that
+    # overflowed on huge finite values is told apart by the exact check
+    if not math.isfinite(float(arr.sum())) and not np.isfinite(arr).all():
         raise InputError("input contains NaN or inf")
     return arr

@@ -80,6 +80,13 @@ class LoadedModel:
 
     def predict(self, *inputs: np.ndarray) -> list[np.ndarray]:
         """Float arrays in (one per model input), float32 arrays out."""
+        if self._float_io:  # the common case: nothing to convert
+            return self.session.run(list(inputs))
         feeds = [quantize(np.asarray(x), s) for x, s in zip(inputs, self.manifest.inputs)]
         outs = self.session.run(feeds)
         return [dequantize(y, s) for y, s in zip(outs, self.manifest.outputs)]
+
+    def __post_init__(self) -> None:
+        specs = self.manifest.inputs + self.manifest.outputs
+        # every input and output float32 without quantization: nothing to convert
+        self._float_io = all(s.dtype == "float32" and s.quantization is None for s in specs)

@@ -11,17 +11,19 @@ import numpy as np
 
 
 class TokenBucket:
-    """At most ``rate_per_min`` events a minute, with a burst of up to one minute's worth."""
+    """At most ``rate_per_min`` events a minute, with a burst of up to ``burst`` events
+    (default: one minute's worth)."""
 
-    def __init__(self, rate_per_min: float) -> None:
+    def __init__(self, rate_per_min: float, burst: float | None = None) -> None:
         self._lock = threading.Lock()
+        self._burst = burst
         self.set_rate(rate_per_min)
 
     def set_rate(self, rate_per_min: float) -> None:
         """Change the rate; the bucket starts full."""
         with self._lock:
             self._rate = max(rate_per_min, 0.0) / 60.0
-            self._capacity = max(rate_per_min, 1.0)
+            self._capacity = max(self._burst or rate_per_min, 1.0)
             self._tokens = self._capacity if rate_per_min > 0 else 0.0
             self._last = time.monotonic()
 
@@ -45,12 +47,22 @@ class TokenBucket:
             return False
 
 
+CHECKS_PER_S = 20.0  # inferences a second that sampling looks at, at most
+
+
 class Sampler:
-    """Decides which inputs become samples, and encodes them for the ``samples`` topic."""
+    """Decides which inputs become samples, and encodes them for the ``samples`` topic.
+
+    Looking at an inference (its top-1 confidence, its input's range) costs tens of
+    microseconds on a large model, so at high inference rates sampling looks at no
+    more than ``CHECKS_PER_S`` inferences a second: samples are still low-confidence
+    or out-of-range inputs, chosen among a subset of the traffic.
+    """
 
     def __init__(self, rate_per_min: float, max_bytes: int, low_confidence: float,
                  input_range: tuple | None = None) -> None:
         self.bucket = TokenBucket(rate_per_min)
+        self.checks = TokenBucket(CHECKS_PER_S * 60.0, burst=CHECKS_PER_S)
         self.max_bytes = int(max_bytes)
         self.low_confidence = float(low_confidence)
         self.input_range = input_range
@@ -66,8 +78,9 @@ class Sampler:
         return None
 
     def ready(self) -> bool:
-        """Whether a sample could be taken now (so the caller computes what select needs)."""
-        return self.bucket.ready()
+        """Whether to look at this inference: a sample could be taken and the check rate
+        allows it (so the caller computes what ``select`` needs)."""
+        return self.bucket.ready() and self.checks.take()  # checks only when a sample may go
 
     def select(self, x: np.ndarray, confidence: float) -> str | None:
         """The reason to keep ``x``, if it is interesting, small enough and the rate allows."""

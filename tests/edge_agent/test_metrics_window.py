@@ -100,28 +100,28 @@ def test_buffered_single_inferences_count_exactly_what_one_pass_would(rng):
 def test_large_inputs_are_histogrammed_on_a_strided_sample_that_reports_its_size(rng):
     edges = [0.0, 0.5, 1.0]
     metrics = ModelMetrics(_reference(edges, 3))
-    x = rng.uniform(0, 1, (1, 3, 224, 224)).astype(np.float32)
+    x = rng.uniform(0, 1, (8, 3, 224, 224)).astype(np.float32)
     x[:, 0, :112] *= 0.5  # channel 0: top half darker
-    for _ in range(5):
-        metrics.record(1.0, x, np.array([[0.1, 0.9]], np.float32))
+    for image in x:
+        metrics.record(1.0, image[None], np.array([[0.1, 0.9]], np.float32))
     hist = metrics.close_window().input_hist
     stride = hist.sample_stride
     assert stride > 1 and 224 % stride and all(stride % d for d in range(2, stride))
     per_image = len(range(0, 224 * 224, stride))
     totals = [b + sum(row) + a
               for b, row, a in zip(hist.below, hist.per_channel, hist.above, strict=True)]
-    assert totals == [5 * per_image] * 3  # the counts say how much was counted
+    assert totals == [8 * per_image] * 3  # the counts say how much was counted
     full = channel_counts(x, np.asarray(edges))[:, 1:-1]
     share = np.asarray(hist.per_channel) / np.asarray(hist.per_channel).sum(1, keepdims=True)
-    assert np.allclose(share, full / full.sum(1, keepdims=True), atol=0.03)
+    assert np.allclose(share, full / full.sum(1, keepdims=True), atol=0.05)  # ~3.5 sd
 
 
 def test_sample_stride_is_one_for_small_inputs_and_a_prime_off_the_row_length():
-    assert sample_stride(64, 8) == 1 and sample_stride(2048, 64) == 1
+    assert sample_stride(64, 8) == 1 and sample_stride(512, 32) == 1
     for values, row in ((224 * 224, 224), (128 * 128, 128), (640 * 480, 640)):
         stride = sample_stride(values, row)
         assert row % stride and all(stride % d for d in range(2, stride))
-        assert values / stride <= 1024 * 1.2
+        assert values / stride <= 256 * 1.2
 
 
 def test_a_batch_of_several_is_counted_at_once(rng):
