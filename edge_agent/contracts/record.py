@@ -20,6 +20,7 @@ writers check what they write with a strict read.
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import threading
 from collections import Counter
@@ -71,10 +72,15 @@ class _Shape:
     types: tuple = ()
     inner: _Shape | None = None
     record: type | None = None
+    has_record: bool = dataclasses.field(init=False, default=False)
+    scalar_list: bool = dataclasses.field(init=False, default=False)  # list of plain scalars
 
-    @property
-    def has_record(self) -> bool:
-        return self.kind == "record" or (self.inner is not None and self.inner.has_record)
+    def __post_init__(self) -> None:  # computed once: reads are the hot path of ingest
+        inner = self.inner
+        object.__setattr__(self, "has_record", self.kind == "record" or (
+            inner is not None and inner.has_record))
+        object.__setattr__(self, "scalar_list", self.kind == "list" and inner is not None
+                           and inner.kind == "scalar")
 
 
 def _split_union(text: str) -> list[str]:
@@ -123,6 +129,26 @@ def _fields(cls: type) -> list[tuple[dataclasses.Field, str, _Shape]]:
     return _FIELDS[cls]
 
 
+_PLANS: dict[type, list[tuple]] = {}
+_KNOWN: dict[type, frozenset] = {}
+
+
+def _plan(cls: type) -> list[tuple]:
+    """(name, JSON key, shape, required, check) per field: what ``read`` does, computed once."""
+    if cls not in _PLANS:
+        _PLANS[cls] = [(f.name, key, shape, f.default is dataclasses.MISSING
+                        and f.default_factory is dataclasses.MISSING, f.metadata.get("check"))
+                       for f, key, shape in _fields(cls)]
+    return _PLANS[cls]
+
+
+def _known(cls: type) -> frozenset:
+    """The JSON keys a record reads: its fields' and its envelope's."""
+    if cls not in _KNOWN:
+        _KNOWN[cls] = frozenset(key for _f, key, _s in _fields(cls)) | cls.ENVELOPE
+    return _KNOWN[cls]
+
+
 class Reading:
     """One read of a document: its error family, leniency and the unknown fields met."""
 
@@ -143,6 +169,11 @@ def _decode(shape: _Shape, value: Any, path: str, reading: Reading) -> Any:
     if shape.kind == "any":
         return value
     if shape.kind == "scalar":
+        kind = type(value)
+        if kind is float and float in shape.types and math.isfinite(value):
+            return value
+        if kind is not float and kind in shape.types:  # exact type (no bool as int)
+            return float(value) if kind is int and float in shape.types else value
         if not is_json_type(value, shape.types):
             got = "null" if value is None else type(value).__name__
             raise reading.error(f"field '{path}' must be {type_names(shape.types)}, got {got}")
@@ -152,10 +183,26 @@ def _decode(shape: _Shape, value: Any, path: str, reading: Reading) -> Any:
     if shape.kind == "list":
         if not isinstance(value, list):
             raise reading.error(f"field '{path}' must be a list, got {type(value).__name__}")
+        if shape.scalar_list and _all_of(value, shape.inner.types):
+            return [float(v) for v in value] if float in shape.inner.types else value
         return [_decode(shape.inner, v, f"{path}[{i}]", reading) for i, v in enumerate(value)]
     if not isinstance(value, dict):
         raise reading.error(f"field '{path}' must be an object, got {type(value).__name__}")
-    return {k: _decode(shape.inner, v, join_path(path, k), reading) for k, v in value.items()}
+    inner = shape.inner
+    if inner.kind == "scalar" and float not in inner.types and \
+            _all_of(list(value.values()), inner.types):
+        return dict(value)
+    return {k: _decode(inner, v, join_path(path, k), reading) for k, v in value.items()}
+
+
+def _all_of(values: list, types: tuple) -> bool:
+    """Quick check that every value is a JSON value of ``types`` (the common case: all
+    good); on False the caller checks one by one, for the error naming the bad one."""
+    if float in types:
+        return all((type(v) is int or (type(v) is float and math.isfinite(v))) for v in values)
+    if types[0] is int:
+        return all(type(v) is int for v in values)
+    return all(type(v) is types[0] for v in values)
 
 
 def _encode(value: Any) -> Any:
@@ -210,20 +257,19 @@ class Record:
     def read(cls, doc: Any, where: str, reading: Reading) -> Any:
         """Read one object as part of a larger read (unknown fields go to ``reading``)."""
         doc = obj(doc, where, reading.error)
-        values, known = {}, set(cls.ENVELOPE)
-        for f, key, shape in _fields(cls):
-            known.add(key)
-            path = join_path(where, key)
+        values = {}
+        for name, key, shape, required, check in _plan(cls):
             if key not in doc:
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                    raise reading.error(f"missing field '{path}'")
+                if required:
+                    raise reading.error(f"missing field '{join_path(where, key)}'")
                 continue
-            values[f.name] = value = _decode(shape, doc[key], path, reading)
-            problem = f.metadata["check"](value) if "check" in f.metadata and \
-                value is not None else None
+            path = join_path(where, key)
+            values[name] = value = _decode(shape, doc[key], path, reading)
+            problem = check(value) if check is not None and value is not None else None
             if problem:
                 raise reading.error(f"field '{path}' {problem}")
-        cls._unknown(doc, known, where, reading)
+        if len(doc) > len(values):  # possibly unknown fields (or the envelope's keys)
+            cls._unknown(doc, _known(cls), where, reading)
         record = cls(**values)
         found = record.problem()
         if found:
@@ -231,7 +277,8 @@ class Record:
         return record
 
     @classmethod
-    def _unknown(cls, doc: dict[str, Any], known: set, where: str, reading: Reading) -> None:
+    def _unknown(cls, doc: dict[str, Any], known: frozenset, where: str,
+                 reading: Reading) -> None:
         extra = [k for k in doc if k not in known]
         if extra and not reading.lenient:
             raise reading.error(f"unknown field '{join_path(where, extra[0])}'; allowed: "
