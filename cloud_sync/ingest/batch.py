@@ -97,12 +97,12 @@ def _store_rows(conn: Connection, accepted: list[Accepted], counts: Counter) -> 
 
 
 def _insert_message_rows(conn: Connection, group: list[Accepted]) -> int:
-    return insert_messages(conn, [message_row(a.fleet, a.kind, a.doc, a.received.received_at)
+    return insert_messages(conn, [message_row(a.fleet, a.kind, a.message, a.received.received_at)
                                   for a in group])
 
 
 def _insert_sample_rows(conn: Connection, group: list[Accepted]) -> int:
-    return insert_samples(conn, [sample_row(a.fleet, a.doc, a.received.received_at)
+    return insert_samples(conn, [sample_row(a.fleet, a.message, a.received.received_at)
                                  for a in group])
 
 

@@ -21,7 +21,7 @@ def _telemetry(device: str, seq: int, ts: float) -> dict:
     return {"v": "1.1", "device_id": device, "seq": seq, "ts": ts, "window_s": 10.0,
             "inferences": 100 + seq, "errors": seq % 2, "model": {"name": "tiny", "version": "1"},
             "latency_ms": {"p50": 1.0, "p95": 2.0 + seq, "p99": 3.0},
-            "confidence": {"mean": 0.9}}
+            "confidence": {"edges": [0.0, 0.5, 1.0], "counts": [10, 90], "mean": 0.9}}
 
 
 def test_list_pages_and_filters(client, engine):
@@ -59,7 +59,8 @@ def test_telemetry_series_with_from_to_and_limit(client, engine):
         insert_messages(conn, [message_row("field", "telemetry", _telemetry("cam-1", s, 1000.0 + s),
                                            2000.0 + s) for s in range(10)])
         insert_messages(conn, [message_row("field", "status", {
-            "device_id": "cam-1", "seq": 1, "ts": 1003.5, "state": "online"}, 2000.0)])
+            "v": "1.1", "device_id": "cam-1", "seq": 1, "ts": 1003.5, "state": "online"},
+            2000.0)])
     url = "/api/v1/devices/cam-1/telemetry"
     whole = client.get(url, headers=AUTH).json()
     assert [p["seq"] for p in whole["points"]] == list(range(10)) and not whole["truncated"]

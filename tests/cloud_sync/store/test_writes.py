@@ -35,8 +35,13 @@ def sample(device: str, seq: int) -> dict:
             "input": {"dtype": "uint8", "shape": [1, 4, 4], "data": data}}
 
 
+def status(device: str, seq: int) -> dict:
+    return {"v": 1, "device_id": device, "seq": seq, "ts": 1000.0 + seq, "state": "online"}
+
+
 def _rows(device: str, seqs, kind: str = "telemetry") -> list[dict]:
-    return [message_row("lab", kind, telemetry(device, s), received_at=5000.0) for s in seqs]
+    make = status if kind == "status" else telemetry
+    return [message_row("lab", kind, make(device, s), received_at=5000.0) for s in seqs]
 
 
 def _count(engine, table) -> int:
@@ -94,14 +99,24 @@ def test_telemetry_figures_land_in_their_columns(engine):
     assert row["payload"]["class_counts"] == {"3": 120}
 
 
-def test_missing_or_odd_figures_are_null_not_errors():
+def test_rows_come_from_the_typed_message_and_unknown_figures_are_null():
     row = message_row("lab", "telemetry", telemetry("pi-1", 1, latency_ms={"p50": None},
-                                                    confidence={}, inferences=True), 1.0)
+                                                    confidence={"edges": [0.0, 1.0], "counts": [0],
+                                                                "mean": None}), 1.0)
     assert row["latency_p50"] is None and row["confidence_mean"] is None
-    assert row["inferences"] is None
-    status = message_row("lab", "status", {"device_id": "pi-1", "seq": 1, "ts": 1.0,
+    assert row["inferences"] == 120 and row["payload"]["latency_ms"]["p50"] is None
+    status = message_row("lab", "status", {"v": "1.1", "device_id": "pi-1", "seq": 1, "ts": 1.0,
                                            "state": "online", "model": None}, 1.0)
     assert status["model_name"] is None and status["latency_p95"] is None
+
+
+def test_a_malformed_document_never_becomes_a_row():
+    import pytest
+
+    from edge_agent.errors import ProtocolError
+
+    with pytest.raises(ProtocolError, match="inferences"):
+        message_row("lab", "telemetry", telemetry("pi-1", 1, inferences=True), 1.0)
 
 
 def test_insert_samples_is_idempotent_and_keeps_the_input_bytes(engine):
