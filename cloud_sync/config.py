@@ -99,6 +99,7 @@ class CloudConfig(BaseModel):
     pubkeys: tuple[Path, ...] = ()
     workers: int = Field(1, ge=1, le=256)
     service_user: str = "edgekit-cloud"
+    api_token: str | None = Field(None, repr=False)  # else $EDGEKIT_API_TOKEN
     retention: Retention = Field(default_factory=Retention)
     ingest: Ingest = Field(default_factory=Ingest)
 

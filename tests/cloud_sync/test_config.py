@@ -57,3 +57,15 @@ def test_unreadable_config_is_one_line(tmp_path):
     (tmp_path / "bad.yaml").write_text("a: [")
     with pytest.raises(ConfigError, match="not valid YAML"):
         CloudConfig.load(tmp_path / "bad.yaml")
+
+
+def test_the_api_token_comes_from_the_config_file_and_is_not_shown(tmp_path):
+    from cloud_sync.api.settings import ApiSettings
+    from cloud_sync.config import CloudConfig
+
+    path = tmp_path / "cloud.yaml"
+    path.write_text("api_token: a-long-enough-secret-token\n")
+    cfg = CloudConfig.load(path, data_dir=tmp_path)
+    assert cfg.api_token == "a-long-enough-secret-token"
+    assert "a-long-enough-secret-token" not in repr(cfg)
+    assert ApiSettings.resolve(cfg).token == "a-long-enough-secret-token"
