@@ -174,3 +174,78 @@ leader_lock = sa.Table(  # SQLite's stand-in for PostgreSQL's advisory lock
     sa.Column("acquired_at", TIME, nullable=False),
     sa.Column("expires_at", TIME, nullable=False),
 )
+
+drift_scores = sa.Table(  # one score of one window (device or pooled fleet) of one model version
+    "drift_scores", metadata,
+    sa.Column("id", ROW_ID, primary_key=True, autoincrement=True),
+    sa.Column("scope", sa.String(8), nullable=False),  # device | fleet
+    sa.Column("scope_key", sa.String(96), nullable=False),  # device id, or fleet:<fleet>
+    sa.Column("fleet", ID, nullable=False),
+    sa.Column("device_id", ID),  # NULL for a fleet score
+    sa.Column("model_name", NAME, nullable=False),
+    sa.Column("model_version", VERSION, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),  # input | output | confidence
+    sa.Column("window_start", TIME, nullable=False),
+    sa.Column("window_end", TIME, nullable=False),
+    sa.Column("inferences", sa.Integer, nullable=False),
+    sa.Column("score", sa.Float),
+    sa.Column("critical_value", sa.Float),
+    sa.Column("floor", sa.Float),
+    sa.Column("threshold", sa.Float),
+    sa.Column("n_eff", sa.Integer), sa.Column("m_eff", sa.Integer),
+    sa.Column("n_raw", sa.Integer), sa.Column("m_raw", sa.Integer),
+    sa.Column("verdict", sa.String(24), nullable=False),
+    sa.Column("details", JSON, nullable=False),
+    sa.Column("computed_at", TIME, nullable=False),
+    sa.UniqueConstraint("scope_key", "model_name", "model_version", "kind", "window_start",
+                        name=sa.sql.elements.conv("uq_drift_scores_window")),
+    sa.Index(None, "fleet", "window_end"),
+)
+
+triggers = sa.Table(  # a fired retraining trigger; dedupe_key makes firing happen once
+    "triggers", metadata,
+    sa.Column("id", ROW_ID, primary_key=True, autoincrement=True),
+    sa.Column("fleet", ID, nullable=False),
+    sa.Column("model_name", NAME, nullable=False),
+    sa.Column("model_version", VERSION, nullable=False),
+    sa.Column("dedupe_key", sa.String(256), nullable=False, unique=True),
+    sa.Column("fired_at", TIME, nullable=False, index=True),
+    sa.Column("window_end", TIME, nullable=False),
+    sa.Column("policy", JSON, nullable=False),
+    sa.Column("evidence", JSON, nullable=False),
+    sa.Column("samples_export", sa.String(1024)),
+    sa.Column("samples_count", sa.Integer, nullable=False, server_default="0"),
+)
+
+actions = sa.Table(  # the outbox: what each trigger asks to be done, and how far it got
+    "actions", metadata,
+    sa.Column("id", ROW_ID, primary_key=True, autoincrement=True),
+    sa.Column("trigger_id", ROW_ID, sa.ForeignKey("triggers.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("idx", sa.Integer, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("config", JSON, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("max_attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", TIME, nullable=False),
+    sa.Column("claimed_at", TIME),
+    sa.Column("last_error", sa.String(512)),
+    sa.Column("updated_at", TIME, nullable=False),
+    sa.UniqueConstraint("trigger_id", "idx"),
+    sa.Index(None, "state", "next_attempt_at"),
+    sa.CheckConstraint("state IN ('pending', 'running', 'done', 'failed')", name="state"),
+)
+
+action_attempts = sa.Table(  # every try of an action: when, how it ended
+    "action_attempts", metadata,
+    sa.Column("id", ROW_ID, primary_key=True, autoincrement=True),
+    sa.Column("action_id", ROW_ID, sa.ForeignKey("actions.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("started_at", TIME, nullable=False),
+    sa.Column("finished_at", TIME, nullable=False),
+    sa.Column("ok", sa.Boolean, nullable=False),
+    sa.Column("error", sa.String(512)),
+    sa.UniqueConstraint("action_id", "attempt"),
+)
