@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from cloud_sync.triggers.policy import Triggers
 from edge_agent.errors import ConfigError
 
 ENV_DIR = "EDGEKIT_CLOUD_DIR"
@@ -102,6 +103,7 @@ class CloudConfig(BaseModel):
     api_token: str | None = Field(None, repr=False)  # else $EDGEKIT_API_TOKEN
     retention: Retention = Field(default_factory=Retention)
     ingest: Ingest = Field(default_factory=Ingest)
+    triggers: Triggers = Field(default_factory=Triggers)
 
     @property
     def db_url(self) -> str:

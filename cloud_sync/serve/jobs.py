@@ -1,4 +1,5 @@
-"""Background housekeeping: retention and device state from silence (on the leader only).
+"""Background jobs on the leader only: retention, device state from silence, and (every
+``triggers.interval_s``) the drift controller step and the action outbox.
 
 Silence rule: with ``ingest.telemetry_interval_s`` = T, a device that is ``online``,
 ``degraded`` or ``updating`` and has not been heard from (``last_seen``, any message)
@@ -20,6 +21,9 @@ from sqlalchemy.engine import Connection, Engine
 from cloud_sync.config import CloudConfig
 from cloud_sync.store import apply_retention, transaction
 from cloud_sync.store.schema import devices
+from edge_agent.errors import EdgekitError
+
+Job = Callable[[Engine, float], object]
 
 log = logging.getLogger(__name__)
 LIVE_STATES = ("online", "degraded", "updating")
@@ -45,10 +49,13 @@ class Housekeeping:
 
     def __init__(self, cfg: CloudConfig, engine: Engine, leading: Callable[[], bool]) -> None:
         self.cfg, self.engine, self.leading = cfg, engine, leading
-        self.jobs: list[tuple[float, Callable[[Connection, float], object], str]] = [
-            (cfg.ingest.state_interval_s, lambda c, now: mark_silent(c, cfg, now), "silence"),
-            (cfg.retention.interval_s, lambda c, now: apply_retention(c, cfg.retention, now),
-             "retention")]
+        self.jobs: list[tuple[float, Job, str]] = [
+            (cfg.ingest.state_interval_s, _in_transaction(lambda c, now: mark_silent(c, cfg, now)),
+             "silence"),
+            (cfg.retention.interval_s,
+             _in_transaction(lambda c, now: apply_retention(c, cfg.retention, now)), "retention")]
+        if cfg.triggers.enabled:
+            self.jobs += trigger_jobs(cfg)
 
     def run(self, stop: threading.Event) -> None:
         """Run each job when due until ``stop``; a failing job is logged and retried later."""
@@ -60,10 +67,27 @@ class Housekeeping:
                     if self.leading():
                         self._run(job, name)
 
-    def _run(self, job: Callable[[Connection, float], object], name: str) -> None:
+    def _run(self, job: Job, name: str) -> None:
         try:
-            with transaction(self.engine) as conn:
-                done = job(conn, time.time())
+            done = job(self.engine, time.time())
             log.debug("%s: %s", name, done)
-        except sa.exc.SQLAlchemyError as exc:
+        except (sa.exc.SQLAlchemyError, EdgekitError) as exc:
             log.warning("%s job failed: %s", name, str(exc).splitlines()[0])
+
+
+def _in_transaction(job: Callable[[Connection, float], object]) -> Job:
+    def run(engine: Engine, now: float) -> object:
+        with transaction(engine) as conn:
+            return job(conn, now)
+    return run
+
+
+def trigger_jobs(cfg: CloudConfig) -> list[tuple[float, Job, str]]:
+    """The drift controller step, then the outbox, every ``triggers.interval_s``."""
+    from cloud_sync.actions.worker import run_due_actions
+    from cloud_sync.triggers.controller import controller_step
+
+    every = cfg.triggers.interval_s
+    return [(every, _in_transaction(lambda c, now: controller_step(c, cfg, now).to_dict()),
+             "drift-controller"),
+            (every, lambda engine, now: dict(run_due_actions(engine, cfg, now)), "actions")]

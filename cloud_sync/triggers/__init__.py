@@ -1,0 +1,1 @@
+"""Retraining triggers: policy, controller step (drift windows -> scores -> trigger)."""

@@ -1,0 +1,149 @@
+"""Score the last windows of every (fleet, model, version) and store each score.
+
+Telemetry is read from ``messages`` (each row's ``payload`` is the typed message),
+grouped by fleet and model version, summed per device into the policy's aligned
+windows and pooled per fleet; every window is compared with that version's
+reference statistics (from any published bundle's manifest: all profiles of a
+version share them). Scores are upserted on (scope, model, version, kind, window
+start), so recomputing a window rewrites its row instead of adding one. A version
+with no published reference gets one ``no_reference`` row per window and kind.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from cloud_sync.drift import KINDS, DriftResult, WindowCounts, aggregate, drift_scores, pool
+from cloud_sync.store.schema import bundles, messages, models
+from cloud_sync.store.schema import drift_scores as scores_table
+from cloud_sync.triggers.policy import TriggerPolicy
+from edge_agent import protocol
+from edge_agent.contracts import ReferenceStats
+
+NO_REFERENCE = "no_reference"
+GroupKey = tuple[str, str, str]  # fleet, model name, model version
+Bounds = tuple[float, float]
+UPSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+SCORE_KEY = ["scope_key", "model_name", "model_version", "kind", "window_start"]
+COLUMNS = ("score", "critical_value", "floor", "threshold", "n_eff", "m_eff", "n_raw", "m_raw",
+           "verdict", "inferences")
+
+
+@dataclass
+class GroupScores:
+    """One (fleet, model, version)'s scores over the checked windows (oldest first)."""
+
+    key: GroupKey
+    bounds: list[Bounds]
+    devices: dict[str, list[dict[str, DriftResult] | None]] = field(default_factory=dict)
+    fleet: list[dict[str, DriftResult] | None] = field(default_factory=list)
+    skipped: str = ""
+
+
+def last_windows(policy: TriggerPolicy, now: float) -> list[Bounds]:
+    """The policy's last ``n`` closed windows before ``now``, oldest first."""
+    last_end = math.floor(now / policy.window_s) * policy.window_s
+    ends = [last_end - i * policy.window_s for i in range(policy.n)][::-1]
+    return [(end - policy.window_s, end) for end in ends]
+
+
+def recent_telemetry(conn: Connection, start: float, end: float
+                     ) -> dict[GroupKey, list[protocol.Telemetry]]:
+    """Telemetry with ``start <= ts < end`` by (fleet, model, version)."""
+    c = messages.c
+    rows = conn.execute(sa.select(c.fleet, c.model_name, c.model_version, c.payload).where(
+        c.kind == protocol.TELEMETRY, c.ts >= start, c.ts < end, c.fleet.is_not(None),
+        c.model_name.is_not(None)).order_by(c.ts))
+    groups: dict[GroupKey, list[protocol.Telemetry]] = defaultdict(list)
+    for row in rows:
+        groups[(row.fleet, row.model_name, row.model_version)].append(
+            protocol.Telemetry.from_dict(row.payload))
+    return groups
+
+
+def reference_for(conn: Connection, name: str, version: str) -> ReferenceStats | None:
+    """The version's reference statistics from a published bundle, or None."""
+    query = (sa.select(bundles.c.manifest).join(models, models.c.id == bundles.c.model_id)
+             .where(models.c.name == name, models.c.version == version)
+             .order_by(bundles.c.created_at))
+    for manifest in conn.execute(query).scalars():
+        doc = (manifest or {}).get("reference_stats")
+        if doc:
+            ref = ReferenceStats.from_dict(doc)
+            if ref.input is not None or ref.output is not None:
+                return ref
+    return None
+
+
+def score_group(key: GroupKey, msgs: list[protocol.Telemetry], ref: ReferenceStats | None,
+                policy: TriggerPolicy, bounds: list[Bounds]) -> GroupScores:
+    """Device and fleet scores of one group over ``bounds``."""
+    group = GroupScores(key, bounds)
+    if ref is None:
+        group.skipped = f"no published bundle of {key[1]} {key[2]} has reference statistics"
+        return group
+    config = policy.drift_config()
+    by_device: dict[str, list[protocol.Telemetry]] = defaultdict(list)
+    for m in msgs:
+        by_device[m.device_id].append(m)
+    device_windows: dict[str, list[WindowCounts | None]] = {
+        d: [aggregate(ms, d, s, e) for s, e in bounds] for d, ms in sorted(by_device.items())}
+    for device, windows in device_windows.items():
+        group.devices[device] = [drift_scores(ref, w, config) if w else None for w in windows]
+    for i, (start, end) in enumerate(bounds):
+        parts = [ws[i] for ws in device_windows.values() if ws[i] is not None]
+        fleet = pool(parts, f"fleet:{key[0]}", start, end) if parts else None
+        group.fleet.append(drift_scores(ref, fleet, config) if fleet else None)
+    return group
+
+
+def _row(key: GroupKey, device: str | None, result: DriftResult, now: float) -> dict[str, Any]:
+    doc = result.to_dict()
+    return {"scope": "device" if device else "fleet",
+            "scope_key": device or f"fleet:{key[0]}", "fleet": key[0], "device_id": device,
+            "model_name": key[1], "model_version": key[2], "kind": result.kind,
+            "window_start": result.window_start, "window_end": result.window_end,
+            **{c: doc[c] for c in COLUMNS},
+            "details": {k: v for k, v in doc.items() if k not in COLUMNS}, "computed_at": now}
+
+
+def _skipped_rows(group: GroupScores, now: float) -> list[dict[str, Any]]:
+    fleet, name, version = group.key
+    return [{"scope": "fleet", "scope_key": f"fleet:{fleet}", "fleet": fleet, "device_id": None,
+             "model_name": name, "model_version": version, "kind": kind, "window_start": s,
+             "window_end": e, "inferences": 0, **dict.fromkeys(COLUMNS[:-2]),
+             "verdict": NO_REFERENCE, "details": {"reason": group.skipped}, "computed_at": now}
+            for s, e in group.bounds for kind in KINDS]
+
+
+def score_rows(group: GroupScores, now: float) -> list[dict[str, Any]]:
+    """Every score of ``group`` as ``drift_scores`` rows."""
+    if group.skipped:
+        return _skipped_rows(group, now)
+    rows = []
+    for device, windows in group.devices.items():
+        for results in filter(None, windows):
+            rows += [_row(group.key, device, r, now) for r in results.values()]
+    for results in filter(None, group.fleet):
+        rows += [_row(group.key, None, r, now) for r in results.values()]
+    return rows
+
+
+def upsert_scores(conn: Connection, rows: list[dict[str, Any]]) -> int:
+    """Insert or rewrite score rows (keyed by scope, model version, kind, window start)."""
+    if not rows:
+        return 0
+    stmt = UPSERTS[conn.dialect.name](scores_table)
+    keep = set(SCORE_KEY) | {"id"}
+    stmt = stmt.on_conflict_do_update(
+        index_elements=SCORE_KEY,
+        set_={c.name: stmt.excluded[c.name] for c in scores_table.columns if c.name not in keep})
+    conn.execute(stmt, rows)
+    return len(rows)

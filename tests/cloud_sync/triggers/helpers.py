@@ -1,0 +1,75 @@
+"""Build the store's inputs for trigger tests: a published reference, simulated telemetry
+rows (drawn from the reference or drifted) at chosen times, sample rows."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import sqlalchemy as sa
+
+from cloud_sync.sim.device import Model, SimDevice
+from cloud_sync.sim.reference import Drift, shares, synthetic_reference
+from cloud_sync.store.rows import message_row, sample_row
+from cloud_sync.store.schema import artifacts, bundles, models
+from cloud_sync.store.writes import insert_messages, insert_samples
+from edge_agent import protocol
+
+MODEL, VERSION = "sim-model", "1"
+
+
+def sim_model() -> Model:
+    ref = synthetic_reference()
+    return Model(MODEL, VERSION, ref, shares(ref), shares(ref, Drift()))
+
+
+def publish_reference(conn, name: str = MODEL, version: str = VERSION, profile: str = "x86"):
+    """A models + artifacts + bundles row whose manifest carries the synthetic reference."""
+    model_id = conn.execute(sa.insert(models).values(
+        name=name, version=version, published_at=0.0, metrics={}, lineage={})
+        .returning(models.c.id)).scalar()
+    sha = f"{model_id:064x}"
+    conn.execute(sa.insert(artifacts).values(sha256=sha, size=1, path="/dev/null",
+                                             created_at=0.0))
+    conn.execute(sa.insert(bundles).values(
+        sha256=sha, model_id=model_id, profile=profile, format="onnx", precision="fp32",
+        size=1, created_at=0.0,
+        manifest={"reference_stats": synthetic_reference().to_dict()}))
+
+
+def devices(count: int, fleet: str = "f1", drifted: int = 0, seed: int = 0) -> list[SimDevice]:
+    """``count`` simulated devices, the first ``drifted`` of them drifted."""
+    model = sim_model()
+    return [SimDevice(f"dev-{i:03d}", fleet, model, np.random.default_rng(seed + i),
+                      drifted=i < drifted) for i in range(count)]
+
+
+def telemetry_at(dev: SimDevice, ts: float, window_s: float, inferences: int) -> dict:
+    """One telemetry message of ``dev`` ending at ``ts``, as the store row."""
+    doc = json.loads(dev.telemetry(window_s, inferences))
+    doc["ts"] = ts
+    return message_row(dev.fleet, protocol.TELEMETRY, doc, ts)
+
+
+def sample_at(dev: SimDevice, ts: float) -> dict:
+    """One kept sample of ``dev`` at ``ts``, as the store row."""
+    doc = json.loads(dev.sample())
+    doc["ts"] = ts
+    return sample_row(dev.fleet, doc, ts)
+
+
+def store_windows(conn, devs: list[SimDevice], start: float, windows: int, window_s: float,
+                  per_window: int = 2, inferences=200, samples: int = 0) -> None:
+    """``per_window`` telemetry messages per device per window from ``start``; ``inferences``
+    is a number or a function (device index, window) -> number."""
+    rows, sample_rows = [], []
+    for w in range(windows):
+        for i, dev in enumerate(devs):
+            size = inferences(i, w) if callable(inferences) else inferences
+            for j in range(per_window):
+                ts = start + w * window_s + (j + 0.5) * window_s / per_window
+                rows.append(telemetry_at(dev, ts, window_s / per_window, size))
+            sample_rows += [sample_at(dev, start + w * window_s + 0.1 * k) for k in range(samples)]
+    insert_messages(conn, rows)
+    insert_samples(conn, sample_rows)
+
