@@ -226,7 +226,7 @@ class Agent:
                         detail: dict[str, Any]) -> bytes:
         return proto.Status(device_id=self.cfg.device_id, seq=seq, ts=time.time(), state=state,
                             reason=reason, model=self.model_info(), agent_version=__version__,
-                            detail=detail).to_json()
+                            profile=self.profile, detail=detail).to_json()
 
     def _next_status_seq(self) -> int:
         """The next seq of this connection's status block (a fresh block if it ran out)."""

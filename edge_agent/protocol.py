@@ -219,7 +219,8 @@ class Status(DeviceMessage):
     """The device's retained state; the broker publishes ``state: offline`` as its last will.
 
     ``reason`` says why in a word or two (e.g. ``stopped``, ``connection_lost``, a
-    degraded cause); ``detail`` carries free-form figures.
+    degraded cause); ``profile`` is the hardware profile the device runs as (the
+    cloud registers it); ``detail`` carries free-form figures.
     """
 
     KIND: ClassVar[str] = STATUS
@@ -229,6 +230,7 @@ class Status(DeviceMessage):
     agent_version: str = ""
     detail: dict[str, Any] = field(default_factory=dict)
     reason: str = ""
+    profile: str = ""
 
 
 class _Args(Record):

@@ -168,12 +168,11 @@ def _revive(conn: Connection, heard: list[Accepted]) -> None:
 
 def _apply_status(conn: Connection, status: protocol.Status) -> None:
     model = status.model
-    profile = status.detail.get("profile") if isinstance(status.detail, dict) else None
     record_status(conn, status.device_id, status.state,
                   model_name=model.name if model else None,
                   model_version=model.version if model else None,
                   agent_version=status.agent_version or None,
-                  profile=profile if isinstance(profile, str) else None)
+                  profile=status.profile or None)
 
 
 def _quarantine(conn: Connection, rejected: list[Rejected], cap: int, now: float,

@@ -42,6 +42,7 @@ class Model:
     ref: ReferenceStats
     normal: Shares
     drifted: Shares
+    profile: str = "x86-64"  # the bundle's profile; the built-in reference says x86-64
 
 
 @dataclass
@@ -70,7 +71,7 @@ class SimDevice:
     def _status(self, seq: int, state: str, reason: str = "") -> bytes:
         return p.Status(device_id=self.device_id, seq=seq, ts=time.time(), state=state,
                         model=ModelRef(name=self.model.name, version=self.model.version),
-                        agent_version=AGENT_VERSION, reason=reason,
+                        agent_version=AGENT_VERSION, reason=reason, profile=self.model.profile,
                         detail={"simulated": True}).to_json()
 
     def new_connection(self) -> bytes:

@@ -54,9 +54,9 @@ def synthetic_reference() -> ReferenceStats:
                                probabilities=True, confidence_mean=0.82))
 
 
-def reference_from_bundle(path: Path) -> tuple[ReferenceStats, str, str]:
-    """(reference stats, model name, model version) of a bundle (signature not checked:
-    the simulator only borrows its statistics)."""
+def reference_from_bundle(path: Path) -> tuple[ReferenceStats, str, str, str]:
+    """(reference stats, model name, model version, profile) of a bundle (signature not
+    checked: the simulator only borrows its statistics)."""
     from edge_agent.bundle.reader import read_manifest_unverified
 
     manifest = read_manifest_unverified(Path(path))
@@ -64,7 +64,7 @@ def reference_from_bundle(path: Path) -> tuple[ReferenceStats, str, str]:
     if ref.input is None or ref.output is None:
         raise EdgekitError(f"bundle {path} has no input/output reference statistics; build it "
                            "with calibration data, or run the simulator without --bundle")
-    return ref, manifest.model.name, str(manifest.model.version)
+    return ref, manifest.model.name, str(manifest.model.version), manifest.profile
 
 
 def _normalise(values: np.ndarray) -> np.ndarray:

@@ -149,10 +149,10 @@ def _identities(settings: SimSettings) -> list[tuple[str, str, str | None, str |
 
 def _model(settings: SimSettings) -> Model:
     if settings.bundle is not None:
-        ref, name, version = reference_from_bundle(settings.bundle)
+        ref, name, version, profile = reference_from_bundle(settings.bundle)
     else:
-        ref, name, version = synthetic_reference(), "sim-model", "1"
-    return Model(name, version, ref, shares(ref), shares(ref, Drift()))
+        ref, name, version, profile = synthetic_reference(), "sim-model", "1", "x86-64"
+    return Model(name, version, ref, shares(ref), shares(ref, Drift()), profile)
 
 
 def run_shard(settings: SimSettings, index: int, count: int) -> dict:

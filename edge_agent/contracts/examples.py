@@ -85,7 +85,8 @@ def _commands() -> dict[str, p.Command]:
 def example_messages() -> dict[str, p.Message]:
     """One message of every kind (and every command type), by title."""
     status = p.Status(device_id="pi-017", seq=52, ts=TS, state="online", model=MODEL,
-                      agent_version="0.1.0", detail={"probation": False}, reason="")
+                      agent_version="0.1.0", detail={"probation": False}, reason="",
+                      profile="rpi4")
     result = p.CommandResult(device_id="pi-017", seq=97, ts=TS, cmd_id="c-7f3a", type="update",
                              ok=True, detail={"phase": "probation", "final": False,
                                               "version": "4"})

@@ -66,7 +66,7 @@ def test_sim_fleet_and_hostile_publisher_exactly_once(engine, make_cfg, mqtt_bro
     assert count(engine, "SELECT count(*) FROM devices WHERE fleet <> 'probe'") == \
         300 + HOSTILE_DEVICES
     assert count(engine, "SELECT count(*) FROM devices WHERE fleet = 'sim' AND state = "
-                         "'offline'") == 300  # each sim device said 'stopped' last
+                         "'offline'") == 300, _not_offline(engine)  # each said 'stopped' last
 
 
 def _stored(engine) -> dict[str, int]:
@@ -75,3 +75,15 @@ def _stored(engine) -> dict[str, int]:
            for kind in ("telemetry", "status")}
     out["samples"] = count(engine, "SELECT count(*) FROM samples")
     return out
+
+
+def _not_offline(engine) -> list:
+    """Each sim device that is not offline, with its status messages (for the failure)."""
+    import sqlalchemy as sa
+
+    with engine.connect() as conn:
+        ids = conn.execute(sa.text("SELECT id, state FROM devices WHERE fleet = 'sim' AND "
+                                   "state <> 'offline'")).all()
+        return [(i, st, conn.execute(sa.text(
+            "SELECT seq, received_at, kind, payload FROM messages WHERE device_id = :d "
+            "ORDER BY received_at"), {"d": i}).all()[-4:]) for i, st in ids]
