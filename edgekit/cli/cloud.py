@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from edgekit.cli import cloud_publish, cloud_serve
+from edgekit.cli import cloud_publish, cloud_serve, cloud_triggers
 from edgekit.cli.options import JsonFlag
 from edgekit.cli.output import console, print_json
 
@@ -22,6 +22,8 @@ device_app = typer.Typer(help="Devices and their MQTT credentials.", no_args_is_
 app.add_typer(device_app, name="device")
 app.command("publish")(cloud_publish.publish)
 app.command("serve")(cloud_serve.serve)
+app.add_typer(cloud_triggers.triggers_app, name="triggers")
+app.add_typer(cloud_triggers.samples_app, name="samples")
 
 DbOption = typer.Option(
     None, "--db", help="Database URL: sqlite:///FILE or postgresql://USER@HOST/DB. Default: "
