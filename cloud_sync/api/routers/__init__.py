@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from cloud_sync.api.routers import artifacts, devices, health, ingest, models
+from cloud_sync.api.routers import artifacts, devices, drift, health, ingest, models, triggers
 
-ROUTERS = (health.router, devices.router, models.router, artifacts.router, ingest.router)
+ROUTERS = (health.router, devices.router, models.router, artifacts.router, ingest.router,
+           drift.router, triggers.router)
 
 __all__ = ["ROUTERS"]

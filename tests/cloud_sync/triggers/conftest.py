@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from tests.cloud_sync.ingest.conftest import make_cfg, mqtt_broker, thread_worker  # noqa: F401
+
 WINDOW_S = 60.0
-T0 = 1_800_000_000.0  # a window boundary (multiple of 60)
+T0 = 1_700_000_040.0  # a window boundary (multiple of 60), in the past
 
 
 @pytest.fixture()
