@@ -97,8 +97,8 @@ def _store_rows(conn: Connection, accepted: list[Accepted], counts: Counter) -> 
 
 
 def _insert_message_rows(conn: Connection, group: list[Accepted]) -> int:
-    return insert_messages(conn, [message_row(a.fleet, a.kind, a.message, a.received.received_at)
-                                  for a in group])
+    return insert_messages(conn, [message_row(a.fleet, a.kind, a.message,
+                                              a.received.received_at, a.doc) for a in group])
 
 
 def _insert_sample_rows(conn: Connection, group: list[Accepted]) -> int:

@@ -45,15 +45,20 @@ def _model(msg: Message) -> tuple[str | None, str | None]:
 
 
 def message_row(fleet: str | None, kind: str, message: Message | dict[str, Any],
-                received_at: float) -> dict[str, Any]:
-    """A ``messages`` row (every column, so a batch can be one executemany)."""
+                received_at: float, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A ``messages`` row (every column, so a batch can be one executemany).
+
+    ``payload``: the message's JSON as received (ingest has it already decoded;
+    re-encoding the typed message would cost as much as reading it)."""
     msg = typed(kind, message)
+    if payload is None:
+        payload = message if isinstance(message, dict) else msg.to_dict()
     name, version = _model(msg)
     row = dict.fromkeys(MESSAGE_COLUMNS)
     row.update(EXTRACTORS.get(kind, lambda _msg: {})(msg))
     row.update(device_id=msg.device_id, fleet=fleet, kind=kind, seq=msg.seq, ts=msg.ts,
                received_at=received_at, model_name=name, model_version=version,
-               payload=msg.to_dict())
+               payload=payload)
     return row
 
 
