@@ -25,6 +25,7 @@ from cloud_sync.triggers.scoring import (
     score_rows,
     upsert_scores,
 )
+from edge_agent.errors import EdgekitError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +61,14 @@ def controller_step(conn: Connection, cfg: CloudConfig, now: float) -> StepRepor
         msgs = [m for m in msgs if bounds[0][0] <= m.ts < bounds[-1][1]]
         if not msgs:
             continue
-        if key[1:] not in references:
-            references[key[1:]] = reference_for(conn, key[1], key[2])
-        group = score_group(key, msgs, references[key[1:]], policy, bounds)
+        try:
+            if key[1:] not in references:
+                references[key[1:]] = reference_for(conn, key[1], key[2])
+            group = score_group(key, msgs, references[key[1:]], policy, bounds)
+        except EdgekitError as exc:  # bad manifest, histograms on other bins: this group only
+            report.skipped["/".join(key)] = first_line(exc)
+            log.warning("drift of %s not scored: %s", "/".join(key), first_line(exc))
+            continue
         report.groups += 1
         report.scores += upsert_scores(conn, score_rows(group, now))
         if group.skipped:

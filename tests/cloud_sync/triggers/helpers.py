@@ -23,8 +23,10 @@ def sim_model() -> Model:
     return Model(MODEL, VERSION, ref, shares(ref), shares(ref, Drift()))
 
 
-def publish_reference(conn, name: str = MODEL, version: str = VERSION, profile: str = "x86"):
-    """A models + artifacts + bundles row whose manifest carries the synthetic reference."""
+def publish_reference(conn, name: str = MODEL, version: str = VERSION, profile: str = "x86",
+                      reference: dict | None = None):
+    """A models + artifacts + bundles row whose manifest carries ``reference`` (default: the
+    synthetic reference the simulated devices draw from)."""
     model_id = conn.execute(sa.insert(models).values(
         name=name, version=version, published_at=0.0, metrics={}, lineage={})
         .returning(models.c.id)).scalar()
@@ -34,13 +36,15 @@ def publish_reference(conn, name: str = MODEL, version: str = VERSION, profile: 
     conn.execute(sa.insert(bundles).values(
         sha256=sha, model_id=model_id, profile=profile, format="onnx", precision="fp32",
         size=1, created_at=0.0,
-        manifest={"reference_stats": synthetic_reference().to_dict()}))
+        manifest={"reference_stats": reference or synthetic_reference().to_dict()}))
 
 
-def devices(count: int, fleet: str = "f1", drifted: int = 0, seed: int = 0) -> list[SimDevice]:
+def devices(count: int, fleet: str = "f1", drifted: int = 0, seed: int = 0,
+            prefix: str = "dev-", version: str = VERSION) -> list[SimDevice]:
     """``count`` simulated devices, the first ``drifted`` of them drifted."""
     model = sim_model()
-    return [SimDevice(f"dev-{i:03d}", fleet, model, np.random.default_rng(seed + i),
+    model.version = version
+    return [SimDevice(f"{prefix}{i:03d}", fleet, model, np.random.default_rng(seed + i),
                       drifted=i < drifted) for i in range(count)]
 
 

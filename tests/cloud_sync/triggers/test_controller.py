@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
+from cloud_sync.sim.reference import synthetic_reference
 from cloud_sync.store import open_store, transaction
 from cloud_sync.triggers.controller import controller_step
 from cloud_sync.triggers.queries import ScoreFilter, drift_page, get_trigger, list_triggers
@@ -126,3 +127,18 @@ def test_two_controllers_at_once_fire_once(engine, make_trigger_cfg, db_url):
         t.join(60)
     assert errors == [] and len(fired) == 1
     assert _count(engine, "triggers") == 1 and _count(engine, "actions") == 1
+
+
+def test_a_group_that_cannot_be_scored_is_skipped_not_fatal(engine, make_trigger_cfg):
+    cfg = make_trigger_cfg()
+    other_bins = synthetic_reference().to_dict()
+    other_bins["input"]["bin_edges"] = [2 * e for e in other_bins["input"]["bin_edges"]]
+    with transaction(engine) as conn:
+        publish_reference(conn)
+        publish_reference(conn, version="2", reference=other_bins)
+        store_windows(conn, devices(4, drifted=4), T0, 3, WINDOW_S)
+        store_windows(conn, devices(2, fleet="f2", prefix="odd-", version="2"), T0, 3,
+                      WINDOW_S)
+        report = controller_step(conn, cfg, T0 + 3 * WINDOW_S)
+    assert len(report.fired) == 1 and list(report.skipped) == ["f2/sim-model/2"]
+    assert "bin" in report.skipped["f2/sim-model/2"]
