@@ -44,18 +44,13 @@ def mark_silent(conn: Connection, cfg: CloudConfig, now: float) -> dict[str, int
 
 
 class Housekeeping:
-    """Runs retention every ``retention.interval_s`` and the silence rule every
-    ``ingest.state_interval_s`` while ``leading()`` is true."""
+    """Runs each job when due (retention every ``retention.interval_s``, the silence rule
+    every ``ingest.state_interval_s``; or the ``jobs`` given) while ``leading()`` is true."""
 
-    def __init__(self, cfg: CloudConfig, engine: Engine, leading: Callable[[], bool]) -> None:
+    def __init__(self, cfg: CloudConfig, engine: Engine, leading: Callable[[], bool],
+                 jobs: list[tuple[float, Job, str]] | None = None) -> None:
         self.cfg, self.engine, self.leading = cfg, engine, leading
-        self.jobs: list[tuple[float, Job, str]] = [
-            (cfg.ingest.state_interval_s, _in_transaction(lambda c, now: mark_silent(c, cfg, now)),
-             "silence"),
-            (cfg.retention.interval_s,
-             _in_transaction(lambda c, now: apply_retention(c, cfg.retention, now)), "retention")]
-        if cfg.triggers.enabled:
-            self.jobs += trigger_jobs(cfg)
+        self.jobs = housekeeping_jobs(cfg) if jobs is None else jobs
 
     def run(self, stop: threading.Event) -> None:
         """Run each job when due until ``stop``; a failing job is logged and retried later."""
@@ -82,8 +77,20 @@ def _in_transaction(job: Callable[[Connection, float], object]) -> Job:
     return run
 
 
+def housekeeping_jobs(cfg: CloudConfig) -> list[tuple[float, Job, str]]:
+    """The silence rule and retention."""
+    return [(cfg.ingest.state_interval_s,
+             _in_transaction(lambda c, now: mark_silent(c, cfg, now)), "silence"),
+            (cfg.retention.interval_s,
+             _in_transaction(lambda c, now: apply_retention(c, cfg.retention, now)), "retention")]
+
+
 def trigger_jobs(cfg: CloudConfig) -> list[tuple[float, Job, str]]:
-    """The drift controller step, then the outbox, every ``triggers.interval_s``."""
+    """The drift controller step, then the outbox, every ``triggers.interval_s`` (none when
+    ``triggers.enabled`` is false); on their own thread, so a long action never delays
+    housekeeping."""
+    if not cfg.triggers.enabled:
+        return []
     from cloud_sync.actions.worker import run_due_actions
     from cloud_sync.triggers.controller import controller_step
 
