@@ -12,7 +12,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from cloud_sync.drift import DriftConfig, DriftError
 
@@ -28,7 +35,9 @@ class CommandAction(_Action):
 
     kind: Literal["command"] = "command"
     command: tuple[str, ...] = Field(..., min_length=1)
-    timeout_s: float = Field(600.0, gt=0)
+    timeout_s: float = Field(600.0, gt=0, le=3000)
+    """Killed after this; below the outbox's claim lease (1 h), so a running command is
+    never taken for a dead one. Start longer jobs in the background."""
 
     @field_validator("command", mode="before")
     @classmethod
@@ -111,7 +120,12 @@ class Triggers(BaseModel):
     @model_validator(mode="after")
     def _fleets_valid(self) -> Triggers:
         for fleet in self.fleets:
-            self.policy_for(fleet)
+            try:
+                self.policy_for(fleet)
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                where = ".".join(str(p) for p in ("fleets", fleet, *err["loc"]))
+                raise ValueError(f"{where}: {err['msg']}") from None
         return self
 
     def policy_for(self, fleet: str) -> TriggerPolicy:

@@ -1,10 +1,14 @@
 """``cloud serve``'s leader jobs include the drift controller and the outbox (unless
-``triggers.enabled`` is false): one pass of each fires and runs a trigger."""
+``triggers.enabled`` is false): one pass of each fires and runs a trigger. The policy
+config: defaults, per-fleet overrides, one-line errors."""
 
 from __future__ import annotations
 
 import math
+import re
 import time
+
+import pytest
 
 from cloud_sync.config import CloudConfig
 from cloud_sync.serve.jobs import Housekeeping, trigger_jobs
@@ -35,3 +39,19 @@ def test_triggers_can_be_switched_off(engine, tmp_path):
     assert trigger_jobs(cfg) == []
     names = {name for _every, _job, name in Housekeeping(cfg, engine, lambda: True).jobs}
     assert names == {"silence", "retention"}
+
+
+def test_policy_config_defaults_overrides_and_one_line_errors():
+    from edge_agent.errors import ConfigError
+
+    cfg = CloudConfig.from_dict({"triggers": {"fleets": {"cams": {"min_devices": 5}}}})
+    assert cfg.triggers.policy_for("cams").min_devices == 5
+    default = cfg.triggers.policy_for("other")
+    assert (default.k, default.n, default.min_devices, default.window_s) == (2, 3, 2, 600.0)
+    assert [a.kind for a in default.actions] == ["mqtt"]
+    for bad, where in (({"fleets": {"cams": {"kk": 1}}}, "fleets.cams.kk"),
+                       ({"default": {"k": 4}}, "k (4) must be <= n (3)"),
+                       ({"default": {"actions": [{"kind": "sms"}]}}, "'sms'"),
+                       ({"default": {"drift": {"alpha": 2}}}, "alpha")):
+        with pytest.raises(ConfigError, match=re.escape(where)):
+            CloudConfig.from_dict({"triggers": bad})
