@@ -26,6 +26,7 @@ from cloud_sync.store.schema import drift_scores as scores_table
 from cloud_sync.triggers.policy import TriggerPolicy
 from edge_agent import protocol
 from edge_agent.contracts import ReferenceStats
+from edge_agent.errors import EdgekitError
 
 NO_REFERENCE = "no_reference"
 GroupKey = tuple[str, str, str]  # fleet, model name, model version
@@ -63,8 +64,11 @@ def recent_telemetry(conn: Connection, start: float, end: float
         c.model_name.is_not(None)).order_by(c.ts))
     groups: dict[GroupKey, list[protocol.Telemetry]] = defaultdict(list)
     for row in rows:
-        groups[(row.fleet, row.model_name, row.model_version)].append(
-            protocol.Telemetry.from_dict(row.payload))
+        try:
+            message = protocol.Telemetry.from_dict(row.payload)
+        except EdgekitError:  # stored by a newer ingest in a form this one cannot read
+            continue
+        groups[(row.fleet, row.model_name, row.model_version)].append(message)
     return groups
 
 
