@@ -165,7 +165,36 @@ def _body(rows: list[tuple[str, dict]], fl: dict | None, args) -> str:
                   f"{fl['stored']:,} | {rep['published'].get('telemetry', 0) - fl['stored']} | "
                   f"{fl['dropped']} | {fl['p50']:.2f} s | {fl['p95']:.2f} s | "
                   f"{fl['p99']:.2f} s |"]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _reading(rows, fl)) + "\n"
+
+
+def _reading(rows: list[tuple[str, dict]], fl: dict | None) -> list[str]:
+    """What limits each figure, from this run's numbers."""
+    rate = {(store, r["workers"]): r["rate"] for store, r in rows}
+    out = ["", "What limits each figure (2 shared cores: mosquitto, the database, the workers "
+           "and, for the fleet, the simulator all run on them):", ""]
+    if ("PostgreSQL", 1) in rate:
+        one = rate[("PostgreSQL", 1)]
+        verdict = "meets" if one >= 5000 else "is below"
+        out.append(f"- **1 worker into PostgreSQL: {one:,.0f}/s, {verdict} the 5,000/s target.** "
+                   "The worker is one Python process and CPU-bound: the strict typed read of "
+                   "each message (about 40 % of its time), paho's receive path, the per-batch "
+                   "gap and registry statements and the COPY; PostgreSQL and mosquitto take "
+                   "the other core. More workers on more cores (or hosts) add throughput.")
+    if ("PostgreSQL", 2) in rate and ("PostgreSQL", 1) in rate:
+        out.append(f"- **2 workers into PostgreSQL: "
+                   f"{rate[('PostgreSQL', 2)] / rate[('PostgreSQL', 1)]:.2f}x one worker**, "
+                   "until the two cores are full.")
+    if ("SQLite", 2) in rate:
+        out.append(f"- **SQLite: {rate[('SQLite', 2)] / rate[('SQLite', 1)]:.2f}x with 2 "
+                   "workers**: one writer at a time (`BEGIN IMMEDIATE`), so more workers add "
+                   "contention, not throughput; scale on PostgreSQL.")
+    if fl:
+        out.append(f"- **Fleet: p95 {fl['p95']:.2f} s (target <= 1 s), p99 {fl['p99']:.2f} s.** "
+                   "Latency is the 150 ms batch age plus queueing; the tail comes from the "
+                   "connect wave (one retained `online` status per device) overlapping the "
+                   "first telemetry windows.")
+    return out
 
 
 def main() -> None:
@@ -193,6 +222,9 @@ def main() -> None:
         fl = None if args.skip_fleet or not admin else fleet(_pg_url(admin), args.devices,
                                                              args.duration, folder)
         print(fl, flush=True)
+    if args.skip_fleet:  # a partial run prints its figures but keeps the recorded section
+        print(_body(rows, fl, args))
+        return
     write_section("cloud-ingest", _body(rows, fl, args))
 
 
