@@ -30,11 +30,24 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from scipy import stats as sps
-from scipy.spatial.distance import jensenshannon
 
 # -- histograms --------------------------------------------------------------------------
 
+
+
+def _sps():
+    """scipy.stats, imported on first use (it takes most of a second; configs and CLIs that
+    never score drift should not pay it)."""
+    from scipy import stats
+
+    return stats
+
+
+def jensenshannon(p, q, base=None):
+    """scipy's Jensen-Shannon distance, imported on first use."""
+    from scipy.spatial.distance import jensenshannon as js
+
+    return js(p, q, base=base)
 
 def live_bins(window: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """Mask of bins with mass in the window or the reference (the others are dropped)."""
@@ -110,7 +123,7 @@ def psi_critical_value(n_eff, m_eff, df, level: float):
     Infinite where ``df`` is 0. Scalars in, float out; arrays in, array out.
     """
     df = np.asarray(df)
-    value = np.where(df > 0, null_scale(n_eff, m_eff) * sps.chi2.isf(level, np.maximum(df, 1)),
+    value = np.where(df > 0, null_scale(n_eff, m_eff) * _sps().chi2.isf(level, np.maximum(df, 1)),
                      np.inf)
     return float(value) if value.ndim == 0 else value
 
@@ -118,7 +131,7 @@ def psi_critical_value(n_eff, m_eff, df, level: float):
 def psi_p_value(score, n_eff, m_eff, df):
     """Probability of a PSI at least ``score`` with no drift (1.0 where ``df`` is 0)."""
     df = np.asarray(df)
-    value = np.where(df > 0, sps.chi2.sf(np.asarray(score) / null_scale(n_eff, m_eff),
+    value = np.where(df > 0, _sps().chi2.sf(np.asarray(score) / null_scale(n_eff, m_eff),
                                          np.maximum(df, 1)), 1.0)
     return float(value) if value.ndim == 0 else value
 
@@ -145,14 +158,14 @@ def js_critical_value(n_eff: float, m_eff: float, df: int, level: float) -> floa
     """No-drift JS distance exceeded with probability ``level``: ``sqrt(scale chi2 / 8)``."""
     if df <= 0:
         return float("inf")
-    return float(np.sqrt(null_scale(n_eff, m_eff) * sps.chi2.isf(level, df) / 8.0))
+    return float(np.sqrt(null_scale(n_eff, m_eff) * _sps().chi2.isf(level, df) / 8.0))
 
 
 def js_p_value(distance: float, n_eff: float, m_eff: float, df: int) -> float:
     """Probability of a JS distance at least ``distance`` with no drift."""
     if df <= 0:
         return 1.0
-    return float(sps.chi2.sf(8.0 * distance**2 / null_scale(n_eff, m_eff), df))
+    return float(_sps().chi2.sf(8.0 * distance**2 / null_scale(n_eff, m_eff), df))
 
 
 def chi2_homogeneity(window: np.ndarray, reference: np.ndarray) -> tuple[float, int, float]:
@@ -166,7 +179,7 @@ def chi2_homogeneity(window: np.ndarray, reference: np.ndarray) -> tuple[float, 
     if live.sum() < 2:
         return 0.0, 0, 1.0
     table = np.vstack([window[live], reference[live]])
-    result = sps.chi2_contingency(table, correction=False)
+    result = _sps().chi2_contingency(table, correction=False)
     return float(result.statistic), int(result.dof), float(result.pvalue)
 
 
@@ -201,7 +214,7 @@ def mean_drop_test(window_mean: float, window_var: float, n: float, reference_me
     se = float(np.sqrt(max(window_var, reference_var) * null_scale(n, m)))
     if se <= 0:
         return drop, 0.0, 0.0 if drop > 0 else 1.0
-    return drop, se * float(sps.norm.isf(level)), float(sps.norm.sf(drop / se))
+    return drop, se * float(_sps().norm.isf(level)), float(_sps().norm.sf(drop / se))
 
 
 # -- many channels ---------------------------------------------------------------------------
