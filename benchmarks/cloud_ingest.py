@@ -178,7 +178,7 @@ def _reading(rows: list[tuple[str, dict]], fl: dict | None) -> list[str]:
         verdict = "meets" if one >= 5000 else "below"
         out.append(f"- **1 worker into PostgreSQL: {one:,.0f}/s, {verdict} the 5,000/s target.** "
                    "The worker is one Python process and CPU-bound: the strict typed read of "
-                   "each message (about 40 % of its time), paho's receive path, the per-batch "
+                   "each message (about a quarter of its time), paho's receive path, the per-batch "
                    "gap and registry statements and the COPY; PostgreSQL and mosquitto take "
                    "the other core. More workers on more cores (or hosts) add throughput.")
     if ("PostgreSQL", 2) in rate and ("PostgreSQL", 1) in rate:
