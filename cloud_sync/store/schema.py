@@ -249,3 +249,49 @@ action_attempts = sa.Table(  # every try of an action: when, how it ended
     sa.Column("error", sa.String(512)),
     sa.UniqueConstraint("action_id", "attempt"),
 )
+
+rollouts = sa.Table(  # one staged rollout of a model version; advanced by the controller
+    "rollouts", metadata,
+    sa.Column("id", ROW_ID, primary_key=True, autoincrement=True),
+    sa.Column("model_name", NAME, nullable=False),
+    sa.Column("model_version", VERSION, nullable=False),
+    sa.Column("fleet", ID),  # the fleet targeted (or the devices' fleet)
+    sa.Column("target", JSON, nullable=False),  # {"fleet": ...} or {"devices": [...]}
+    sa.Column("policy", JSON, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("wave", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("phase_started_at", TIME, nullable=False),
+    sa.Column("created_at", TIME, nullable=False),
+    sa.Column("updated_at", TIME, nullable=False),
+    sa.Column("verdict", JSON),
+    sa.Index(None, "state"),
+)
+
+rollout_devices = sa.Table(  # one device of a rollout: its wave, command and answer
+    "rollout_devices", metadata,
+    sa.Column("id", ROW_ID, primary_key=True, autoincrement=True),
+    sa.Column("rollout_id", ROW_ID, sa.ForeignKey("rollouts.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("device_id", ID, nullable=False),
+    sa.Column("wave", sa.Integer, nullable=False),
+    sa.Column("cmd_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("old_version", VERSION),
+    sa.Column("state", sa.String(24), nullable=False),
+    sa.Column("sent_at", TIME),
+    sa.Column("deadline", TIME),
+    sa.Column("result", JSON),
+    sa.Column("updated_at", TIME, nullable=False),
+    sa.UniqueConstraint("rollout_id", "device_id"),
+)
+
+rollout_events = sa.Table(  # a rollout's timeline
+    "rollout_events", metadata,
+    sa.Column("id", ROW_ID, primary_key=True, autoincrement=True),
+    sa.Column("rollout_id", ROW_ID, sa.ForeignKey("rollouts.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("at", TIME, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("message", sa.String(512), nullable=False),
+    sa.Column("figures", JSON),
+    sa.Index(None, "rollout_id", "at"),
+)

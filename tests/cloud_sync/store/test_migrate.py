@@ -16,7 +16,8 @@ from cloud_sync.store.schema import metadata
 
 TABLES = {"devices", "service_accounts", "messages", "samples", "seq_gaps", "quarantine",
           "ingest_stats", "models", "artifacts", "bundles", "leader_lock", "seq_heads",
-          "drift_scores", "triggers", "actions", "action_attempts", "alembic_version"}
+          "drift_scores", "triggers", "actions", "action_attempts", "rollouts",
+          "rollout_devices", "rollout_events", "alembic_version"}
 
 
 def test_upgrade_from_empty_creates_every_table(db_url):
