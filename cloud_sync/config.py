@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from cloud_sync.rollouts.settings import RolloutSettings
 from cloud_sync.triggers.policy import Triggers
 from edge_agent.errors import ConfigError
 
@@ -104,6 +105,7 @@ class CloudConfig(BaseModel):
     retention: Retention = Field(default_factory=Retention)
     ingest: Ingest = Field(default_factory=Ingest)
     triggers: Triggers = Field(default_factory=Triggers)
+    rollouts: RolloutSettings = Field(default_factory=RolloutSettings)
 
     @property
     def db_url(self) -> str:

@@ -98,3 +98,12 @@ def trigger_jobs(cfg: CloudConfig) -> list[tuple[float, Job, str]]:
     return [(every, _in_transaction(lambda c, now: controller_step(c, cfg, now).to_dict()),
              "drift-controller"),
             (every, lambda engine, now: dict(run_due_actions(engine, cfg, now)), "actions")]
+
+
+def rollout_jobs(cfg: CloudConfig) -> list[tuple[float, Job, str]]:
+    """The rollout controller step every ``rollouts.interval_s`` (none when disabled)."""
+    if not cfg.rollouts.enabled:
+        return []
+    from cloud_sync.rollouts.job import rollout_job
+
+    return [(cfg.rollouts.interval_s, rollout_job(cfg), "rollouts")]

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from cloud_sync.config import CloudConfig
 from cloud_sync.errors import CloudError
 from cloud_sync.leader import Leadership
-from cloud_sync.serve.jobs import Housekeeping, trigger_jobs
+from cloud_sync.serve.jobs import Housekeeping, rollout_jobs, trigger_jobs
 from cloud_sync.serve.supervisor import WorkerSupervisor
 from cloud_sync.store import open_store
 
@@ -79,7 +79,10 @@ def serve(cfg: CloudConfig, options: ServeOptions) -> None:
                                 .run, args=(stop,), name="edgekit-housekeeping"),
                threading.Thread(target=Housekeeping(cfg, engine, lambda: leadership.is_leader,
                                                     trigger_jobs(cfg)).run,
-                                args=(stop,), name="edgekit-controller")]
+                                args=(stop,), name="edgekit-controller"),
+               threading.Thread(target=Housekeeping(cfg, engine, lambda: leadership.is_leader,
+                                                    rollout_jobs(cfg)).run,
+                                args=(stop,), name="edgekit-rollouts")]
     try:
         workers.start()
         for thread in threads:

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-from cloud_sync.api.routers import artifacts, devices, drift, health, ingest, models, triggers
+from cloud_sync.api.routers import (
+    artifacts,
+    devices,
+    drift,
+    health,
+    ingest,
+    models,
+    rollouts,
+    triggers,
+)
 
 ROUTERS = (health.router, devices.router, models.router, artifacts.router, ingest.router,
-           drift.router, triggers.router)
+           drift.router, triggers.router, rollouts.router)
 
 __all__ = ["ROUTERS"]

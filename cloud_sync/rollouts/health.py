@@ -1,0 +1,150 @@
+"""Model health of the devices that took the new version (canary) against control
+devices of the same fleet still on the old version, over the same time window, from
+telemetry rows. Pure figures in, verdict out; every figure is kept in the verdict."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from cloud_sync.rollouts.policy import Thresholds
+from cloud_sync.store.schema import messages
+
+
+@dataclass
+class Figures:
+    """Summed telemetry of a group of devices over the window."""
+
+    devices: int = 0
+    inferences: int = 0
+    errors: int = 0
+    non_finite: int = 0
+    p95_ms: float | None = None
+    confidence_mean: float | None = None
+    class_counts: dict[str, int] = field(default_factory=dict)
+    last_seen: dict[str, float] = field(default_factory=dict)
+
+    def rate(self, count: int) -> float:
+        """``count`` per inference (0 with no inferences)."""
+        return count / self.inferences if self.inferences else 0.0
+
+
+def _payload(row: Any) -> dict[str, Any]:
+    import json
+
+    return json.loads(row) if isinstance(row, str) else (row or {})
+
+
+def figures(conn: Connection, device_ids: list[str], version: str | None, start: float,
+            end: float, exclude: str | None = None) -> Figures:
+    """Telemetry of ``device_ids`` on ``version`` (any but ``exclude`` when None) with
+    ``start <= ts < end``."""
+    out = Figures()
+    if not device_ids:
+        return out
+    m = messages.c
+    query = sa.select(m.device_id, m.ts, m.inferences, m.errors, m.latency_p95,
+                      m.confidence_mean, m.payload).where(
+        m.kind == "telemetry", m.device_id.in_(device_ids), m.ts >= start, m.ts < end)
+    if version is not None:
+        query = query.where(m.model_version == version)
+    elif exclude is not None:
+        query = query.where(m.model_version != exclude)
+    p95s, confs = [], []
+    for row in conn.execute(query):
+        doc, n = _payload(row.payload), row.inferences or 0
+        out.last_seen[row.device_id] = max(out.last_seen.get(row.device_id, 0.0), row.ts)
+        out.inferences += n
+        out.errors += row.errors or 0
+        out.non_finite += int((doc.get("model") or {}).get("non_finite") or 0)
+        if n and row.latency_p95 is not None:
+            p95s.append((row.latency_p95, n))
+        if n and row.confidence_mean is not None:
+            confs.append((row.confidence_mean, n))
+        for cls, count in (doc.get("class_counts") or {}).items():
+            out.class_counts[cls] = out.class_counts.get(cls, 0) + int(count)
+    out.devices = len(out.last_seen)
+    out.p95_ms = _weighted(p95s)
+    out.confidence_mean = _weighted(confs)
+    return out
+
+
+def _weighted(pairs: list[tuple[float, int]]) -> float | None:
+    total = sum(n for _, n in pairs)
+    return sum(v * n for v, n in pairs) / total if total else None
+
+
+def class_distance(a: dict[str, int], b: dict[str, int]) -> float | None:
+    """Jensen-Shannon distance (base 2, in [0, 1]) of two class-count histograms."""
+    keys = sorted(set(a) | set(b))
+    p = np.array([a.get(k, 0) for k in keys], float)
+    q = np.array([b.get(k, 0) for k in keys], float)
+    if not keys or p.sum() == 0 or q.sum() == 0:
+        return None
+    from cloud_sync.drift.stats import js_distance
+
+    return float(js_distance(p, q))
+
+
+@dataclass
+class Verdict:
+    """``ok``, ``bad`` or ``insufficient`` (not enough data yet), why, and the figures."""
+
+    outcome: str
+    reasons: list[str]
+    figures: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON."""
+        return asdict(self)
+
+
+def _comparisons(canary: Figures, control: Figures) -> dict[str, float | None]:
+    out: dict[str, float | None] = {
+        "non_finite_rate": canary.rate(canary.non_finite),
+        "error_rate": canary.rate(canary.errors),
+        "control_error_rate": control.rate(control.errors) if control.inferences else None,
+        "p95_ratio": None, "confidence_drop": None, "class_distance": None}
+    if control.inferences:
+        if canary.p95_ms and control.p95_ms:
+            out["p95_ratio"] = canary.p95_ms / control.p95_ms
+        if canary.confidence_mean is not None and control.confidence_mean is not None:
+            out["confidence_drop"] = control.confidence_mean - canary.confidence_mean
+        out["class_distance"] = class_distance(canary.class_counts, control.class_counts)
+    return out
+
+
+CHECKS = (  # (figure, threshold attribute, how it reads)
+    ("non_finite_rate", "max_non_finite_rate", "NaN/inf output rate"),
+    ("p95_ratio", "max_p95_ratio", "p95 latency ratio to control"),
+    ("confidence_drop", "max_confidence_drop", "mean confidence drop vs control"),
+    ("class_distance", "max_class_distance", "predicted-class JS distance to control"),
+)
+
+
+def judge(canary: Figures, control: Figures, expected: list[str], t: Thresholds,
+          now: float, heartbeat_s: float) -> Verdict:
+    """Compare canary with control; ``expected`` are the devices that should report."""
+    comp = _comparisons(canary, control)
+    silent = {d: round((now - canary.last_seen.get(d, 0.0)) / heartbeat_s, 1)
+              for d in expected if now - canary.last_seen.get(d, 0.0) >
+              t.max_missed_heartbeats * heartbeat_s}
+    figs = {"canary": asdict(canary), "control": asdict(control), **comp,
+            "missed_heartbeats": silent}
+    reasons = [f"{label} {comp[key]:.3g} > {getattr(t, attr):g}" for key, attr, label in CHECKS
+               if comp[key] is not None and comp[key] > getattr(t, attr)]
+    if comp["control_error_rate"] is not None and \
+            comp["error_rate"] - comp["control_error_rate"] > t.max_error_rate_increase:
+        reasons.append(f"error rate {comp['error_rate']:.3g} vs control "
+                       f"{comp['control_error_rate']:.3g}")
+    if canary.devices < t.min_devices or canary.inferences < t.min_inferences:
+        return Verdict("insufficient", [f"{canary.devices} device(s), {canary.inferences} "
+                                        f"inference(s) so far (need {t.min_devices}, "
+                                        f"{t.min_inferences})"], figs)
+    if silent:
+        reasons.append(f"missed heartbeats from {', '.join(sorted(silent))}")
+    return Verdict("bad" if reasons else "ok", reasons, figs)

@@ -1,0 +1,34 @@
+"""The rollout controller as a leader-only serve job: one transaction per step (rows
+first), then the step's commands are published."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from cloud_sync.config import CloudConfig
+from cloud_sync.rollouts.commands import publish
+from cloud_sync.rollouts.machine import controller_step
+from cloud_sync.store import transaction
+
+
+def artifact_signer(cfg: CloudConfig):
+    """(sha256, ttl_s, sent_at) -> a signed artifact URL on the cloud's HTTP API."""
+    from cloud_sync.artifacts import load_url_secret, sign_artifact_url
+
+    base = cfg.rollouts.artifact_base or f"http://{cfg.http}"
+    secret = load_url_secret(cfg.data_dir)
+    return lambda sha256, ttl_s, sent_at: sign_artifact_url(base, sha256, ttl_s, secret,
+                                                            now=sent_at)
+
+
+def rollout_job(cfg: CloudConfig):
+    """The job ``(engine, now) -> report`` run by ``Housekeeping``."""
+    signer = artifact_signer(cfg)
+
+    def run(engine: Engine, now: float) -> dict[str, Any]:
+        with transaction(engine) as conn:
+            report = controller_step(conn, signer, now)
+        return {**report.to_dict(), "published": publish(cfg, report.outgoing, now)}
+    return run

@@ -1,0 +1,181 @@
+"""The rollout state machine, one handler per state (``HANDLERS``), and
+``controller_step``: every decision is a row update in the caller's transaction; the
+commands it implies are returned, to be published after the commit.
+
+    pending -> canary -> baking -> wave -> baking -> ... -> done
+    canary | wave | baking -> halted -> rolling_back -> rolled_back
+
+Moves are conditional on the state read (``UPDATE ... WHERE state = <read>``), so two
+controllers, or a controller and an abort, never both act on one move.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from cloud_sync.registry.models import get_model
+from cloud_sync.rollouts import progress
+from cloud_sync.rollouts.health import figures, judge
+from cloud_sync.rollouts.policy import RolloutPolicy
+from cloud_sync.rollouts.progress import FAILED, FINISHED, SETTLED, TOOK, Step
+from cloud_sync.rollouts.store import TERMINAL, event
+from cloud_sync.store.schema import devices, rollout_devices, rollouts
+
+log = logging.getLogger(__name__)
+
+
+def _move(step: Step, r: Any, state: str, message: str, figs: dict | None = None,
+          **values: Any) -> bool:
+    """``r`` to ``state`` if nobody moved it since it was read; logs the event."""
+    moved = step.conn.execute(sa.update(rollouts).where(
+        rollouts.c.id == r.id, rollouts.c.state == r.state, rollouts.c.wave == r.wave)
+        .values(state=state, updated_at=step.now, **values)).rowcount
+    if moved:
+        event(step.conn, r.id, state, message, step.now, figs)
+        log.info("rollout %d: %s -> %s: %s", r.id, r.state, state, message)
+    return bool(moved)
+
+
+def _rows(step: Step, r: Any) -> list[Any]:
+    return list(step.conn.execute(sa.select(rollout_devices).where(
+        rollout_devices.c.rollout_id == r.id).order_by(rollout_devices.c.device_id)))
+
+
+def _halt(step: Step, r: Any, verdict: dict[str, Any]) -> bool:
+    return _move(step, r, "halted", "; ".join(verdict["reasons"])[:500], verdict["figures"],
+                 verdict=verdict, phase_started_at=step.now)
+
+
+def failure_check(step: Step, r: Any, rows: list[Any], policy: RolloutPolicy) -> bool:
+    """Halt when failed devices are over ``max_failure_pct`` of at least ``min_finished``."""
+    t = policy.thresholds
+    states = Counter(row.state for row in rows)
+    finished = sum(states[s] for s in FINISHED)
+    failed = sum(states[s] for s in FAILED)
+    if finished < t.min_finished or failed * 100.0 / finished <= t.max_failure_pct:
+        return False
+    figs = {"finished": finished, "failed": states["failed"],
+            "rolled_back_on_device": states["rolled_back"],
+            "failure_pct": round(failed * 100.0 / finished, 2),
+            "failed_devices": sorted(row.device_id for row in rows if row.state in FAILED)}
+    return _halt(step, r, {"outcome": "bad", "kind": "failures", "figures": figs, "reasons": [
+        f"{failed} of {finished} finished device(s) failed the update "
+        f"({figs['failure_pct']:g}% > {t.max_failure_pct:g}%)"]})
+
+
+def _start(step: Step, r: Any, policy: RolloutPolicy) -> None:
+    _move(step, r, "canary", "sending to the canary", phase_started_at=step.now)
+
+
+def _deploy(step: Step, r: Any, policy: RolloutPolicy) -> None:
+    rows = _rows(step, r)
+    found = progress.results(step.conn, [x.device_id for x in rows], r.created_at)
+    progress.collect(step, [row for row in rows if row.wave <= r.wave], found)
+    model = get_model(step.conn, r.model_name, r.model_version)
+    bundles = {b.profile: b for b in model.bundles} if model else {}
+    progress.send_updates(step, r, [x for x in _rows(step, r) if x.wave <= r.wave], policy,
+                          bundles)
+    rows = _rows(step, r)
+    if failure_check(step, r, rows, policy):
+        return
+    if all(row.state in SETTLED for row in rows if row.wave <= r.wave):
+        _move(step, r, "baking", f"step {r.wave} installed; baking {policy.bake_s:g} s",
+              phase_started_at=step.now)
+
+
+def health_verdict(step: Step, r: Any, rows: list[Any], policy: RolloutPolicy):
+    """Canary (devices on the new version) vs control (the fleet's other devices, on
+    other versions) over the bake window so far."""
+    took = [row.device_id for row in rows if row.state in TOOK]
+    fleet = [d for (d,) in step.conn.execute(sa.select(devices.c.id).where(
+        devices.c.fleet == r.fleet))]
+    control = [d for d in fleet if d not in set(took)]
+    start = r.phase_started_at
+    canary = figures(step.conn, took, r.model_version, start, step.now + 1)
+    ctrl = figures(step.conn, control, None, start, step.now + 1, exclude=r.model_version)
+    return judge(canary, ctrl, took, policy.thresholds, step.now, policy.heartbeat_s)
+
+
+def _bake(step: Step, r: Any, policy: RolloutPolicy) -> None:
+    rows = _rows(step, r)
+    progress.collect(step, rows, progress.results(step.conn, [x.device_id for x in rows],
+                                                  r.created_at))
+    rows = _rows(step, r)
+    if failure_check(step, r, rows, policy):
+        return
+    verdict = health_verdict(step, r, rows, policy)
+    doc = {**verdict.to_dict(), "kind": "health", "wave": r.wave}
+    elapsed = step.now - r.phase_started_at
+    if verdict.outcome == "bad":
+        _halt(step, r, doc)
+    elif verdict.outcome == "insufficient" and elapsed > policy.bake_limit_s:
+        _halt(step, r, {**doc, "reasons": ["not enough data to judge: " + verdict.reasons[0]]})
+    elif verdict.outcome == "ok" and elapsed >= policy.bake_s:
+        plan = policy.plan(len(rows))
+        if r.wave + 1 >= len(plan):
+            _move(step, r, "done", "every step passed", doc["figures"], verdict=doc)
+        else:
+            _move(step, r, "wave", f"step {r.wave} healthy; sending step {r.wave + 1}",
+                  doc["figures"], verdict=doc, wave=r.wave + 1, phase_started_at=step.now)
+
+
+def _halted(step: Step, r: Any, policy: RolloutPolicy) -> None:
+    for row in _rows(step, r):
+        if row.state == "pending":
+            step.conn.execute(sa.update(rollout_devices).where(rollout_devices.c.id == row.id)
+                              .values(state="skipped", updated_at=step.now,
+                                      result={"error": "rollout halted before sending"}))
+    _move(step, r, "rolling_back", "rolling back every device on the new version")
+
+
+def _rolling_back(step: Step, r: Any, policy: RolloutPolicy) -> None:
+    rows = _rows(step, r)
+    found = progress.results(step.conn, [x.device_id for x in rows], r.created_at)
+    progress.collect(step, rows, found)
+    progress.roll_back(step, r, _rows(step, r), policy, found)
+    open_states = ("sent", *TOOK, "rollback_sent")
+    rows = _rows(step, r)
+    if not any(row.state in open_states for row in rows):
+        counts = Counter(row.state for row in rows)
+        _move(step, r, "rolled_back", "rollback confirmed by "
+              f"{counts['rollback_confirmed']} device(s)", dict(counts))
+
+
+Handler = Callable[[Step, Any, RolloutPolicy], None]
+HANDLERS: dict[str, Handler] = {
+    "pending": _start, "canary": _deploy, "wave": _deploy, "baking": _bake,
+    "halted": _halted, "rolling_back": _rolling_back,
+}
+
+
+@dataclass
+class StepReport:
+    """What one step did: rollouts looked at, states after, commands to publish."""
+
+    rollouts: dict[int, str] = field(default_factory=dict)
+    outgoing: list[progress.Outgoing] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON."""
+        return {"rollouts": self.rollouts, "commands": len(self.outgoing)}
+
+
+def controller_step(conn: Connection, artifact_url: Callable[..., str],
+                    now: float) -> StepReport:
+    """Advance every open rollout by one handler call (idempotent)."""
+    step = Step(conn, now, artifact_url)
+    report = StepReport()
+    for r in conn.execute(sa.select(rollouts).where(rollouts.c.state.notin_(TERMINAL))
+                          .order_by(rollouts.c.id)).all():
+        HANDLERS[r.state](step, r, RolloutPolicy.model_validate(r.policy))
+        report.rollouts[r.id] = conn.execute(sa.select(rollouts.c.state).where(
+            rollouts.c.id == r.id)).scalar()
+    report.outgoing = step.outgoing
+    return report

@@ -1,0 +1,128 @@
+"""Rollout rows: creating a rollout (target, plan, devices), the timeline, reading one or
+all for the API, and abort. The controller's moves are in ``machine``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from cloud_sync.errors import CloudError
+from cloud_sync.registry.models import get_model
+from cloud_sync.rollouts.commands import cmd_id
+from cloud_sync.rollouts.policy import RolloutPolicy
+from cloud_sync.store.schema import devices, rollout_devices, rollout_events, rollouts
+
+TERMINAL = ("done", "rolled_back")
+HALTABLE = ("pending", "canary", "wave", "baking")
+
+
+class RolloutError(CloudError):
+    """A rollout cannot be started or changed as asked."""
+
+
+def event(conn: Connection, rollout_id: int, state: str, message: str, now: float,
+          figures: dict[str, Any] | None = None) -> None:
+    """Append one line to the rollout's timeline."""
+    conn.execute(sa.insert(rollout_events).values(rollout_id=rollout_id, at=now, state=state,
+                                                  message=message[:512], figures=figures))
+
+
+def _targets(conn: Connection, fleet: str | None, device_ids: list[str] | None) -> list[Any]:
+    d = devices.c
+    if device_ids:
+        rows = list(conn.execute(sa.select(devices).where(d.id.in_(device_ids))))
+        missing = sorted(set(device_ids) - {r.id for r in rows})
+        if missing:
+            raise RolloutError(f"unknown device(s): {', '.join(missing)}")
+    elif fleet:
+        rows = list(conn.execute(sa.select(devices).where(d.fleet == fleet)))
+    else:
+        raise RolloutError("a rollout needs a fleet or a list of devices")
+    if not rows:
+        raise RolloutError(f"fleet {fleet!r} has no registered devices")
+    return sorted(rows, key=lambda r: r.id)
+
+
+def _check_bundles(conn: Connection, model: str, version: str, rows: list[Any]) -> None:
+    found = get_model(conn, model, version)
+    if found is None:
+        raise RolloutError(f"model {model} version {version} is not published; "
+                           "publish it with 'edgekit cloud publish'")
+    profiles = {b.profile for b in found.bundles}
+    lacking = sorted({r.profile or "unknown" for r in rows} - profiles)
+    if lacking:
+        raise RolloutError(f"{model} {version} has no bundle for profile(s) "
+                           f"{', '.join(lacking)}; published for {', '.join(sorted(profiles))}")
+
+
+def create_rollout(conn: Connection, model: str, version: str, fleet: str | None,
+                   device_ids: list[str] | None, policy: RolloutPolicy, now: float) -> int:
+    """Insert a ``pending`` rollout with its devices assigned to waves; returns its id."""
+    rows = _targets(conn, fleet, device_ids)
+    _check_bundles(conn, model, version, rows)
+    fleets = {r.fleet for r in rows}
+    target = {"fleet": fleet} if not device_ids else {"devices": [r.id for r in rows]}
+    rid = conn.execute(sa.insert(rollouts).values(
+        model_name=model, model_version=version, fleet=fleet or sorted(fleets)[0],
+        target=target, policy=policy.model_dump(mode="json"), state="pending", wave=0,
+        phase_started_at=now, created_at=now, updated_at=now).returning(rollouts.c.id)).scalar()
+    plan = policy.plan(len(rows))
+    conn.execute(sa.insert(rollout_devices), [
+        {"rollout_id": rid, "device_id": r.id, "wave": next(w for w, c in enumerate(plan)
+                                                            if i < c),
+         "cmd_id": cmd_id(rid, r.id, "u"), "old_version": r.model_version,
+         "state": "skipped" if r.model_version == version else "pending", "updated_at": now}
+        for i, r in enumerate(rows)])
+    event(conn, rid, "pending", f"{model} {version} to {len(rows)} device(s) in "
+          f"{len(plan)} step(s) (canary {plan[0]}, cumulative {plan[1:]})", now,
+          {"plan": plan})
+    return rid
+
+
+def _row(row: Any) -> dict[str, Any]:
+    return dict(row._mapping)
+
+
+def rollout_doc(conn: Connection, rid: int, detail: bool = True) -> dict[str, Any] | None:
+    """A rollout as the API shows it (with devices and timeline when ``detail``)."""
+    row = conn.execute(sa.select(rollouts).where(rollouts.c.id == rid)).first()
+    if row is None:
+        return None
+    doc = _row(row)
+    doc["model"], doc["version"] = doc.pop("model_name"), doc.pop("model_version")
+    devs = [_row(r) for r in conn.execute(sa.select(rollout_devices).where(
+        rollout_devices.c.rollout_id == rid).order_by(rollout_devices.c.device_id))]
+    counts: dict[str, int] = {}
+    for d in devs:
+        counts[d["state"]] = counts.get(d["state"], 0) + 1
+    doc["device_counts"] = counts
+    doc["waves"] = RolloutPolicy.model_validate(doc["policy"]).plan(len(devs))
+    if detail:
+        doc["devices"] = devs
+        doc["timeline"] = [_row(e) for e in conn.execute(sa.select(rollout_events).where(
+            rollout_events.c.rollout_id == rid).order_by(rollout_events.c.id))]
+    return doc
+
+
+def list_rollouts(conn: Connection, limit: int = 100) -> list[dict[str, Any]]:
+    """The newest rollouts first, without devices and timeline."""
+    ids = conn.execute(sa.select(rollouts.c.id).order_by(rollouts.c.id.desc()).limit(limit))
+    return [rollout_doc(conn, rid, detail=False) for (rid,) in ids]
+
+
+def abort_rollout(conn: Connection, rid: int, now: float) -> str:
+    """Halt a running rollout (the controller then rolls it back); returns its state."""
+    row = conn.execute(sa.select(rollouts.c.state).where(rollouts.c.id == rid)).first()
+    if row is None:
+        raise RolloutError(f"no rollout {rid}")
+    if row.state not in HALTABLE:
+        return row.state
+    verdict = {"outcome": "aborted", "reasons": ["aborted by a user"], "figures": {}}
+    done = conn.execute(sa.update(rollouts).where(
+        rollouts.c.id == rid, rollouts.c.state.in_(HALTABLE)).values(
+        state="halted", verdict=verdict, phase_started_at=now, updated_at=now)).rowcount
+    if done:
+        event(conn, rid, "halted", "aborted by a user", now)
+    return "halted" if done else row.state
