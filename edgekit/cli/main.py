@@ -15,7 +15,7 @@ import typer
 
 from edge_agent.errors import EdgekitError
 from edgekit import __version__
-from edgekit.cli import agent, build, bundle, cloud, fleet, keys, profiles
+from edgekit.cli import agent, build, bundle, cloud, fleet, keys, profiles, rollout
 from edgekit.cli.output import fail
 
 NOISY_LOGGERS = ("torchao", "torch.utils._pytree", "absl")
@@ -33,6 +33,7 @@ app.add_typer(bundle.app, name="bundle")
 app.add_typer(agent.app, name="agent")
 app.add_typer(cloud.app, name="cloud")
 app.add_typer(fleet.app, name="fleet")
+app.add_typer(rollout.app, name="rollout")
 app.command("build")(build.build)
 
 
