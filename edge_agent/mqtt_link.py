@@ -172,13 +172,17 @@ class MqttLink:
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Disconnect cleanly (no last will) and end the threads, waiting at most ``timeout``."""
-        self._stop.set()
+        """Disconnect cleanly (no last will) and end the threads, waiting at most ``timeout``.
+
+        Callbacks already handed over finish first, so the messages they took are
+        acknowledged before the connection closes (else the broker would resend them).
+        """
         deadline = time.monotonic() + timeout
-        if self._thread is not None and self._thread.is_alive():
-            self._thread.join(timeout)
         if self._thread is not None:
-            self._dispatcher.stop(max(0.0, deadline - time.monotonic()))
+            self._dispatcher.stop(timeout / 2)
+        self._stop.set()
+        if self._thread is not None and self._thread.is_alive():
+            self._thread.join(max(0.0, deadline - time.monotonic()))
 
     @property
     def connected(self) -> bool:
@@ -293,6 +297,7 @@ class MqttLink:
             if rc != _OK or self._lost is not None:
                 raise LinkError(f"connection to {self.cfg.host}:{self.cfg.port} lost: "
                                 f"{self._lost or mqtt.error_string(rc)}")
+        self._send_acks()  # what the callbacks finished is acknowledged before we go
         client.disconnect()  # clean: the broker discards the last will, keeps the session
 
     def _fill_window(self) -> None:
