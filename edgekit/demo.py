@@ -152,15 +152,34 @@ def serve_on_device(s: DemoSettings, bundle: Path, pub: Path, broker: str) -> di
     x_val, y_val = (t.numpy() for t in splits()["validation"])
     pairs = zip(x_val, y_val, strict=True)
     correct = sum(int(predict_http(http_port, x[None]).argmax() == y) for x, y in pairs)
-    console.print(f"   agent serves {agent.model_info()} on {broker}; classified "
+    console.print(f"   agent serves {_model(agent)} on {broker}; classified "
                   f"{len(y_val)} validation digits over HTTP: accuracy "
                   f"{correct / len(y_val):.4f}", highlight=False)
     tele = watcher.wait("telemetry", lambda d: d["inferences"] > 0, 15)
     if tele:
+        classes = ", ".join(f"{c}: {n}" for c, n in sorted(tele["class_counts"].items()))
+        box = tele["outbox"]
         console.print(f"   telemetry seq {tele['seq']}: {tele['inferences']} inferences, "
-                      f"p50 {tele['latency_ms']['p50']} ms, classes {tele['class_counts']}, "
-                      f"outbox {tele['outbox']}", highlight=False)
+                      f"p50 {tele['latency_ms']['p50']} ms; predicted classes {classes}; "
+                      f"outbox {box['queued']} queued, {box['dropped']} dropped", highlight=False)
     return {"agent": agent, "watcher": watcher, "http_port": http_port, "x": x_val}
+
+
+def _model(agent: Any) -> str:
+    """'digits v2': what an agent serves, for people to read."""
+    info = agent.model_info()
+    return f"{info['name']} v{info['version']}"
+
+
+def _result(doc: dict[str, Any] | None) -> str:
+    """A cmd/result for people: 'ok, phase committed (version 2)' or 'refused: why'."""
+    if doc is None:
+        return "no answer in time"
+    if not doc["ok"]:
+        return f"refused: {doc['error']}"
+    detail = doc["detail"]
+    version = f" (version {detail['version']})" if "version" in detail else ""
+    return f"ok, phase {detail.get('phase', '-')}{version}"
 
 
 def release_v2(bundle: Path, key: Path, pub: Path, out: Path) -> Path:
@@ -198,21 +217,19 @@ def over_the_air(s: DemoSettings, live: dict[str, Any], v2: Path) -> None:
                                     "ts": time.time(), "args": {"url": url, "sha256": sha,
                                                                 "version": "2"}}).encode())
     first = watcher.wait("cmd/result", lambda d: d["cmd_id"] == "update-2", 60)
-    console.print(f"   cmd/result: {first and (first['ok'], first['detail'] or first['error'])}",
-                  highlight=False)
+    console.print(f"   cmd/result: {_result(first)}", highlight=False)
     for x in live["x"][:120]:
         predict_http(live["http_port"], x[None])
     final = watcher.wait("cmd/result", lambda d: d["cmd_id"] == "update-2" and
                          d["detail"].get("final"), 60)
-    console.print(f"   after probation: {final and final['detail']}; serving "
-                  f"{agent.model_info()}", highlight=False)
+    console.print(f"   after probation: {_result(final)}; serving {_model(agent)}",
+                  highlight=False)
     step(6, "a tampered update (sha256 does not match): refused, the model keeps serving")
     watcher.send("cmd", json.dumps({"v": 1, "cmd_id": "update-3", "type": "update",
                                     "ts": time.time(), "args": {"url": url, "sha256": "0" * 64,
                                                                 "version": "3"}}).encode())
     bad = watcher.wait("cmd/result", lambda d: d["cmd_id"] == "update-3", 60)
-    console.print(f"   cmd/result: ok={bad and bad['ok']}: {bad and bad['error']}; serving "
-                  f"{agent.model_info()}", highlight=False)
+    console.print(f"   cmd/result: {_result(bad)}; serving {_model(agent)}", highlight=False)
     server.shutdown()
 
 

@@ -68,9 +68,9 @@ def summary_table(report: dict[str, Any]) -> Table:
     """One row per profile: what was chosen and how it compares with the original (fp32)."""
     table = Table(title=f"edgekit build: baseline {report['metric']} "
                         f"{report['baseline_metric']:.4f}")
-    for column in ("profile", "chosen", "method", "prune", "metric", "ms", "speed-up",
+    for column in ("profile", "chosen", "method", "prune", "metric", "ms", "vs fp32",
                    "kB", "passed"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # wrap in a narrow terminal, never cut
     for name, p in report["profiles"].items():
         kept = sum(c["status"] in ("chosen", "passed") for c in p["candidates"])
         chosen = f"{p.get('format')}/{p.get('precision')}" if p["status"] == "ok" \

@@ -23,6 +23,7 @@ def test_demo_runs_the_whole_loop(tmp_path):
     text = captured.get()
     assert "classified 449 validation digits over HTTP" in text
     assert "telemetry seq" in text
-    assert "'phase': 'committed'" in text and "serving {'name': 'digits', 'version': '2'}" in text
-    assert "ok=False: downloaded bundle sha256" in text
+    assert "after probation: ok, phase committed (version 2); serving digits v2" in text
+    assert "refused: downloaded bundle sha256" in text
+    assert "{'" not in text  # people read this: no Python dicts
     assert (tmp_path / "demo" / "build" / "report.json").is_file()
