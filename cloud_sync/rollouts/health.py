@@ -108,10 +108,12 @@ def _comparisons(canary: Figures, control: Figures) -> dict[str, float | None]:
         "non_finite_rate": canary.rate(canary.non_finite),
         "error_rate": canary.rate(canary.errors),
         "control_error_rate": control.rate(control.errors) if control.inferences else None,
-        "p95_ratio": None, "confidence_drop": None, "class_distance": None}
+        "p95_ratio": None, "p95_diff_ms": None, "confidence_drop": None,
+        "class_distance": None}
     if control.inferences:
         if canary.p95_ms and control.p95_ms:
             out["p95_ratio"] = canary.p95_ms / control.p95_ms
+            out["p95_diff_ms"] = canary.p95_ms - control.p95_ms
         if canary.confidence_mean is not None and control.confidence_mean is not None:
             out["confidence_drop"] = control.confidence_mean - canary.confidence_mean
         out["class_distance"] = class_distance(canary.class_counts, control.class_counts)
@@ -127,16 +129,19 @@ CHECKS = (  # (figure, threshold attribute, how it reads)
 
 
 def judge(canary: Figures, control: Figures, expected: list[str], t: Thresholds,
-          now: float, heartbeat_s: float) -> Verdict:
-    """Compare canary with control; ``expected`` are the devices that should report."""
+          now: float, heartbeat_s: float, since: float) -> Verdict:
+    """Compare canary with control; ``expected`` are the devices that should report (silence
+    counts from their last telemetry on the new version, or from ``since``)."""
     comp = _comparisons(canary, control)
-    silent = {d: round((now - canary.last_seen.get(d, 0.0)) / heartbeat_s, 1)
-              for d in expected if now - canary.last_seen.get(d, 0.0) >
-              t.max_missed_heartbeats * heartbeat_s}
+    quiet = {d: now - max(canary.last_seen.get(d, since), since) for d in expected}
+    silent = {d: round(s / heartbeat_s, 1) for d, s in quiet.items()
+              if s > t.max_missed_heartbeats * heartbeat_s}
     figs = {"canary": asdict(canary), "control": asdict(control), **comp,
             "missed_heartbeats": silent}
+    noise = comp["p95_diff_ms"] is not None and comp["p95_diff_ms"] < t.p95_floor_ms
     reasons = [f"{label} {comp[key]:.3g} > {getattr(t, attr):g}" for key, attr, label in CHECKS
-               if comp[key] is not None and comp[key] > getattr(t, attr)]
+               if comp[key] is not None and comp[key] > getattr(t, attr)
+               and not (key == "p95_ratio" and noise)]
     if comp["control_error_rate"] is not None and \
             comp["error_rate"] - comp["control_error_rate"] > t.max_error_rate_increase:
         reasons.append(f"error rate {comp['error_rate']:.3g} vs control "

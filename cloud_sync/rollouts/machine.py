@@ -100,7 +100,7 @@ def health_verdict(step: Step, r: Any, rows: list[Any], policy: RolloutPolicy):
     start = r.phase_started_at
     canary = figures(step.conn, took, r.model_version, start, step.now + 1)
     ctrl = figures(step.conn, control, None, start, step.now + 1, exclude=r.model_version)
-    return judge(canary, ctrl, took, policy.thresholds, step.now, policy.heartbeat_s)
+    return judge(canary, ctrl, took, policy.thresholds, step.now, policy.heartbeat_s, start)
 
 
 def _bake(step: Step, r: Any, policy: RolloutPolicy) -> None:

@@ -22,6 +22,7 @@ class Thresholds(BaseModel):
     max_non_finite_rate: float = Field(0.01, ge=0)
     max_error_rate_increase: float = Field(0.05, ge=0)
     max_p95_ratio: float = Field(3.0, gt=0)
+    p95_floor_ms: float = Field(2.0, ge=0)  # slower by less than this is timer noise
     max_confidence_drop: float = Field(0.15, ge=0)
     max_class_distance: float = Field(0.5, ge=0, le=1)
     max_missed_heartbeats: float = Field(6.0, gt=0)

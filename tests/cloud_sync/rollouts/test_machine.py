@@ -238,3 +238,34 @@ def test_policy_checks():
     with pytest.raises(ValueError, match="waves"):
         RolloutPolicy(waves=[50])
     assert RolloutPolicy(canary_percent=25, waves=[50, 100]).plan(8) == [2, 4, 8]
+
+
+def test_a_slower_canary_halts_but_timer_noise_does_not(engine):
+    rid = _to_baking(engine)
+    with transaction(engine) as conn:
+        for t in range(4, 8):
+            telemetry(conn, "d1", "2", float(t), p95=0.9)  # 4.5x but 0.7 ms: noise
+            telemetry(conn, "d2", "1", float(t), p95=0.2)
+    _step(engine, 8.0)
+    assert _doc(engine, rid)["state"] == "baking"
+    with transaction(engine) as conn:
+        for t in range(8, 10):
+            telemetry(conn, "d1", "2", float(t), inferences=200, p95=40.0)
+    _step(engine, 10.0)
+    verdict = _doc(engine, rid)["verdict"]
+    assert any("p95 latency ratio" in r for r in verdict["reasons"]), verdict["reasons"]
+
+
+def test_a_silent_canary_device_halts_on_missed_heartbeats(engine):
+    rid = _to_baking(engine, canary_count=2, thresholds={"min_inferences": 20,
+                                                         "max_missed_heartbeats": 2})
+    _install(engine, rid, "d2", 4.0)
+    _step(engine, 5.0)
+    assert _doc(engine, rid)["state"] == "baking"
+    _traffic(engine, 5, 12, new={"d1"})  # d2 on v2 says nothing
+    _step(engine, 12.0)
+    assert _doc(engine, rid)["state"] == "baking"  # 7 s of silence < 2 x 5 s
+    _traffic(engine, 12, 17, new={"d1"})
+    _step(engine, 17.0)
+    doc = _doc(engine, rid)
+    assert doc["state"] == "halted" and "missed heartbeats from d2" in doc["verdict"]["reasons"]
