@@ -16,7 +16,6 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-import sqlalchemy as sa
 from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud_sync.artifacts import load_url_secret, sign_artifact_url
@@ -24,25 +23,12 @@ from edge_agent.bundle.archive import file_digest
 from edgekit.local_broker import free_port
 from tests.brokers import Mosquitto
 from tests.cli import run_main
+from tests.cloud_sync.rollouts.fleet import rows as _rows
+from tests.cloud_sync.rollouts.fleet import wait_for as _wait
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "fleet-test-token-0123456789"
 DEVICES = ("pi-a", "pi-b")
-
-
-def _wait(what, timeout: float, label: str, show=lambda: ""):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = what()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {label}: {show()}")
-
-
-def _rows(engine, sql: str, **params) -> list:
-    with engine.connect() as conn:
-        return list(conn.execute(sa.text(sql), params))
 
 
 def _cli_json(capsys, *args: str) -> dict:
