@@ -135,14 +135,7 @@ class Outbox:
             self._check_payload(kind, payload)
             if also is not None:
                 also(self._db, payload)
-            now = time.time()
-            self._db.execute(
-                "INSERT INTO messages (kind, seq, topic, payload, retain, created) "
-                "VALUES (?, ?, ?, ?, ?, ?)", (kind, seq, topic, payload, int(retain), now))
-            self._queued += 1
-            self._bytes += len(payload)
-            self._expire(now)
-            self._enforce_size()
+            self._insert(kind, seq, topic, payload, retain)
         return seq
 
     def allocate_seq(self, kind: str) -> int:
@@ -162,13 +155,7 @@ class Outbox:
         """Queue a payload that already carries its seq (a stored result sent again)."""
         with self._lock, self._transaction():
             self._check_payload(kind, payload)
-            now = time.time()
-            self._db.execute(
-                "INSERT INTO messages (kind, seq, topic, payload, retain, created) "
-                "VALUES (?, ?, ?, ?, 0, ?)", (kind, 0, topic, bytes(payload), now))
-            self._queued += 1
-            self._bytes += len(payload)
-            self._enforce_size()
+            self._insert(kind, 0, topic, bytes(payload), False)
 
     def run(self, work: Callable[[sqlite3.Connection], object]) -> object:
         """Run ``work(db)`` in one write transaction of this file (for the command journal)."""
@@ -235,6 +222,17 @@ class Outbox:
     def _load_totals(self) -> None:
         self._queued, self._bytes = self._db.execute(
             "SELECT count(*), coalesce(sum(length(payload)), 0) FROM messages").fetchone()
+
+    def _insert(self, kind: str, seq: int, topic: str, payload: bytes, retain: bool) -> None:
+        """Store one checked message and apply the caps (inside the caller's transaction)."""
+        now = time.time()
+        self._db.execute(
+            "INSERT INTO messages (kind, seq, topic, payload, retain, created) "
+            "VALUES (?, ?, ?, ?, ?, ?)", (kind, seq, topic, payload, int(retain), now))
+        self._queued += 1
+        self._bytes += len(payload)
+        self._expire(now)
+        self._enforce_size()
 
     def _next_seq(self, kind: str) -> int:
         if not isinstance(kind, str) or not kind:
