@@ -31,17 +31,23 @@ class Decision:
     reason: str
 
 
-def _drifting(windows: list[dict[str, DriftResult] | None]) -> int:
-    return sum(1 for w in windows if w is not None and any_drift(w))
+def _drifting(windows: list[dict[str, DriftResult] | None],
+              kinds: tuple[str, ...] | None = None) -> int:
+    """Windows with a drift verdict in one of ``kinds`` (every kind when None)."""
+    def counted(w: dict[str, DriftResult]) -> dict[str, DriftResult]:
+        return w if kinds is None else {k: r for k, r in w.items() if k in kinds}
+    return sum(1 for w in windows if w is not None and any_drift(counted(w)))
 
 
 def decide(group: GroupScores, policy: TriggerPolicy) -> Decision:
     """Apply the k-of-n rule to a group's scores."""
     if group.skipped:
         return Decision(False, (), False, group.skipped)
-    devices = tuple(d for d, ws in group.devices.items() if _drifting(ws) >= policy.k)
-    fleet_holds = policy.fleet_wide and _drifting(group.fleet) >= policy.k
-    rule = f"drift on >= {policy.k} of the last {policy.n} windows of {policy.window_s:g} s"
+    kinds = policy.kinds
+    devices = tuple(d for d, ws in group.devices.items() if _drifting(ws, kinds) >= policy.k)
+    fleet_holds = policy.fleet_wide and _drifting(group.fleet, kinds) >= policy.k
+    rule = (f"{'/'.join(kinds)} drift on >= {policy.k} of the last {policy.n} windows of "
+            f"{policy.window_s:g} s")
     if len(devices) >= policy.min_devices:
         return Decision(True, devices, fleet_holds,
                         f"{len(devices)} device(s) (>= {policy.min_devices}) with {rule}")
@@ -85,18 +91,19 @@ def evidence(group: GroupScores, decision: Decision, policy: TriggerPolicy) -> d
     """What a trigger shows: windows, scores vs thresholds with both sample sizes, the top
     drifting channels and the devices affected."""
     affected = decision.devices[:MAX_EVIDENCE_DEVICES]
-    devices = [{"device_id": d, "windows_drifting": _drifting(group.devices[d]),
+    devices = [{"device_id": d, "windows_drifting": _drifting(group.devices[d], policy.kinds),
                 "kinds": sorted({r.kind for w in group.devices[d] if w for r in w.values()
                                  if r.verdict == DRIFT}),
                 "scores": _scores(group.devices[d], group.bounds)} for d in affected]
     fleet, model, version = group.key
     return {"fleet": fleet, "model": model, "version": version, "reason": decision.reason,
             "rule": {"k": policy.k, "n": policy.n, "window_s": policy.window_s,
-                     "min_devices": policy.min_devices, "fleet_wide": policy.fleet_wide},
+                     "min_devices": policy.min_devices, "fleet_wide": policy.fleet_wide,
+                     "kinds": list(policy.kinds)},
             "windows": [list(b) for b in group.bounds],
             "devices_checked": len(group.devices), "devices_affected": list(decision.devices),
             "devices": devices, "devices_truncated": len(decision.devices) > len(affected),
             "fleet_scores": {"holds": decision.fleet_holds,
-                             "windows_drifting": _drifting(group.fleet),
+                             "windows_drifting": _drifting(group.fleet, policy.kinds),
                              "scores": _scores(group.fleet, group.bounds)},
             "top_channels": top_channels(group, decision.devices)}

@@ -81,6 +81,12 @@ class TriggerPolicy(BaseModel):
     min_devices: int = Field(2, ge=1)
     fleet_wide: bool = True
     """Also fire when the pooled fleet window drifts on k of n windows."""
+    kinds: tuple[Literal["input", "output", "confidence"], ...] = Field(
+        ("input", "output", "confidence"), min_length=1)
+    """The drift kinds that count: a window drifts when one of these does. Leave out
+    ``input`` to retrain only when the model's answers move (class mix, confidence), not
+    when inputs shift in ways the model takes in its stride (e.g. after it was retrained
+    on a mixture of old and new inputs, each device differs from the mixture)."""
     cooldown_s: float = Field(DAY, gt=0)
     drift: dict[str, Any] = Field(default_factory=dict)
     """``cloud_sync.drift.DriftConfig`` settings (alpha, min_inferences, floors...)."""

@@ -142,3 +142,38 @@ def test_a_group_that_cannot_be_scored_is_skipped_not_fatal(engine, make_trigger
         report = controller_step(conn, cfg, T0 + 3 * WINDOW_S)
     assert len(report.fired) == 1 and list(report.skipped) == ["f2/sim-model/2"]
     assert "bin" in report.skipped["f2/sim-model/2"]
+
+
+
+def _window(verdicts: dict[str, str]):
+    from cloud_sync.drift.scores import DriftResult
+
+    return {kind: DriftResult(kind, "stat", "device", "m", "1", 0.0, 60.0, 500, verdict)
+            for kind, verdict in verdicts.items()}
+
+
+def test_only_the_policy_kinds_count():
+    """Input drift alone fires the default policy, not one that counts output and
+    confidence only (a model that takes the new inputs in its stride)."""
+    from cloud_sync.triggers.decide import decide, evidence
+    from cloud_sync.triggers.policy import TriggerPolicy
+    from cloud_sync.triggers.scoring import GroupScores
+
+    inputs_only = _window({"input": "drift", "output": "ok", "confidence": "ok"})
+    answers = _window({"input": "ok", "output": "ok", "confidence": "drift"})
+    bounds = [(0.0, 60.0), (60.0, 120.0), (120.0, 180.0)]
+
+    def group(window):
+        return GroupScores(("f", "m", "1"), bounds, {d: [window] * 3 for d in ("a", "b")},
+                           [window] * 3)
+
+    default = TriggerPolicy(k=2, n=3, min_devices=2)
+    answering = TriggerPolicy(k=2, n=3, min_devices=2, kinds=["output", "confidence"])
+    assert decide(group(inputs_only), default).fire
+    assert not decide(group(inputs_only), answering).fire
+    decision = decide(group(answers), answering)
+    assert decision.fire and "output/confidence drift" in decision.reason
+    ev = evidence(group(answers), decision, answering)
+    assert ev["rule"]["kinds"] == ["output", "confidence"]
+    with pytest.raises(ValueError, match="kinds"):
+        TriggerPolicy(kinds=["latency"])
