@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import json
+import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -42,6 +45,11 @@ class AgentConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     http: str | None = None  # "127.0.0.1:8080"; None = no HTTP API
+    http_token: str | None = None  # bearer token; else http_token_file, else $EDGEKIT_AGENT_TOKEN
+    http_token_file: str | None = None
+    measure: bool = True  # POST /v1/measure: time candidate models sent by a build
+    measure_max_bytes: int = 64 << 20
+    measure_max_runs: int = 10_000
     telemetry_interval_s: float = 10.0
     sample_rate_per_min: float = 6.0
     sample_max_bytes: int = 64 << 10
@@ -89,15 +97,31 @@ class AgentConfig:
         if not self.pubkeys:
             raise ConfigError("no trusted public key; set 'pubkeys' (or --pubkey)")
         for name in ("telemetry_interval_s", "sample_max_bytes", "outbox_max_bytes",
-                     "max_inflight", "max_input_bytes"):
+                     "max_inflight", "max_input_bytes", "measure_max_bytes", "measure_max_runs"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"setting '{name}' must be > 0, got {getattr(self, name)}")
         if not 0.0 <= self.low_confidence <= 1.0:
             raise ConfigError("setting 'low_confidence' must be between 0 and 1")
         if self.http is not None:
-            parse_host_port(self.http)
+            check_http_exposure(self.http, self.resolved_http_token())
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("mTLS needs both 'tls_cert' and 'tls_key'")
+
+    def resolved_http_token(self) -> str | None:
+        """The HTTP API's bearer token: ``http_token``, the file's, or $EDGEKIT_AGENT_TOKEN."""
+        token = self.http_token
+        if token is None and self.http_token_file:
+            try:
+                token = Path(self.http_token_file).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"cannot read http_token_file {self.http_token_file}: "
+                                  f"{exc.strerror}") from exc
+        if token is None:
+            token = os.environ.get(TOKEN_ENV) or None
+        if token is not None and len(token) < MIN_TOKEN_CHARS:
+            raise ConfigError(f"the HTTP token must be at least {MIN_TOKEN_CHARS} characters; "
+                              f"make one with: {TOKEN_HINT}")
+        return token
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON-ready), e.g. to write a config file."""
@@ -111,6 +135,37 @@ def _update_policy(doc: dict[str, Any]) -> UpdatePolicy:
         raise ConfigError(f"unknown update setting '{unknown[0]}'; "
                           f"known: {', '.join(sorted(known))}")
     return UpdatePolicy(**doc)
+
+
+TOKEN_ENV = "EDGEKIT_AGENT_TOKEN"
+MIN_TOKEN_CHARS = 16
+TOKEN_HINT = 'python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_http_exposure(address: str, token: str | None) -> None:
+    """Refuse an HTTP API reachable beyond this machine without a token (ConfigError)."""
+    host, _port = parse_host_port(address)
+    if token is None and not is_loopback(host):
+        raise ConfigError(f"the HTTP API on {address} is reachable beyond this machine and "
+                          f"needs a token: set 'http_token' or 'http_token_file' "
+                          f"(--http-token-file) or ${TOKEN_ENV}; make one with: {TOKEN_HINT}")
+
+
+def token_matches(header: str | None, token: str) -> bool:
+    """Whether an ``Authorization`` header carries ``Bearer <token>`` (constant time)."""
+    scheme, _, given = (header or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(),
+                                                              token.encode())
 
 
 def parse_host_port(text: str) -> tuple:

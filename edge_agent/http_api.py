@@ -4,8 +4,16 @@
                       (Content-Type ``application/x-npy``) -> ``{"outputs": [...], ...}``;
                       with ``Accept: application/x-npy`` the first output comes back as .npy
                       bytes (no JSON float formatting: the fast path for large outputs)
+``POST /v1/measure``  time a candidate model in a separate runtime instance (see
+                      ``edge_agent.measure`` for the body); 429 while another runs,
+                      403 when ``measure: false``
+``GET /v1/measure``   whether measuring is enabled, its limits, and the device
 ``GET /healthz``      200 with the model served, or 503
 ``GET /metrics``      Prometheus text format
+
+With a token configured (``http_token``, ``http_token_file`` or $EDGEKIT_AGENT_TOKEN), every
+endpoint but ``/healthz`` needs ``Authorization: Bearer <token>`` (401 otherwise); the API
+refuses to listen beyond loopback without one.
 """
 
 from __future__ import annotations
@@ -19,9 +27,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edge_agent.config import parse_host_port
+from edge_agent.config import check_http_exposure, parse_host_port, token_matches
 from edge_agent.errors import EdgekitError
 from edge_agent.inputs import InputError
+from edge_agent.measure import (
+    CONTENT_TYPE,
+    MeasureBusy,
+    MeasureError,
+    MeasureLimits,
+    Measurer,
+    device_info,
+)
 
 if TYPE_CHECKING:
     from edge_agent.agent import Agent
@@ -83,7 +99,22 @@ def prometheus_text(agent: Agent) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _handler(agent: Agent) -> type:
+def _device(agent: Agent) -> dict[str, Any]:
+    profile = agent.cfg.profile or agent.active.bundle.manifest.profile
+    return device_info(agent.cfg.device_id, profile)
+
+
+def _measure_info(agent: Agent, measurer: Measurer | None) -> dict[str, Any]:
+    doc: dict[str, Any] = {"enabled": measurer is not None, "device": _device(agent)}
+    if measurer is not None:
+        doc["limits"] = {"max_bytes": measurer.limits.max_bytes,
+                         "max_runs": measurer.limits.max_runs,
+                         "max_warmup": measurer.limits.max_warmup,
+                         "max_rounds": measurer.limits.max_rounds}
+    return doc
+
+
+def _handler(agent: Agent, token: str | None, measurer: Measurer | None) -> type:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         # one buffered write per response and no Nagle: avoids the 40 ms delayed-ACK stall
@@ -94,8 +125,11 @@ def _handler(agent: Agent) -> type:
         def log_message(self, fmt: str, *args: Any) -> None:
             log.debug("http: " + fmt, *args)
 
-        def _send(self, status: int, body: bytes, ctype: str = "application/json") -> None:
+        def _send(self, status: int, body: bytes, ctype: str = "application/json",
+                  headers: tuple[tuple[str, str], ...] = ()) -> None:
             self.send_response(status)
+            for name, value in headers:
+                self.send_header(name, value)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -104,25 +138,38 @@ def _handler(agent: Agent) -> type:
         def _json(self, status: int, doc: dict[str, Any]) -> None:
             self._send(status, json.dumps(doc).encode())
 
+        def _authorized(self) -> bool:
+            if token is None or self.path == "/healthz" or token_matches(
+                    self.headers.get("Authorization"), token):
+                return True
+            self.close_connection = True  # an unread request body must not be taken as a request
+            body = json.dumps({"error": "missing or wrong token; send 'Authorization: Bearer "
+                                        "<token>' with the agent's http_token"}).encode()
+            self._send(401, body, headers=(("WWW-Authenticate", "Bearer"),))
+            return False
+
         def do_GET(self) -> None:
+            if not self._authorized():
+                return
             if self.path == "/healthz":
                 self._json(200, {"status": "ok", "model": agent.model_info(),
                                  "probation": agent.probation is not None})
             elif self.path == "/metrics":
                 self._send(200, prometheus_text(agent).encode(), "text/plain; version=0.0.4")
+            elif self.path == "/v1/measure":
+                self._json(200, _measure_info(agent, measurer))
             else:
                 self._json(404, {"error": f"no such endpoint {self.path}"})
 
         def do_POST(self) -> None:
+            if not self._authorized():
+                return
+            routes = {"/v1/predict": self._predict, "/v1/measure": self._measure}
             try:
-                outputs = self._predict()
-                if "application/x-npy" in self.headers.get("Accept", ""):
-                    buf = io.BytesIO()
-                    np.save(buf, outputs[0], allow_pickle=False)
-                    self._send(200, buf.getvalue(), "application/x-npy")
-                    return
-                status = 200
-                doc = {"outputs": [o.tolist() for o in outputs], "model": agent.model_info()}
+                if self.path not in routes:
+                    raise HttpError(404, f"no such endpoint {self.path}")
+                routes[self.path]()
+                return
             except HttpError as exc:
                 status, doc = exc.status, {"error": str(exc)}
             except InputError as exc:
@@ -134,19 +181,47 @@ def _handler(agent: Agent) -> type:
                 status, doc = 500, {"error": str(exc)}
             self._json(status, doc)
 
-        def _predict(self) -> list[np.ndarray]:
-            if self.path != "/v1/predict":
-                raise HttpError(404, f"no such endpoint {self.path}")
+        def _body(self, limit: int) -> bytes:
             try:
                 length = int(self.headers.get("Content-Length") or 0)
             except ValueError as exc:
                 raise HttpError(400, "Content-Length must be a number of bytes") from exc
             if length <= 0:
                 raise HttpError(411, "a Content-Length header with the body size is required")
-            if length > MAX_BODY:
-                raise HttpError(413, f"body of {length} bytes is over the {MAX_BODY} limit")
-            inputs = parse_body(self.headers.get("Content-Type", ""), self.rfile.read(length))
-            return agent.predict(*inputs)
+            if length > limit:
+                self.close_connection = True  # the unread body must not be taken as a request
+                raise HttpError(413, f"body of {length} bytes is over the {limit} limit")
+            return self.rfile.read(length)
+
+        def _predict(self) -> None:
+            inputs = parse_body(self.headers.get("Content-Type", ""), self._body(MAX_BODY))
+            outputs = agent.predict(*inputs)
+            if "application/x-npy" in self.headers.get("Accept", ""):
+                buf = io.BytesIO()
+                np.save(buf, outputs[0], allow_pickle=False)
+                self._send(200, buf.getvalue(), "application/x-npy")
+            else:
+                self._json(200, {"outputs": [o.tolist() for o in outputs],
+                                 "model": agent.model_info()})
+
+        def _measure(self) -> None:
+            if measurer is None:
+                self.close_connection = True
+                raise HttpError(403, "measuring is disabled on this agent; set 'measure: true' "
+                                     "in its config to allow it")
+            kind = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            if kind != CONTENT_TYPE:
+                self.close_connection = True
+                raise HttpError(415, f"send the measure request as {CONTENT_TYPE} "
+                                     "(edge_agent.measure.encode_request)")
+            body = self._body(measurer.limits.max_bytes)
+            try:
+                result = measurer.run(body, _device(agent))
+            except MeasureBusy as exc:
+                raise HttpError(429, str(exc)) from exc
+            except MeasureError as exc:
+                raise HttpError(400, str(exc)) from exc
+            self._json(200, result.to_dict())
 
     return Handler
 
@@ -154,7 +229,13 @@ def _handler(agent: Agent) -> type:
 def serve(agent: Agent, address: str) -> ThreadingHTTPServer:
     """Start the HTTP API on ``host:port`` in a daemon thread; returns the server."""
     host, port = parse_host_port(address)
-    server = ThreadingHTTPServer((host, port), _handler(agent))
+    token = agent.cfg.resolved_http_token()
+    check_http_exposure(address, token)
+    measurer = None
+    if agent.cfg.measure:
+        measurer = Measurer(MeasureLimits(max_bytes=agent.cfg.measure_max_bytes,
+                                          max_runs=agent.cfg.measure_max_runs))
+    server = ThreadingHTTPServer((host, port), _handler(agent, token, measurer))
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="edgekit-http", daemon=True).start()
     return server

@@ -18,7 +18,7 @@ app = typer.Typer(help="Run models on the device: serve, report telemetry, updat
 # CLI flag -> config key; a flag left unset keeps the config file's value.
 _FLAGS = ("bundle", "device_id", "fleet", "broker", "pubkeys", "state_dir", "http",
           "telemetry_interval_s", "username", "password", "tls_ca", "tls_cert", "tls_key",
-          "profile")
+          "profile", "http_token_file", "measure")
 
 
 def read_config_file(path: Path) -> dict:
@@ -65,6 +65,11 @@ def run(
     pubkey: list[Path] = typer.Option(None, "--pubkey", help="Trusted public key (repeatable)."),
     state_dir: Path = typer.Option(None, "--state-dir", help="Where models and the outbox live."),
     http: str = typer.Option(None, "--http", help="Serve the HTTP API on HOST:PORT."),
+    http_token_file: Path = typer.Option(
+        None, "--http-token-file", help="File holding the HTTP API's bearer token (or set "
+        "$EDGEKIT_AGENT_TOKEN); required when --http listens beyond loopback."),
+    measure: bool = typer.Option(None, "--measure/--no-measure", help="Allow builds to time "
+                                 "candidate models here (POST /v1/measure; default on)."),
     telemetry_interval: float = typer.Option(None, "--telemetry-interval", help="Seconds."),
     username: str = typer.Option(None, "--username"),
     password: str = typer.Option(None, "--password", envvar="EDGEKIT_MQTT_PASSWORD"),
@@ -78,6 +83,7 @@ def run(
 
     cfg = build_config(config, bundle=bundle, device_id=device_id, fleet=fleet, broker=broker,
                        pubkeys=pubkey, state_dir=state_dir, http=http,
+                       http_token_file=http_token_file, measure=measure,
                        telemetry_interval_s=telemetry_interval, username=username,
                        password=password, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
                        profile=profile)
