@@ -6,7 +6,7 @@
                       bytes (no JSON float formatting: the fast path for large outputs)
 ``POST /v1/measure``  time a candidate model in a separate runtime instance (see
                       ``edge_agent.measure`` for the body); 429 while another runs,
-                      403 when ``measure: false``
+                      409 while a new model is on probation, 403 when ``measure: false``
 ``GET /v1/measure``   whether measuring is enabled, its limits, and the device
 ``GET /healthz``      200 with the model served, or 503
 ``GET /metrics``      Prometheus text format
@@ -215,6 +215,9 @@ def _handler(agent: Agent, token: str | None, measurer: Measurer | None) -> type
                 raise HttpError(415, f"send the measure request as {CONTENT_TYPE} "
                                      "(edge_agent.measure.encode_request)")
             body = self._body(measurer.limits.max_bytes)
+            if agent.probation is not None:
+                raise HttpError(409, "the agent is on probation with a new model and measuring "
+                                     "now would skew its health checks; retry once it commits")
             try:
                 result = measurer.run(body, _device(agent))
             except MeasureBusy as exc:

@@ -20,8 +20,9 @@ Request body (``Content-Type: application/x-edgekit-measure``): an ``.npz`` arch
 
 ``encode_request`` writes such a body. The answer is JSON (``MeasureResult.to_dict``):
 ``median_ms``, ``round_medians_ms``, ``p95_ms``, ``min_ms``, ``runs``, ``warmup``,
-``rounds``, ``threads``, ``runtime``, ``providers`` (ONNX Runtime's actual providers, or
-the TFLite delegate), ``load_ms`` and ``device`` (id, profile, arch, cpus).
+``rounds``, ``threads``, ``runtime``, ``runtime_version``, ``providers`` (ONNX Runtime's
+actual providers, or the TFLite delegate), ``load_ms`` and ``device`` (id, profile, arch,
+cpus).
 ``GET /v1/measure`` tells a client whether measuring is enabled, its limits and the device.
 """
 
@@ -39,6 +40,7 @@ import threading
 import time
 import zipfile
 from dataclasses import asdict, dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
@@ -97,6 +99,7 @@ class MeasureResult:
     rounds: int
     threads: int
     runtime: str
+    runtime_version: str
     providers: list[str]
     load_ms: float
     device: dict[str, Any] = field(default_factory=dict)
@@ -226,6 +229,23 @@ def device_info(device_id: str, profile: str | None) -> dict[str, Any]:
             "cpus": os.cpu_count() or 1}
 
 
+# runtime (Session.backend) -> the distributions that may provide it, preferred first
+_DISTRIBUTIONS = {
+    "onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino"),
+    "litert": ("ai-edge-litert", "tflite-runtime"),
+}
+
+
+def runtime_version(backend: str) -> str:
+    """The installed version of a runtime, or "unknown"."""
+    for dist in _DISTRIBUTIONS.get(backend, ()):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return "unknown"
+
+
 def _timed(run: Callable[[], Any], count: int) -> list[float]:
     times = []
     for _ in range(count):
@@ -284,6 +304,7 @@ def _time_session(session: Any, req: MeasureRequest, device: dict[str, Any],
         median_ms=min(medians), round_medians_ms=medians, p95_ms=_p95(every),
         min_ms=min(every), runs=per_round * req.rounds, warmup=req.warmup, rounds=req.rounds,
         threads=int(req.options.get("threads", 0)), runtime=session.backend,
+        runtime_version=runtime_version(session.backend),
         providers=_providers(session, req.options), load_ms=load_ms, device=device)
 
 

@@ -53,6 +53,8 @@ _STATUS_HINTS = {
     403: "the agent at {url} has measuring disabled: set 'measure: true' in its config",
     404: "the agent at {url} has no /v1/measure endpoint: upgrade it to an edgekit agent "
          "that can measure",
+    409: "the agent at {url} is on probation with a new model and will not measure "
+         "until it commits; retry in a few minutes",
     413: "the agent at {url} refused {what}: {error}; raise its 'measure_max_bytes'",
     429: "the agent at {url} stayed busy with another measurement for {busy:.0f} s; "
          "retry when it is done",

@@ -24,7 +24,7 @@ from edge_agent.measure import (
     measure,
     parse_request,
 )
-from tests.edge_agent.agent_helpers import agent_config
+from tests.edge_agent.agent_helpers import agent_config, update_cmd
 from tests.models import make_tiny_onnx
 
 SAMPLE = np.full((1, 1, 8, 8), 0.25, np.float32)
@@ -61,6 +61,7 @@ def test_measure_times_a_file_in_its_runtime_and_removes_its_folder(
     assert result.median_ms == min(result.round_medians_ms) > 0
     assert result.min_ms <= result.median_ms <= result.p95_ms
     assert result.device == DEVICE and result.load_ms > 0
+    assert result.runtime_version[0].isdigit()
     assert list(private_tmp.iterdir()) == []
 
 
@@ -225,3 +226,18 @@ def test_measure_can_be_disabled_and_bodies_are_bounded(tmp_path, keypair, make_
             assert json.loads(resp.read())["enabled"] is False
         status, doc = _post(f"http://127.0.0.1:{b.http.server_address[1]}/v1/measure", body)
         assert status == 413 and "over the 1000 limit" in doc["error"]
+
+
+def test_no_measuring_while_a_new_model_is_on_probation(tmp_path, keypair, make_onnx_bundle,
+                                                       served_dir, tiny_onnx):
+    cfg = agent_config(tmp_path / "s", keypair[1], make_onnx_bundle("1"), http="127.0.0.1:0")
+    folder, files = served_dir
+    v2 = make_onnx_bundle("2", seed=1)
+    (folder / "v2.ekb").write_bytes(v2.read_bytes())
+    with Agent(cfg) as agent:
+        agent.start()
+        agent.commands.handle(update_cmd(files.url("v2.ekb"), v2, "2"))
+        assert agent.probation is not None
+        base = f"http://127.0.0.1:{agent.http.server_address[1]}"
+        status, doc = _post(base + "/v1/measure", encode_request(_request(tiny_onnx)))
+        assert status == 409 and "probation" in doc["error"]
