@@ -66,14 +66,20 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2(nn.Module):
-    """MobileNetV2-style network for 32x32 inputs, with a width multiplier."""
+    """MobileNetV2-style network for 32x32 inputs, with a width multiplier.
+
+    ``stages``, ``in_channels`` and ``stem_stride`` fit it to other inputs (the full
+    MobileNetV2 stages on 3x128x128 images: ``examples/digits/large.py``).
+    """
 
     def __init__(self, num_classes: int = NUM_CLASSES, width: float = 1.0,
-                 last_channels: int = 512, dropout: float = 0.1) -> None:
+                 last_channels: int = 512, dropout: float = 0.1,
+                 stages: tuple[tuple[int, int, int, int], ...] = MOBILENET_STAGES,
+                 in_channels: int = 1, stem_stride: int = 1) -> None:
         super().__init__()
         cin = _divisible(32 * width)
-        layers: list[nn.Module] = [conv_bn_relu(1, cin, stride=1)]
-        for t, c, n, s in MOBILENET_STAGES:
+        layers: list[nn.Module] = [conv_bn_relu(in_channels, cin, stride=stem_stride)]
+        for t, c, n, s in stages:
             cout = _divisible(c * width)
             for i in range(n):
                 layers.append(InvertedResidual(cin, cout, s if i == 0 else 1, t))
