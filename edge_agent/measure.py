@@ -79,7 +79,7 @@ class MeasureRequest:
 
     format: str
     options: dict[str, Any]
-    model: bytes
+    model: bytes | memoryview  # a view of the request's array: a large file is not copied again
     sample: np.ndarray
     runs: int = 100
     warmup: int = 10
@@ -218,7 +218,7 @@ def parse_request(body: bytes, limits: MeasureLimits) -> MeasureRequest:
     if rounds > runs:
         raise MeasureError(f"'rounds' ({rounds}) must not exceed 'runs' ({runs})")
     return MeasureRequest(format=fmt, options=check_options(doc.get("options", {})),
-                          model=model.tobytes(), sample=_sample(members["sample"]),
+                          model=memoryview(model), sample=_sample(members["sample"]),
                           runs=runs, warmup=_count(doc, "warmup", 0, limits.max_warmup, 10),
                           rounds=rounds)
 
