@@ -4,7 +4,7 @@ through JSON.
 A recipe fixes or bounds each step of ``edgekit build``::
 
     version: 1
-    prune:    {ratios: [0.0, 0.5], measure: macs, protect: ["classifier*"]}
+    prune:    {search: adaptive, measure: macs, protect: ["classifier*"]}   # or ratios: [0, 0.5]
     distill:  {temperature: 4.0, alpha: 0.7, epochs: 6, schedule: cosine, patience: 2}
     quantize: {precisions: [int8], methods: [default, inc]}
     search:   {formats: [onnx, tflite], latency_runs: 100}
@@ -58,6 +58,25 @@ class RatioRange(_Config):
         return [round(self.min + i * step, 4) for i in range(self.count)]
 
 
+class AdaptiveConfig(_Config):
+    """The adaptive prune search (``prune.search: adaptive``, the default).
+
+    Ratio ``first`` is tried first; while the distilled student stays within tolerance
+    (on the selection split) the next ratio keeps ``keep_factor`` of the MACs the last
+    one kept (0.5 -> 0.7 -> 0.82 -> ...), up to ``max_ratio``. After the first failure
+    it bisects between the last ratio that passed and the first that failed until they
+    are ``resolution`` apart. Each student is grown from the last one that passed.
+    ``student_share`` is the part of the build's time budget the student search may use.
+    """
+
+    first: float = Field(default=0.5, gt=0.0, lt=1.0)
+    keep_factor: float = Field(default=0.6, gt=0.0, lt=1.0)
+    max_ratio: float = Field(default=0.95, gt=0.0, lt=1.0)
+    resolution: float = Field(default=0.04, gt=0.0, lt=1.0)
+    max_students: int = Field(default=8, ge=1, le=50)
+    student_share: float = Field(default=0.5, gt=0.0, le=1.0)
+
+
 class PruneConfig(_Config):
     """Structured pruning (torch-pruning): remove channels until a MAC or latency reduction.
 
@@ -66,9 +85,15 @@ class PruneConfig(_Config):
     Ratio 0 keeps the original model (the unpruned candidate). ``progressive``: each
     ratio starts from the distilled student of the next-lower ratio (prune a little,
     distill, prune more), which keeps far more accuracy at high ratios than one cut.
+
+    ``search``: ``adaptive`` (the default when no ``ratios``/``ratio_range`` is given)
+    finds the highest ratio within tolerance by itself (``AdaptiveConfig``); ``list``
+    (the default when ``ratios`` or ``ratio_range`` is given) tries exactly those ratios.
     """
 
     enabled: bool = True
+    search: Literal["adaptive", "list"] = "adaptive"
+    adaptive: AdaptiveConfig = Field(default_factory=AdaptiveConfig)
     progressive: bool = True
     ratios: list[float] = Field(default_factory=lambda: [0.0, 0.5], min_length=1)
     ratio_range: RatioRange | None = None
@@ -80,6 +105,20 @@ class PruneConfig(_Config):
     max_channel_ratio: float = Field(default=0.9, gt=0.0, lt=1.0)
     steps: int = Field(default=40, ge=1, le=500)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _search_from_ratios(cls, data: Any) -> Any:
+        """A hand-written ratio list (or range) means ``search: list`` unless told otherwise."""
+        if isinstance(data, dict) and "search" not in data and (
+                "ratios" in data or "ratio_range" in data):
+            return {**data, "search": "list"}
+        return data
+
+    @property
+    def adaptive_search(self) -> bool:
+        """True when the search finds the ratios itself (pruning on, ``search: adaptive``)."""
+        return self.enabled and self.search == "adaptive"
+
     @field_validator("ratios")
     @classmethod
     def _ratios_in_range(cls, value: list[float]) -> list[float]:
@@ -89,7 +128,8 @@ class PruneConfig(_Config):
         return value
 
     def candidate_ratios(self) -> list[float]:
-        """The prune ratios the search tries, sorted, without repeats (0 alone when disabled)."""
+        """The prune ratios a ``list`` search tries, sorted, without repeats (0 alone when
+        disabled). The adaptive search starts from 0 and finds the others itself."""
         if not self.enabled:
             return [0.0]
         values = self.ratio_range.values() if self.ratio_range else list(self.ratios)

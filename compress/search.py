@@ -1,36 +1,51 @@
 """The accuracy-gated search: try candidates, measure each from its exported file, keep the
-fastest one within tolerance.
+best one within tolerance, then confirm it on the gate split.
 
 A candidate is a prune ratio x one of the profile's targets (format, precision, in
-the profile's order) x a quantizer method registered for that format and precision,
-filtered by the recipe. Measuring is done by an ``Evaluator`` the build passes in
-(``export/evaluate.py``), so this module never imports the exporters.
+the profile's order) x a quantizer method registered for that format and precision
+x a thread count (where the profile lists several), filtered by the recipe.
+Measuring is done by an ``Evaluator`` the build passes in (``export/evaluate.py``),
+so this module never imports the exporters.
+
+With ``ratios`` from the adaptive prune search, each (target, method) starts at the
+highest ratio whose student passed and steps down only while its file falls outside
+tolerance. Verdicts use the selection split; a ``SELECTIONS`` policy ranks those
+within tolerance (``fastest``, or ``target_order`` where host timings do not stand for
+the device), and the first of the ranking whose metric on the gate split is within
+tolerance is chosen, so the reported metric was never optimised for.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from compress import progress
+from compress.budget import Budget
+from compress.errors import CompressError
 from compress.recipe import Recipe
+from compress.registry import Registry
 from compress.techniques import Student, Students
 
-CHOSEN, PASSED, REJECTED, FAILED = "chosen", "passed", "rejected", "failed"
+CHOSEN, PASSED, REJECTED, FAILED, SKIPPED = "chosen", "passed", "rejected", "failed", "skipped"
 
 
 @dataclass(frozen=True)
 class Candidate:
     """One thing to try: a prune ratio, a profile target and a quantizer method.
 
-    Candidates compare by (ratio, target position in the profile, method).
+    Candidates compare by (ratio, target position in the profile, method, threads).
+    ``threads`` is set when the profile lets the search choose the thread count (the
+    target is then a copy with that count).
     """
 
     ratio: float
     target_index: int
     method: str
     target: Any = field(compare=False, hash=False)  # OnnxTarget | TfliteTarget
+    threads: int | None = None
 
     @property
     def format(self) -> str:
@@ -44,8 +59,9 @@ class Candidate:
 
     @property
     def id(self) -> str:
-        """``r<ratio>/<format>/<precision>/<method>``, as the report lists it."""
-        return f"r{self.ratio:g}/{self.format}/{self.precision}/{self.method}"
+        """``r<ratio>/<format>/<precision>/<method>[/t<threads>]``, as the report lists it."""
+        base = f"r{self.ratio:g}/{self.format}/{self.precision}/{self.method}"
+        return base if self.threads is None else f"{base}/t{self.threads}"
 
 
 @dataclass
@@ -62,6 +78,8 @@ class Outcome:
     threads: int | None = None
     parity: dict[str, Any] = field(default_factory=dict)
     artifact: Any = None
+    gate_metric: float | None = None
+    latency_source: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON for the report."""
@@ -70,7 +88,8 @@ class Outcome:
                 "precision": c.precision, "method": c.method, "status": self.status,
                 "reason": self.reason, "metric": self.metric, "size_bytes": self.size_bytes,
                 "latency_ms": self.latency_ms, "latency_ms_1thread": self.latency_ms_1thread,
-                "threads": self.threads, "parity": self.parity}
+                "threads": self.threads, "latency_source": self.latency_source,
+                "gate_metric": self.gate_metric, "parity": self.parity}
 
 
 class Evaluator(Protocol):
@@ -79,11 +98,17 @@ class Evaluator(Protocol):
     def methods_for(self, fmt: str, precision: str) -> list[str]:
         """Quantizer methods allowed for this format and precision."""
 
+    def thread_options(self, target: Any) -> list[int]:
+        """Thread counts to try for a target (its ``threads`` first)."""
+
     def accuracy(self, candidate: Candidate, student: Student) -> Outcome:
-        """Export the candidate, run it on the validation set; FAILED with a reason on error."""
+        """Export the candidate, run it on the selection split; FAILED with a reason on error."""
 
     def latencies(self, outcomes: list[Outcome]) -> None:
         """Fill the latency figures of the outcomes whose files exist."""
+
+    def gate_metric(self, outcome: Outcome) -> float:
+        """The metric of the outcome's file on the gate split (never used for selection)."""
 
 
 @dataclass
@@ -95,6 +120,10 @@ class SearchResult:
     baseline_metric: float
     allowed_drop: float
     references: list[Outcome] = field(default_factory=list)
+    selection: str = "fastest"
+    selection_note: str = ""
+    stop: str = ""
+    gate_baseline: float | None = None
 
     def reference_for(self, fmt: str) -> Outcome | None:
         """The measured reference (the original model, fp32) in one format."""
@@ -102,17 +131,30 @@ class SearchResult:
                      and r.status != FAILED), None)
 
 
-def enumerate_candidates(profile: Any, recipe: Recipe, evaluator: Evaluator) -> list[Candidate]:
-    """Ratios x the profile's targets (recipe-filtered, in profile order) x methods."""
+def enumerate_candidates(profile: Any, recipe: Recipe, evaluator: Evaluator,
+                         ratios: list[float] | None = None) -> list[Candidate]:
+    """Ratios (the recipe's list unless given) x the profile's targets (recipe-filtered, in
+    profile order) x methods x thread counts."""
     formats, precisions = set(recipe.search.formats), set(recipe.quantize.precisions)
-    candidates = [Candidate(ratio, index, method, target)
+    ratios = sorted(set(ratios)) if ratios is not None else recipe.prune.candidate_ratios()
+    candidates = [variant
                   for index, target in enumerate(profile.targets)
                   if target.format in formats and target.precision in precisions
-                  for ratio in recipe.prune.candidate_ratios()
-                  for method in evaluator.methods_for(target.format, target.precision)]
+                  for ratio in ratios
+                  for method in evaluator.methods_for(target.format, target.precision)
+                  for variant in _thread_variants(ratio, index, method, target, evaluator)]
     unique = list(dict.fromkeys(candidates))
     limit = recipe.search.max_candidates
     return unique[:limit] if limit else unique
+
+
+def _thread_variants(ratio: float, index: int, method: str, target: Any,
+                     evaluator: Evaluator) -> list[Candidate]:
+    options = evaluator.thread_options(target)
+    if len(options) <= 1:
+        return [Candidate(ratio, index, method, target)]
+    return [Candidate(ratio, index, method, target.model_copy(update={"threads": n}), n)
+            for n in options]
 
 
 def gate(outcome: Outcome, baseline: float, allowed_drop: float, max_bytes: float) -> None:
@@ -121,7 +163,7 @@ def gate(outcome: Outcome, baseline: float, allowed_drop: float, max_bytes: floa
     Outcomes the evaluator already failed or rejected (e.g. an export error, a parity
     failure) keep their verdict.
     """
-    if outcome.status in (FAILED, REJECTED):
+    if outcome.status in (FAILED, REJECTED, SKIPPED):
         return
     if outcome.metric is None:
         outcome.status, outcome.reason = REJECTED, "no metric was measured"
@@ -141,39 +183,171 @@ def gate(outcome: Outcome, baseline: float, allowed_drop: float, max_bytes: floa
         outcome.status = PASSED
 
 
-def choose(outcomes: list[Outcome]) -> Outcome | None:
-    """Mark the fastest passing outcome as chosen and explain the verdict of the others."""
+def within_tolerance(outcome: Outcome, floor: float) -> bool:
+    """Whether an outcome's metric (selection split) clears ``floor``, before timing."""
+    return (outcome.status not in (FAILED, REJECTED, SKIPPED) and outcome.metric is not None
+            and math.isfinite(outcome.metric) and outcome.metric >= floor)
+
+
+Ranking = Callable[[list[Outcome]], tuple[list[Outcome], str]]
+SELECTIONS: Registry[Ranking] = Registry("selection policy", CompressError)
+
+
+@SELECTIONS.register("fastest")
+def rank_by_latency(passing: list[Outcome]) -> tuple[list[Outcome], str]:
+    """Fastest first (ties: the profile's order, then the higher ratio); used where the
+    timings stand for the device or rank it fairly."""
+    order = sorted(passing, key=lambda o: (o.latency_ms, o.candidate.target_index,
+                                           -o.candidate.ratio))
+    return order, "fastest candidate within tolerance"
+
+
+@SELECTIONS.register("target_order")
+def rank_by_target_order(passing: list[Outcome]) -> tuple[list[Outcome], str]:
+    """The profile's target order, then the highest prune ratio: used where host timings do
+    not stand for the device (its fast path does not run on this host)."""
+    position = {id(o): i for i, o in enumerate(passing)}
+    order = sorted(passing, key=lambda o: (o.candidate.target_index, -o.candidate.ratio,
+                                           position[id(o)]))
+    return order, ("first of the profile's targets within tolerance, at the highest prune "
+                   "ratio (host CPU timings do not stand for this device, so they do not rank)")
+
+
+FinalGate = Callable[[Outcome], float]
+
+
+def choose(outcomes: list[Outcome], selection: str = "fastest", final: FinalGate | None = None,
+           final_floor: float = -math.inf) -> Outcome | None:
+    """Rank the passing outcomes by the ``selection`` policy; the first whose gate-split
+    metric (``final``) clears ``final_floor`` is chosen. Every verdict gets its reason."""
     passing = [o for o in outcomes if o.status == PASSED]
-    if not passing:
+    ranking, why = SELECTIONS.get(selection)(passing)
+    best = None
+    for o in ranking:
+        if final is not None:
+            o.gate_metric = final(o)
+            if not (math.isfinite(o.gate_metric) and o.gate_metric >= final_floor):
+                o.status, o.reason = REJECTED, (
+                    f"within tolerance on the selection split, but the gate split gives "
+                    f"{o.gate_metric:.4f}, below its floor {final_floor:.4f}")
+                continue
+        best = o
+        break
+    if best is None:
         return None
-    best = min(passing, key=lambda o: o.latency_ms)
-    best.status, best.reason = CHOSEN, "fastest candidate within tolerance"
-    for o in passing:
-        if o is not best:
-            o.reason = (f"within tolerance but {o.latency_ms / best.latency_ms:.2f}x the "
-                        f"latency of the chosen {best.candidate.id}")
+    best.status, best.reason = CHOSEN, why
+    for o in ranking:
+        if o.status == PASSED:
+            o.reason = _passed_reason(o, best, selection)
     return best
+
+
+def _passed_reason(o: Outcome, best: Outcome, selection: str) -> str:
+    if selection == "fastest":
+        return (f"within tolerance but {o.latency_ms / best.latency_ms:.2f}x the latency of "
+                f"the chosen {best.candidate.id}")
+    return f"within tolerance; after the chosen {best.candidate.id} in the profile's order"
+
+
+@dataclass
+class SearchPlan:
+    """How one profile's search runs beyond the recipe.
+
+    ``ratios``: the adaptive search's passing ratios (None: the recipe's list, every
+    candidate measured). ``selection``: a ``SELECTIONS`` policy. ``final``/``gate_baseline``:
+    the gate split's metric and baseline. ``budget``/``share_s``: stop stepping down to
+    lower ratios (or measuring list candidates) after ``share_s`` seconds.
+    """
+
+    ratios: list[float] | None = None
+    selection: str = "fastest"
+    final: FinalGate | None = None
+    gate_baseline: float | None = None
+    budget: Budget | None = None
+    share_s: float = math.inf
 
 
 def run_search(profile: Any, recipe: Recipe, students: Students, evaluator: Evaluator,
                baseline: float, allowed_drop: float,
-               references: list[Candidate] | None = None) -> SearchResult:
-    """Measure every candidate of ``profile``, gate them and choose the fastest that passes.
+               references: list[Candidate] | None = None,
+               plan: SearchPlan | None = None) -> SearchResult:
+    """Measure ``profile``'s candidates, gate them and choose by the plan's policy.
 
     ``references`` (e.g. the original model in fp32, per format) are exported and timed
     in the same benchmark as the candidates, so speed-ups are measured like for like,
     but they are never gated or chosen.
     """
-    outcomes = [_measure(profile, c, students, evaluator)
-                for c in enumerate_candidates(profile, recipe, evaluator)]
+    plan = plan or SearchPlan()
+    candidates = enumerate_candidates(profile, recipe, evaluator, plan.ratios)
+    walk = _descending if plan.ratios is not None else _every
+    outcomes, stop = walk(profile, candidates, students, evaluator, baseline - allowed_drop,
+                          plan)
     refs = [_measure(profile, c, students, evaluator) for c in references or []]
-    evaluator.latencies([o for o in outcomes + refs if o.status != FAILED])
+    evaluator.latencies([o for o in outcomes + refs if o.status not in (FAILED, SKIPPED)])
     max_bytes = profile.limits.max_model_mb * 1e6
     for outcome in outcomes:
         gate(outcome, baseline, allowed_drop, max_bytes)
     for ref in refs:
         ref.status, ref.reason = ref.status or "reference", ref.reason or "original model, fp32"
-    return SearchResult(outcomes, choose(outcomes), baseline, allowed_drop, refs)
+    final_floor = (plan.gate_baseline - allowed_drop if plan.gate_baseline is not None
+                   else -math.inf)
+    chosen = choose(outcomes, plan.selection, plan.final, final_floor)
+    _, note = SELECTIONS.get(plan.selection)([])
+    return SearchResult(outcomes, chosen, baseline, allowed_drop, refs, plan.selection, note,
+                        stop, plan.gate_baseline)
+
+
+Walk = tuple[list[Outcome], str]
+
+
+def _out_of_time(plan: SearchPlan, started: float) -> bool:
+    return plan.budget is not None and (plan.budget.elapsed() - started > plan.share_s
+                                        or plan.budget.left() <= 0)
+
+
+def _skipped(candidate: Candidate) -> Outcome:
+    return Outcome(candidate, SKIPPED, "time budget spent before it was measured")
+
+
+def _every(profile: Any, candidates: list[Candidate], students: Students,
+           evaluator: Evaluator, floor: float, plan: SearchPlan) -> Walk:
+    """Every candidate (a hand-written ratio list), until the budget share is spent."""
+    started = plan.budget.elapsed() if plan.budget else 0.0
+    outcomes, stop = [], ""
+    for c in candidates:
+        if outcomes and _out_of_time(plan, started):
+            stop = stop or f"time budget: {profile.name}'s share ({plan.share_s:.0f} s) spent"
+            outcomes.append(_skipped(c))
+            continue
+        outcomes.append(_measure(profile, c, students, evaluator))
+    return outcomes, _record_stop(plan, stop)
+
+
+def _descending(profile: Any, candidates: list[Candidate], students: Students,
+                evaluator: Evaluator, floor: float, plan: SearchPlan) -> Walk:
+    """Per (target, method): the highest passing ratio first, lower ones only while the file
+    falls outside tolerance, and only within the budget share."""
+    started = plan.budget.elapsed() if plan.budget else 0.0
+    groups: dict[tuple[int, str], dict[float, list[Candidate]]] = {}
+    for c in candidates:
+        groups.setdefault((c.target_index, c.method), {}).setdefault(c.ratio, []).append(c)
+    outcomes, stop = [], ""
+    for by_ratio in groups.values():
+        for step, ratio in enumerate(sorted(by_ratio, reverse=True)):
+            if step > 0 and _out_of_time(plan, started):
+                stop = f"time budget: {profile.name}'s share ({plan.share_s:.0f} s) spent"
+                break
+            measured = [_measure(profile, c, students, evaluator) for c in by_ratio[ratio]]
+            outcomes += measured
+            if within_tolerance(measured[0], floor) or measured[0].status == FAILED:
+                break
+    return outcomes, _record_stop(plan, stop)
+
+
+def _record_stop(plan: SearchPlan, stop: str) -> str:
+    if stop and plan.budget is not None:
+        plan.budget.stopped(stop)
+    return stop
 
 
 def _measure(profile: Any, candidate: Candidate, students: Students,

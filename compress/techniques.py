@@ -130,6 +130,15 @@ class Students:
             self._cache[ratio] = make_student(self._recipe, self._data, ratio, base)
         return self._cache[ratio]
 
+    def grow(self, ratio: float, base_ratio: float) -> Student:
+        """The student for ``ratio`` grown from the student of ``base_ratio`` (the adaptive
+        search's last passing ratio; 0 or a non-progressive recipe starts from the teacher)."""
+        if ratio not in self._cache:
+            progressive = self._recipe.prune.progressive and 0 < base_ratio < ratio
+            base = self.get(base_ratio) if progressive else None
+            self._cache[ratio] = make_student(self._recipe, self._data, ratio, base)
+        return self._cache[ratio]
+
     def _base(self, ratio: float) -> Student | None:
         prune_cfg = self._recipe.prune
         lower = [r for r in prune_cfg.candidate_ratios() if 0 < r < ratio]

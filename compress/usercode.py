@@ -19,7 +19,7 @@ from compress.errors import UserCodeError
 from edge_agent.errors import first_line
 
 DATA_KEYS = ("train", "calibration", "validation")
-OPTIONAL_DATA_KEYS = ("metric", "labels", "preprocessing")
+OPTIONAL_DATA_KEYS = ("test", "metric", "labels", "preprocessing")
 
 
 def _one_line(exc: BaseException) -> str:
@@ -128,6 +128,7 @@ class UserData:
     train: Any
     calibration: Any
     validation: Any
+    test: Any = None  # optional: the honest gate's data (else half of validation gates)
     metric: Callable[[Any, Any], float] | None = None
     labels: list[str] = field(default_factory=list)
     preprocessing: dict[str, Any] = field(default_factory=dict)
@@ -156,7 +157,8 @@ def _check_data(doc: dict[str, Any], spec: str) -> UserData:
         what = f"missing {', '.join(missing)}" if missing else f"unknown key {unknown[0]!r}"
         raise UserCodeError(f"data function {spec} returned a dict with {what}; expected "
                             f"{', '.join(DATA_KEYS)} (+ optional {', '.join(OPTIONAL_DATA_KEYS)})")
-    for key in DATA_KEYS:
+    loaders = DATA_KEYS + (("test",) if doc.get("test") is not None else ())
+    for key in loaders:
         if not isinstance(doc[key], DataLoader):
             raise UserCodeError(f"data function {spec}: '{key}' is {type(doc[key]).__name__}, "
                                 "not a torch.utils.data.DataLoader")
@@ -165,10 +167,10 @@ def _check_data(doc: dict[str, Any], spec: str) -> UserData:
         raise UserCodeError(f"data function {spec}: 'metric' must be a callable "
                             "(outputs, labels) -> float")
     data = UserData(train=doc["train"], calibration=doc["calibration"],
-                    validation=doc["validation"], metric=metric,
+                    validation=doc["validation"], test=doc.get("test"), metric=metric,
                     labels=[str(x) for x in doc.get("labels") or []],
                     preprocessing=dict(doc.get("preprocessing") or {}), spec=spec)
-    shapes = {key: first_batch_shape(getattr(data, key), key, spec) for key in DATA_KEYS}
+    shapes = {key: first_batch_shape(getattr(data, key), key, spec) for key in loaders}
     if len({s[1:] for s in shapes.values()}) != 1:
         listed = ", ".join(f"{k} {list(s)}" for k, s in shapes.items())
         raise UserCodeError(f"data function {spec}: input shapes differ between loaders: "

@@ -1,11 +1,16 @@
 """``edgekit build``: from a trained PyTorch model to one signed bundle per hardware profile.
 
-Per profile: enumerate candidates (prune ratio x the profile's targets x quantizer
-methods, as the recipe allows), measure each from its exported file in its real
-runtime, keep the fastest within tolerance, and write its bundle. Students (pruned
-and distilled models) and exported files are shared between profiles. The report
-(JSON + HTML) is written whatever happens; a profile with no candidate within
-tolerance gets no bundle and the build ends with a ``BuildError``.
+Once per build: split the data (calibration / selection / gate, ``compress.splits``)
+and, with the default recipe, run the adaptive prune search (``compress.adaptive``):
+students are pruned further while the distilled one stays within tolerance on the
+selection split. Per profile: enumerate candidates (passing ratios x the profile's
+targets x quantizer methods x thread counts, as the recipe allows), measure each from
+its exported file in its real runtime, time them with the build's latency source (this
+host, or the device's agent with ``measure_on``), rank those within tolerance by the
+profile's ``host_timing`` policy, confirm the first on the gate split, and write its
+bundle. Students and exported files are shared between profiles; the whole search runs
+within ``time_budget_s``. The report (JSON + HTML) is written whatever happens; a profile
+with no candidate within tolerance gets no bundle and the build ends with a ``BuildError``.
 """
 
 from __future__ import annotations
@@ -22,22 +27,42 @@ from pathlib import Path
 from typing import Any
 
 from compress import progress
+from compress.adaptive import RatioSearch, search_ratios
+from compress.budget import DEFAULT_TIME_BUDGET_S, Budget
 from compress.errors import RecipeError
+from compress.evaluation import collect, predict, score
 from compress.recipe import Recipe, load_recipe
-from compress.search import Candidate, SearchResult, run_search
-from compress.techniques import StudentData, Students, check_names
+from compress.search import Candidate, SearchPlan, SearchResult, run_search
+from compress.splits import SelectionAndGate, selection_and_gate
+from compress.techniques import Student, StudentData, Students, check_names
 from compress.tolerance import Tolerance
-from compress.usercode import build_model, load_data
+from compress.usercode import UserData, build_model, load_data
 from edge_agent.bundle import load_private_key
 from edge_agent.contracts.build_info import Compression
 from export.compose import write_chosen_bundle
 from export.errors import BuildError
-from export.evaluate import Evaluator
+from export.evaluate import EvalData, Evaluator
 from export.inputs import BuildInputs, prepare_inputs
+from export.latency import LatencySource, latency_source
 from export.lineage import lineage
 from export.registry import method_names
 from export.report import write_html, write_json
 from hardware_profiles import Profile, get_profile
+
+# How each profile's ``host_timing`` ranks candidates timed on this host (an agent's
+# figures are the device's own, so they always rank by latency).
+HOST_TIMING_SELECTION = {"representative": "fastest", "rank_only": "fastest",
+                         "not_representative": "target_order"}
+LATENCY_NOTES = {
+    "device": "timed on the device itself ({source})",
+    "representative": "timed on {source}; host timings stand for this profile",
+    "rank_only": "timed on {source}: these figures rank the candidates (same CPU runtimes), "
+                 "but the device's own will differ; time on it with --measure-on",
+    "not_representative": "timed on {source} for reference only: this device's fast path "
+                          "({providers}) does not run on this host, so the candidates within "
+                          "tolerance were chosen in the profile's target order, not by "
+                          "these timings; time on the device with --measure-on",
+}
 
 
 @dataclass
@@ -58,6 +83,9 @@ class BuildRequest:
     profiles_dirs: list[Path] = field(default_factory=list)
     seed: int = 0
     artifacts_dir: Path | None = None  # keep every candidate's file here (default: a temp dir)
+    time_budget_s: float = DEFAULT_TIME_BUDGET_S  # the whole search, students to latency
+    measure_on: str | None = None  # an agent's URL: time candidates on the device
+    measure_token: str | None = None  # that agent's HTTP token
 
 
 @dataclass
@@ -98,6 +126,19 @@ def references(profile: Profile, recipe: Recipe) -> list[Candidate]:
     return refs
 
 
+@dataclass
+class Prepared:
+    """The build's fixed inputs once split: data for each role, baselines, the students."""
+
+    inputs: BuildInputs
+    split: SelectionAndGate
+    data: EvalData
+    selection_baseline: float
+    gate_baseline: float
+    allowed: float
+    students: Students
+
+
 def run_build(req: BuildRequest) -> BuildResult:
     """Run the whole build; raises BuildError (after writing the report) if a profile failed."""
     import torch
@@ -108,32 +149,96 @@ def run_build(req: BuildRequest) -> BuildResult:
     tolerance = Tolerance.parse(req.tolerance)
     profiles = [get_profile(p, req.profiles_dirs) for p in dict.fromkeys(req.profiles)]
     key = load_private_key(req.key_file)
+    budget = Budget(req.time_budget_s)
+    source = _source(req, profiles)
     torch.manual_seed(req.seed)
     teacher = build_model(req.model, req.weights)
-    inputs = prepare_inputs(teacher, load_data(req.data), recipe, req.model, req.weights)
-    allowed = tolerance.allowed_drop(inputs.baseline_metric)
-    progress.note(f"baseline {inputs.metric_name} {inputs.baseline_metric:.4f}; "
-                  f"allowed drop {allowed:.4f} ({tolerance.describe()})")
-    students = Students(recipe, StudentData(teacher, inputs.data.example, inputs.train,
-                                            (inputs.data.val_x, inputs.data.val_y),
-                                            inputs.data.metric, req.seed))
+    user = load_data(req.data)
+    prep = prepare(teacher, user, recipe, req, tolerance)
+    ratios = _student_search(recipe, prep, budget)
     with _workdir(req.artifacts_dir) as work:
-        tolerable = allowed / max(abs(inputs.baseline_metric), 1e-9)
-        evaluator = Evaluator(recipe, inputs.data, Path(work), tolerable_loss=tolerable)
+        tolerable = prep.allowed / max(abs(prep.selection_baseline), 1e-9)
+        evaluator = Evaluator(recipe, prep.data, Path(work), tolerable_loss=tolerable,
+                              source=source, budget=budget)
         results = {}
-        for profile in profiles:
+        for i, profile in enumerate(profiles):
             progress.note(f"profile {profile.name}")
-            results[profile.name] = run_search(profile, recipe, students, evaluator,
-                                               inputs.baseline_metric, allowed,
-                                               references(profile, recipe))
-        bundles = _write_bundles(req, results, inputs, students, recipe, key)
-    doc = build_report(req, recipe, tolerance, inputs, students, results, bundles,
-                       time.monotonic() - started)
+            plan = SearchPlan(ratios=ratios.passing() if ratios else None,
+                              selection=selection_for(profile, source),
+                              final=evaluator.gate_metric, gate_baseline=prep.gate_baseline,
+                              budget=budget, share_s=budget.left() / (len(profiles) - i))
+            results[profile.name] = run_search(profile, recipe, prep.students, evaluator,
+                                               prep.selection_baseline, prep.allowed,
+                                               references(profile, recipe), plan)
+        bundles = _write_bundles(req, results, prep, recipe, key, profiles, source)
+    context = ReportContext(req, recipe, tolerance, prep, ratios, budget, source,
+                            {p.name: p for p in profiles})
+    doc = build_report(context, results, bundles, time.monotonic() - started)
     req.out_dir.mkdir(parents=True, exist_ok=True)
     result = BuildResult(doc, bundles, write_json(doc, req.out_dir / "report.json"),
                          write_html(doc, req.out_dir / "report.html"))
     _raise_if_failed(doc, result.report_json)
     return result
+
+
+def _source(req: BuildRequest, profiles: list[Profile]) -> LatencySource:
+    """This host, or the agent named by ``measure_on`` (asked who it is before any work)."""
+    if req.measure_on and len(profiles) > 1:
+        raise BuildError(f"--measure-on times on one device, but {len(profiles)} profiles were "
+                         "given; build one --profile per --measure-on agent")
+    return latency_source(req.measure_on, req.measure_token)
+
+
+def selection_for(profile: Profile, source: LatencySource) -> str:
+    """The ``SELECTIONS`` policy for a profile: by latency unless the figures are host
+    timings that do not stand for the device."""
+    return "fastest" if source.on_device else HOST_TIMING_SELECTION[profile.host_timing]
+
+
+def prepare(teacher: Any, user: UserData, recipe: Recipe, req: BuildRequest,
+            tolerance: Tolerance) -> Prepared:
+    """Collect the data, split validation into selection and gate, score both baselines."""
+    inputs = prepare_inputs(teacher, user, recipe, req.model, req.weights)
+    full = inputs.data
+    test = collect(user.test) if user.test is not None else None
+    split = selection_and_gate(full.val_x, full.val_y, test, req.seed)
+    sel_x, sel_y = full.val_x[split.selection], full.val_y[split.selection]
+    data = EvalData(example=full.example, calibration=full.calibration, val_x=sel_x,
+                    val_y=sel_y, reference=full.reference[split.selection.numpy()],
+                    metric=full.metric, gate_x=split.gate_x, gate_y=split.gate_y)
+    selection_baseline = score(full.metric, torch_tensor(data.reference), sel_y)
+    gate_baseline = score(full.metric, predict(teacher, split.gate_x), split.gate_y)
+    allowed = tolerance.allowed_drop(selection_baseline)
+    progress.note(f"baseline {inputs.metric_name}: {selection_baseline:.4f} on the selection "
+                  f"split ({len(sel_y)}), {gate_baseline:.4f} on the gate split "
+                  f"({len(split.gate_y)}); allowed drop {allowed:.4f} ({tolerance.describe()})")
+    students = Students(recipe, StudentData(teacher, full.example, inputs.train, (sel_x, sel_y),
+                                            full.metric, req.seed))
+    return Prepared(inputs, split, data, selection_baseline, gate_baseline, allowed, students)
+
+
+def torch_tensor(array: Any) -> Any:
+    """A numpy array as a torch tensor (the metric takes tensors)."""
+    import torch
+
+    return torch.from_numpy(array)
+
+
+def _student_search(recipe: Recipe, prep: Prepared, budget: Budget) -> RatioSearch | None:
+    """The adaptive prune search (None for a hand-written ratio list, whose students are
+    made here so their time counts as distillation)."""
+    if not recipe.prune.adaptive_search:
+        with budget.phase("distill"):
+            for ratio in recipe.prune.candidate_ratios():
+                prep.students.get(ratio)
+        return None
+    data = prep.data
+
+    def judge(student: Student) -> float:
+        return score(data.metric, predict(student.model, data.val_x), data.val_y)
+
+    return search_ratios(recipe.prune.adaptive, prep.students, judge,
+                         prep.selection_baseline - prep.allowed, budget)
 
 
 @contextlib.contextmanager
@@ -160,59 +265,102 @@ def model_name(req: BuildRequest) -> str:
     return req.name or req.model.rpartition(":")[2].replace("_", "-")
 
 
-def _write_bundles(req: BuildRequest, results: dict[str, SearchResult], inputs: BuildInputs,
-                   students: Students, recipe: Recipe, key: Any) -> dict[str, Path]:
+def _write_bundles(req: BuildRequest, results: dict[str, SearchResult], prep: Prepared,
+                   recipe: Recipe, key: Any, profiles: list[Profile],
+                   source: LatencySource) -> dict[str, Path]:
     bundles = {}
+    by_name = {p.name: p for p in profiles}
     for name, result in results.items():
         if result.chosen is None:
             continue
         chosen = result.chosen
         out = req.out_dir / name / f"{model_name(req)}-{req.version}.ekb"
-        student = students.get(chosen.candidate.ratio)
-        doc = lineage(inputs.source, recipe.model_dump(mode="json"), inputs.calibration_sha256,
-                      req.parent_version,
+        student = prep.students.get(chosen.candidate.ratio)
+        doc = lineage(prep.inputs.source, recipe.model_dump(mode="json"),
+                      prep.inputs.calibration_sha256, req.parent_version,
                       Compression(prune_ratio=student.ratio, steps=dict(student.steps)))
-        write_chosen_bundle(chosen, name, inputs, model_name(req), req.version,
-                            profile_figures(result, inputs), doc, key, out)
+        figures = manifest_figures(profile_figures(result, prep, by_name[name], source))
+        write_chosen_bundle(chosen, name, prep.inputs, model_name(req), req.version, figures,
+                            doc, key, out)
         bundles[name] = out
         progress.note(f"wrote {out}")
     return bundles
 
 
-def profile_figures(result: SearchResult, inputs: BuildInputs) -> dict[str, Any]:
-    """The chosen candidate's figures next to the original model's (the manifest's metrics)."""
+def manifest_figures(figures: dict[str, Any]) -> dict[str, Any]:
+    """The report's figures the bundle manifest's ``Metrics`` block carries."""
+    from edge_agent.contracts.build_info import Metrics
+
+    known = set(Metrics.__dataclass_fields__)
+    return {k: v for k, v in figures.items() if k in known}
+
+
+def latency_note(profile: Profile, source: LatencySource) -> str:
+    """Where a profile's latency figures come from and what they were used for, in words."""
+    kind = "device" if source.on_device else profile.host_timing
+    fast = sorted({p for t in profile.targets if not t.cpu_only()
+                   for p in getattr(t, "providers", [f"{t.delegate} delegate"])
+                   if p != "CPUExecutionProvider"})
+    return LATENCY_NOTES[kind].format(source=source.description, providers=", ".join(fast))
+
+
+def profile_figures(result: SearchResult, prep: Prepared, profile: Profile,
+                    source: LatencySource) -> dict[str, Any]:
+    """The chosen candidate's figures next to the original model's. ``metric`` and
+    ``baseline_metric`` are on the gate split; ``selection_*`` on the selection split."""
     chosen = result.chosen
-    figures: dict[str, Any] = {"metric_name": inputs.metric_name,
-                               "baseline_metric": round(result.baseline_metric, 6),
-                               "allowed_drop": round(result.allowed_drop, 6)}
+    figures: dict[str, Any] = {"metric_name": prep.inputs.metric_name,
+                               "baseline_metric": round(prep.gate_baseline, 6),
+                               "allowed_drop": round(result.allowed_drop, 6),
+                               "metric_split": "gate",
+                               "selection_baseline_metric": round(result.baseline_metric, 6),
+                               "latency_host": source.description,
+                               "latency_source": source.name,
+                               "latency_note": latency_note(profile, source),
+                               "selection": result.selection}
     if chosen is None:
         return figures
     ref = result.reference_for(chosen.candidate.format)
     figures.update({
         "format": chosen.candidate.format, "precision": chosen.candidate.precision,
         "method": chosen.candidate.method, "prune_ratio": chosen.candidate.ratio,
-        "metric": round(chosen.metric, 6), "latency_ms": chosen.latency_ms,
+        "metric": round(chosen.gate_metric, 6), "selection_metric": round(chosen.metric, 6),
+        "latency_ms": chosen.latency_ms,
         "latency_ms_1thread": chosen.latency_ms_1thread, "threads": chosen.threads,
         "size_bytes": chosen.size_bytes, "parity": chosen.parity,
         "baseline_latency_ms": ref.latency_ms if ref else None,
         "baseline_latency_ms_1thread": ref.latency_ms_1thread if ref else None,
         "baseline_size_bytes": ref.size_bytes if ref else None,
-        "latency_host": f"{platform.machine()} x{os.cpu_count()} (this build host)",
     })
     if ref and ref.latency_ms and chosen.latency_ms:
         figures["speedup"] = round(ref.latency_ms / chosen.latency_ms, 3)
     return figures
 
 
-def build_report(req: BuildRequest, recipe: Recipe, tolerance: Tolerance, inputs: BuildInputs,
-                 students: Students, results: dict[str, SearchResult], bundles: dict[str, Path],
+@dataclass
+class ReportContext:
+    """Everything the report describes besides the per-profile results."""
+
+    req: BuildRequest
+    recipe: Recipe
+    tolerance: Tolerance
+    prep: Prepared
+    ratios: RatioSearch | None
+    budget: Budget
+    source: LatencySource
+    profiles: dict[str, Profile]
+
+
+def build_report(ctx: ReportContext, results: dict[str, SearchResult], bundles: dict[str, Path],
                  duration: float) -> dict[str, Any]:
     """The whole report document (what report.json holds)."""
+    req, prep = ctx.req, ctx.prep
     profiles = {}
     for name, result in results.items():
         entry = {"status": "ok" if result.chosen else "failed",
                  "bundle": str(bundles[name]) if name in bundles else None,
-                 **profile_figures(result, inputs),
+                 **profile_figures(result, prep, ctx.profiles[name], ctx.source),
+                 "selection_note": result.selection_note, "search_stop": result.stop,
                  "candidates": [_row(o, req.artifacts_dir) for o in result.outcomes],
                  "references": [_row(o, req.artifacts_dir) for o in result.references]}
         if result.chosen is None:
@@ -221,12 +369,37 @@ def build_report(req: BuildRequest, recipe: Recipe, tolerance: Tolerance, inputs
     return {"created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "duration_s": round(duration, 1), "model": req.model,
             "weights": str(req.weights) if req.weights else None, "data": req.data,
-            "metric": inputs.metric_name, "baseline_metric": round(inputs.baseline_metric, 6),
-            "tolerance": {**tolerance.to_dict(), "described": tolerance.describe()},
+            "metric": prep.inputs.metric_name, "baseline_metric": round(prep.gate_baseline, 6),
+            "selection_baseline_metric": round(prep.selection_baseline, 6),
+            "tolerance": {**ctx.tolerance.to_dict(), "described": ctx.tolerance.describe()},
             "host": {"machine": platform.machine(), "cpus": os.cpu_count()},
-            "recipe": recipe.model_dump(mode="json"),
-            "students": [{"key": s.key, **s.steps} for s in students.made()],
+            "latency_source": {"name": ctx.source.name, "description": ctx.source.description},
+            "splits": splits_section(prep),
+            "search": search_section(ctx),
+            "recipe": ctx.recipe.model_dump(mode="json"),
+            "students": [{"key": s.key, **s.steps} for s in prep.students.made()],
             "profiles": profiles}
+
+
+def splits_section(prep: Prepared) -> dict[str, Any]:
+    """Which data each figure comes from."""
+    return {"calibration": len(prep.data.calibration), **prep.split.describe(),
+            "used_for": {"calibration": "quantization calibration",
+                         "selection": "distillation early stopping, INC autotune, prune "
+                                      "search verdicts, candidate tolerance and ranking",
+                         "gate": "the reported metric and the final tolerance gate only"}}
+
+
+def search_section(ctx: ReportContext) -> dict[str, Any]:
+    """The prune search (ratios tried in order, verdicts, why it stopped) and the budget."""
+    prune = ctx.recipe.prune
+    section: dict[str, Any] = {"mode": "adaptive" if ctx.ratios else "list",
+                               "budget": ctx.budget.to_dict()}
+    if ctx.ratios is not None:
+        section.update(ctx.ratios.to_dict())
+    else:
+        section["ratios"] = prune.candidate_ratios()
+    return section
 
 
 def _row(outcome: Any, kept: Path | None) -> dict[str, Any]:

@@ -1,9 +1,11 @@
 """Measure candidates from their exported files: the search's ``Evaluator``.
 
 Each (student, format, file-affecting target fields, precision, method) is exported,
-quantized and run on the validation set once per build; profiles that share a
+quantized and run on the selection split once per build; profiles that share a
 target reuse the file and its figures. Latency depends on the runtime options, so it
-is measured per profile, all of a profile's files together (``latency.benchmark``).
+is measured per profile, all of a profile's files together, by the build's
+``LatencySource`` (this host, or an agent on the device). The gate split is run
+only for ``gate_metric``: the final check of a candidate already selected.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 import torch
 
 from compress import progress
+from compress.budget import Budget
 from compress.evaluation import Metric, predict, score
 from compress.recipe import Recipe
 from compress.search import FAILED, REJECTED, Candidate, Outcome
@@ -23,7 +26,7 @@ from compress.techniques import Student
 from edge_agent.errors import first_line
 from edge_agent.golden import tolerance_for
 from export.errors import ExportError, export_failure
-from export.latency import Timing, benchmark, host_threads
+from export.latency import LatencySource, Timing, host_threads, latency_source
 from export.parity import parity
 from export.registry import QuantizeJob, exporter_for, quantizers_for
 from export.runner import ExportedModel
@@ -35,10 +38,12 @@ class EvalData:
 
     example: torch.Tensor           # [1, ...]
     calibration: torch.Tensor       # [N, ...], at most recipe.quantize.calibration_samples
-    val_x: torch.Tensor
+    val_x: torch.Tensor             # the selection split (early stopping, autotune, verdicts)
     val_y: torch.Tensor
     reference: np.ndarray           # the original model's outputs on val_x
     metric: Metric
+    gate_x: torch.Tensor | None = None  # the gate split: the reported metric only
+    gate_y: torch.Tensor | None = None
 
 
 @dataclass
@@ -57,9 +62,13 @@ class Evaluator:
     """Exports, quantizes and measures candidates; caches files and figures for the build."""
 
     def __init__(self, recipe: Recipe, data: EvalData, workdir: Path,
-                 tolerable_loss: float = 0.01) -> None:
+                 tolerable_loss: float = 0.01, source: LatencySource | None = None,
+                 budget: Budget | None = None) -> None:
         self.recipe, self.data, self.workdir = recipe, data, Path(workdir)
         self.tolerable_loss = tolerable_loss
+        self.source = source or latency_source()
+        self.budget = budget or Budget()
+        self._gate_metrics: dict[Path, float] = {}
         self._artifacts: dict[tuple, Artifact | ExportError] = {}
         self._fp32: dict[tuple, Path] = {}
         self._torch_outputs: dict[str, np.ndarray] = {}
@@ -69,6 +78,18 @@ class Evaluator:
         wanted = set(self.recipe.quantize.methods)
         return [q.name for q in quantizers_for(fmt, precision)
                 if q.name in wanted or ("default" in wanted and q.default)]
+
+    def thread_options(self, target: Any) -> list[int]:
+        """The target's thread counts; timed on this host (capped), counts above its cores
+        are left out, except the profile's own count (timed at the cap, as before)."""
+        options = target.thread_options()
+        if self.source.on_device or not self.recipe.search.cap_threads_to_host:
+            return options
+        timed = {host_threads(target.threads): target.threads}
+        for n in options[1:]:
+            if n == host_threads(n) and n not in timed:
+                timed[n] = n
+        return list(timed.values())
 
     def accuracy(self, candidate: Candidate, student: Student) -> Outcome:
         """Export the candidate and score its file in its runtime; FAILED with the reason."""
@@ -84,11 +105,12 @@ class Evaluator:
         return outcome
 
     def latencies(self, outcomes: list[Outcome]) -> None:
-        """Time every outcome's file with the profile's threads (capped) and with 1 thread."""
+        """Time every outcome's file with its threads (capped on this host) and 1 thread."""
         search = self.recipe.search
+        cap = search.cap_threads_to_host and not self.source.on_device
         timings = {}
         for o in outcomes:
-            threads = host_threads(o.candidate.target.threads, search.cap_threads_to_host)
+            threads = host_threads(o.candidate.target.threads, cap)
             o.threads = threads
             for key, n in (("many", threads), ("one", 1)):
                 options = {**o.candidate.target.runtime_options(), "threads": n}
@@ -96,11 +118,29 @@ class Evaluator:
                                                   o.artifact.path, options)
         if not timings:
             return
-        ms = benchmark(list(timings.values()), self.data.example.numpy(), search.latency_runs,
-                       search.latency_warmup, search.latency_rounds)
+        with self.budget.phase("latency"):
+            ms = self.source.measure(list(timings.values()), self.data.example.numpy(),
+                                     runs=search.latency_runs, warmup=search.latency_warmup,
+                                     rounds=search.latency_rounds)
         for o in outcomes:
             o.latency_ms = round(ms[(id(o), "many")], 4)
             o.latency_ms_1thread = round(ms[(id(o), "one")], 4)
+            o.latency_source = self.source.description
+
+    def gate_metric(self, outcome: Outcome) -> float:
+        """The metric of the outcome's file on the gate split (the selection split when the
+        build has no separate gate split), once per file."""
+        if self.data.gate_x is None:
+            return float(outcome.metric)
+        path = outcome.artifact.path
+        if path not in self._gate_metrics:
+            with self.budget.phase("evaluate"):
+                model = ExportedModel(outcome.candidate.format, path,
+                                      outcome.candidate.target.runtime_options())
+                outputs = model.predict(self.data.gate_x.numpy())
+                self._gate_metrics[path] = score(self.data.metric, torch.from_numpy(outputs),
+                                                 self.data.gate_y)
+        return self._gate_metrics[path]
 
     def artifact(self, candidate: Candidate, student: Student) -> Artifact:
         """The candidate's file and figures, made once (failures are remembered too)."""
@@ -130,16 +170,13 @@ class Evaluator:
                           options={"inc": self.recipe.quantize.inc})
         progress.note(f"  exporting {student.key} {candidate.format}/{candidate.precision} "
                       f"({candidate.method})")
+        with self.budget.phase("export"):
+            path = self._quantize(quantizer, job, out, candidate.format)
         try:
-            path = quantizer.run(job, out)
-        except ExportError:
-            raise
-        except Exception as exc:  # quantizers raise their libraries' own error types
-            raise export_failure(candidate.format, exc) from exc
-        try:
-            outputs = ExportedModel(candidate.format, path,
-                                    candidate.target.runtime_options()).predict(
-                self.data.val_x.numpy())
+            with self.budget.phase("evaluate"):
+                outputs = ExportedModel(candidate.format, path,
+                                        candidate.target.runtime_options()).predict(
+                    self.data.val_x.numpy())
         except Exception as exc:  # runtimes raise their own types
             raise ExportError(f"{candidate.format} runtime cannot run the exported file: "
                               f"{first_line(exc, 200)}") from exc
@@ -148,6 +185,15 @@ class Evaluator:
                    "export": parity(outputs, self.torch_outputs(student))}
         return Artifact(path, candidate.format, candidate.precision, candidate.method, metric,
                         figures)
+
+    @staticmethod
+    def _quantize(quantizer: Any, job: QuantizeJob, out: Path, fmt: str) -> Path:
+        try:
+            return quantizer.run(job, out)
+        except ExportError:
+            raise
+        except Exception as exc:  # quantizers raise their libraries' own error types
+            raise export_failure(fmt, exc) from exc
 
     def fp32_file(self, candidate: Candidate, student: Student) -> Path:
         """The float export of ``student`` for the candidate's target, made once."""

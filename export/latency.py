@@ -7,9 +7,10 @@ figure, and ratios between files measured together stay like for like."""
 from __future__ import annotations
 
 import os
+import platform
 import statistics
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from typing import Any
 import numpy as np
 
 from compress import progress
+from compress.registry import Registry
+from export.errors import ExportError
 from export.runner import ExportedModel
 
 
@@ -68,3 +71,66 @@ def benchmark(timings: list[Timing], sample: np.ndarray, runs: int = 100, warmup
     for _, t in progress.track(steps, label, total=len(steps)):
         medians[t].append(statistics.median(_time_runs(models[t], raws[t], per_round)))
     return {t.key: min(v) * 1e3 for t, v in medians.items()}
+
+
+Measure = Callable[..., dict[Hashable, float]]
+
+
+@dataclass(frozen=True)
+class LatencySource:
+    """Where latency figures come from: ``measure`` has ``benchmark``'s contract.
+
+    ``on_device``: the figures are the device's own (an agent timed them there), so
+    they rank candidates whatever the profile's ``host_timing`` says, and thread counts
+    are not capped to this host's cores.
+    """
+
+    name: str
+    description: str
+    measure: Measure
+    on_device: bool = False
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    """What a source needs: the agent's URL and token (unused by ``host``)."""
+
+    url: str | None = None
+    token: str | None = None
+
+
+LATENCY_SOURCES: Registry[Callable[[SourceSettings], LatencySource]] = Registry(
+    "latency source", ExportError)
+
+
+def host_description() -> str:
+    """This build host, as the report names the source of host figures."""
+    return f"host {platform.machine()} x{os.cpu_count()}"
+
+
+@LATENCY_SOURCES.register("host")
+def _host_source(settings: SourceSettings) -> LatencySource:
+    return LatencySource("host", host_description(), benchmark)
+
+
+@LATENCY_SOURCES.register("agent")
+def _agent_source(settings: SourceSettings) -> LatencySource:
+    from export.remote_latency import describe_remote, remote_benchmark
+
+    if not settings.url:
+        raise ExportError("the agent latency source needs a URL: edgekit build --measure-on "
+                          "http://DEVICE:PORT")
+
+    def measure(timings: list[Timing], sample: np.ndarray, runs: int = 100, warmup: int = 10,
+                rounds: int = 3, label: str = "benchmarking") -> dict[Hashable, float]:
+        return remote_benchmark(timings, sample, url=settings.url, token=settings.token,
+                                runs=runs, warmup=warmup, rounds=rounds, label=label)
+
+    return LatencySource("agent", describe_remote(settings.url, settings.token), measure,
+                         on_device=True)
+
+
+def latency_source(measure_on: str | None = None, token: str | None = None) -> LatencySource:
+    """The agent at ``measure_on`` when given, else this host."""
+    name = "agent" if measure_on else "host"
+    return LATENCY_SOURCES.get(name)(SourceSettings(measure_on, token))

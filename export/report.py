@@ -1,5 +1,7 @@
 """The build report: ``report.json`` (every figure) and ``report.html`` (the same, readable,
-with matplotlib plots embedded as base64 PNG)."""
+with matplotlib plots embedded as base64 PNG): the data splits and what each was used for,
+the prune search (ratios in order, verdicts, where the time budget went), and per profile
+the chosen candidate, where its latencies were measured and how it was chosen."""
 
 from __future__ import annotations
 
@@ -13,9 +15,10 @@ from typing import Any
 from edge_agent.bundle.archive import atomic_write
 
 STATUS_COLOURS = {"chosen": "#1a9850", "passed": "#91cf60", "rejected": "#d73027",
-                  "failed": "#7f7f7f", "reference": "#4575b4"}
-CANDIDATE_COLUMNS = ("id", "status", "metric", "latency_ms", "latency_ms_1thread", "size_bytes",
-                     "reason")
+                  "failed": "#7f7f7f", "reference": "#4575b4", "skipped": "#bdbdbd"}
+CANDIDATE_COLUMNS = ("id", "status", "metric", "gate_metric", "latency_ms", "latency_ms_1thread",
+                     "threads", "size_bytes", "reason")
+TRIAL_COLUMNS = ("ratio", "step", "parent", "metric", "verdict", "seconds")
 
 
 def write_json(doc: dict[str, Any], path: Path) -> Path:
@@ -47,7 +50,9 @@ def tradeoff_plot(profile: dict[str, Any]) -> str:
                      label=status, s=60 if status == "chosen" else 30, edgecolors="black")
     floor = profile["baseline_metric"] - profile["allowed_drop"]
     left.axhline(floor, color="#d73027", linestyle="--", linewidth=1, label="tolerance floor")
-    left.set(xlabel="latency (ms, this host)", ylabel="metric", title="latency vs metric")
+    where = profile.get("latency_host") or "this host"
+    left.set(xlabel=f"latency (ms, {where})", ylabel="metric (selection split)",
+             title="latency vs metric")
     left.legend(fontsize=7)
     names = [c["id"] for c in rows]
     right.barh(names, [c["size_bytes"] / 1e3 for c in rows],
@@ -74,8 +79,10 @@ def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
 
 
 SUMMARY_KEYS = ("status", "bundle", "format", "precision", "method", "prune_ratio", "metric",
-                "baseline_metric", "latency_ms", "baseline_latency_ms", "speedup", "threads",
-                "size_bytes", "baseline_size_bytes", "reason")
+                "baseline_metric", "metric_split", "selection_metric",
+                "selection_baseline_metric", "latency_ms", "baseline_latency_ms", "speedup",
+                "threads", "size_bytes", "baseline_size_bytes", "latency_note", "selection_note",
+                "search_stop", "reason")
 
 
 def _profile_section(name: str, profile: dict[str, Any]) -> str:
@@ -94,15 +101,40 @@ STYLE = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;
          "tr.failed{background:#eee}")
 
 
+def _pairs(doc: dict[str, Any]) -> str:
+    return "<table>" + "".join(f"<tr><th>{html.escape(str(k))}</th><td>{_cell(v)}</td></tr>"
+                               for k, v in doc.items()) + "</table>"
+
+
+def search_html(doc: dict[str, Any]) -> str:
+    """The data splits, the prune search's trials and the time budget, readable."""
+    splits = dict(doc.get("splits") or {})
+    used = splits.pop("used_for", {})
+    search = doc.get("search") or {}
+    budget = search.get("budget") or {}
+    phases = budget.get("phases_s", {})
+    trials = search.get("trials")
+    tried = (_table(trials, TRIAL_COLUMNS) + f"<p>stopped: {_cell(search.get('stop'))}</p>"
+             if trials is not None else f"<p>ratios (list): {_cell(search.get('ratios'))}</p>")
+    stops = "".join(f"<li>{html.escape(s)}</li>" for s in budget.get("stopped_by_budget", []))
+    return (f"<h2>data splits</h2>{_pairs(splits)}{_pairs(used)}"
+            f"<h2>search ({_cell(search.get('mode'))})</h2>{tried}"
+            f"<h3>time budget: {_cell(budget.get('used_s'))} s of "
+            f"{_cell(budget.get('budget_s'))} s</h3>{_pairs(phases)}"
+            + (f"<ul>{stops}</ul>" if stops else ""))
+
+
 def write_html(doc: dict[str, Any], path: Path) -> Path:
     """Write the readable report with one tradeoff plot per profile."""
-    head = {k: doc.get(k) for k in ("model", "data", "metric", "baseline_metric", "tolerance",
+    head = {k: doc.get(k) for k in ("model", "data", "metric", "baseline_metric",
+                                    "selection_baseline_metric", "tolerance", "latency_source",
                                     "created_at", "duration_s")}
     intro = "".join(f"<tr><th>{k}</th><td>{_cell(v)}</td></tr>" for k, v in head.items())
     students = _table(doc.get("students", []), ("key", "prune", "distill"))
     sections = "".join(_profile_section(n, p) for n, p in doc["profiles"].items())
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>edgekit build report"
             f"</title><style>{STYLE}</style></head><body><h1>edgekit build report</h1>"
-            f"<table>{intro}</table><h2>students</h2>{students}{sections}</body></html>")
+            f"<table>{intro}</table>{search_html(doc)}<h2>students</h2>{students}{sections}"
+            "</body></html>")
     atomic_write(path, page.encode("utf-8"))
     return path

@@ -8,11 +8,22 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edge_agent.contracts.vocab import FORMATS, PRECISIONS
 
 Arch = Literal["aarch64", "x86_64", "armv7l"]
+# Whether latencies timed on the build host (its CPU, ONNX Runtime CPU / XNNPACK) stand for
+# the device, when the build has no agent to time on (``edgekit build --measure-on``):
+#   representative      the host's figures are the device's (the generic x86-64 profile);
+#   rank_only           the device runs the same CPU runtimes, so the host's figures rank
+#                       candidates fairly, but their values are not the device's;
+#   not_representative  the device's fast path (TensorRT, CUDA, a GPU delegate) does not run
+#                       on the host: host timings never rank candidates; among those within
+#                       tolerance the build keeps the profile's target order.
+HostTiming = Literal["representative", "rank_only", "not_representative"]
+CPU_PROVIDERS = {"CPUExecutionProvider"}
+CPU_DELEGATES = {"xnnpack", "none"}
 Precision = Literal[PRECISIONS]  # the shared vocabulary (edge_agent.contracts.vocab)
 __all__ = ["FORMATS", "PRECISIONS", "OnnxTarget", "Profile", "Target", "TfliteTarget"]
 
@@ -53,7 +64,18 @@ class OnnxTarget(_Strict):
     opset: int = Field(default=17, ge=11, le=23)
     providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"], min_length=1)
     threads: int = Field(ge=1, le=256)
+    thread_choices: list[Annotated[int, Field(ge=1, le=256)]] = Field(
+        default_factory=list, description="other thread counts the search may time; the "
+        "fastest within tolerance wins and its count goes into the bundle")
     notes: str = ""
+
+    def thread_options(self) -> list[int]:
+        """Every thread count the search may try: ``threads`` first, then the choices."""
+        return list(dict.fromkeys([self.threads, *self.thread_choices]))
+
+    def cpu_only(self) -> bool:
+        """True when the build host's CPU runtime runs this target as the device would."""
+        return set(self.providers) <= CPU_PROVIDERS
 
     def runtime_options(self) -> dict[str, Any]:
         """What the device's runtime needs to know, as plain JSON for the bundle manifest."""
@@ -67,7 +89,18 @@ class TfliteTarget(_Strict):
     precision: Precision
     delegate: Literal["xnnpack", "gpu", "none"] = "xnnpack"
     threads: int = Field(ge=1, le=256)
+    thread_choices: list[Annotated[int, Field(ge=1, le=256)]] = Field(
+        default_factory=list, description="other thread counts the search may time; the "
+        "fastest within tolerance wins and its count goes into the bundle")
     notes: str = ""
+
+    def thread_options(self) -> list[int]:
+        """Every thread count the search may try: ``threads`` first, then the choices."""
+        return list(dict.fromkeys([self.threads, *self.thread_choices]))
+
+    def cpu_only(self) -> bool:
+        """True when the build host's CPU runtime runs this target as the device would."""
+        return self.delegate in CPU_DELEGATES
 
     def runtime_options(self) -> dict[str, Any]:
         """What the device's runtime needs to know, as plain JSON for the bundle manifest."""
@@ -89,6 +122,15 @@ class Profile(_Strict):
     software: Software
     targets: list[Target] = Field(min_length=1)
     limits: Limits
+    host_timing: HostTiming = "rank_only"
+
+    @model_validator(mode="after")
+    def _host_timing_fits_targets(self) -> Profile:
+        if self.host_timing != "not_representative" and not all(
+                t.cpu_only() for t in self.targets):
+            raise ValueError("host_timing must be not_representative: a target uses a GPU "
+                             "provider or delegate the build host's CPU timings cannot stand for")
+        return self
 
     def formats(self) -> list[str]:
         """The model formats this device can run, best first, without repeats."""

@@ -33,6 +33,14 @@ def build(
     seed: int = typer.Option(0, "--seed", help="Random seed for pruning and distillation."),
     keep_artifacts: Path = typer.Option(None, "--keep-artifacts", help="Keep every "
                                         "candidate's exported file in this folder."),
+    time_budget: float = typer.Option(600.0, "--time-budget", help="Seconds the search may "
+                                      "take (students, export, evaluation, timing); the "
+                                      "report says where they went."),
+    measure_on: str = typer.Option(None, "--measure-on", help="http://HOST:PORT of a running "
+                                   "edgekit agent: time every candidate on that device, in "
+                                   "its runtime (one --profile)."),
+    measure_token: str = typer.Option(None, "--measure-token", envvar="EDGEKIT_AGENT_TOKEN",
+                                      help="The agent's HTTP token (or $EDGEKIT_AGENT_TOKEN)."),
     show_progress: bool = typer.Option(True, "--progress/--no-progress",
                                        help="Show progress bars."),
     profiles_dir: list[Path] = ProfilesDir,
@@ -47,7 +55,8 @@ def build(
                            weights=weights, recipe=recipe, tolerance=tolerance, name=name,
                            version=version, parent_version=parent_version,
                            profiles_dirs=dirs(profiles_dir), seed=seed,
-                           artifacts_dir=keep_artifacts)
+                           artifacts_dir=keep_artifacts, time_budget_s=time_budget,
+                           measure_on=measure_on, measure_token=measure_token)
     try:
         result = run_build(request)
     except BuildError as exc:
@@ -55,6 +64,8 @@ def build(
             console.print(summary_table(exc.report))
         raise
     console.print(summary_table(result.report))
+    for name, p in result.report["profiles"].items():
+        console.print(f"latency {name}: {p['latency_note']}", highlight=False)
     for name, path in result.bundles.items():
         console.print(f"bundle {name}: {path}", highlight=False)
     console.print(f"report: {result.report_json} and {result.report_html}", highlight=False)
@@ -67,7 +78,7 @@ def _ms(value: Any) -> str:
 def summary_table(report: dict[str, Any]) -> Table:
     """One row per profile: what was chosen and how it compares with the original (fp32)."""
     table = Table(title=f"edgekit build: baseline {report['metric']} "
-                        f"{report['baseline_metric']:.4f}")
+                        f"{report['baseline_metric']:.4f} (gate split)")
     for column in ("profile", "chosen", "method", "prune", "metric", "ms", "vs fp32",
                    "kB", "passed"):
         table.add_column(column, overflow="fold")  # wrap in a narrow terminal, never cut

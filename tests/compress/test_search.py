@@ -1,6 +1,7 @@
 """The accuracy-gated search, with a fake evaluator: candidates follow the profile and recipe,
-the fastest candidate within tolerance wins (not the first), and nothing outside tolerance
-is ever chosen."""
+the fastest candidate within tolerance wins (not the first), nothing outside tolerance is
+ever chosen, profiles whose host timings do not stand for them keep their target order,
+adaptive ratios are walked down only while needed, and the gate split has the last word."""
 
 from __future__ import annotations
 
@@ -8,14 +9,17 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from compress.budget import Budget
 from compress.recipe import Recipe
 from compress.search import (
     CHOSEN,
     FAILED,
     PASSED,
     REJECTED,
+    SKIPPED,
     Candidate,
     Outcome,
+    SearchPlan,
     enumerate_candidates,
     run_search,
 )
@@ -40,9 +44,18 @@ class FakeEvaluator:
 
     figures: dict
     methods: tuple = ("m",)
+    threads: bool = False  # offer the profile's thread choices
+    gate: dict = field(default_factory=dict)  # candidate id -> metric on the gate split
+    thread_ms: dict = field(default_factory=dict)  # threads -> latency factor
 
     def methods_for(self, fmt, precision):
         return list(self.methods)
+
+    def thread_options(self, target):
+        return target.thread_options() if self.threads else [target.threads]
+
+    def gate_metric(self, outcome):
+        return self.gate.get(outcome.candidate.id, outcome.metric)
 
     def accuracy(self, candidate, student):
         key = (candidate.ratio, candidate.format, candidate.precision)
@@ -53,12 +66,14 @@ class FakeEvaluator:
     def latencies(self, outcomes):
         for o in outcomes:
             c = o.candidate
-            o.latency_ms = self.figures.get((c.ratio, c.format, c.precision), (0, 1.0))[1]
+            factor = self.thread_ms.get(c.threads, 1.0)
+            o.latency_ms = self.figures.get((c.ratio, c.format, c.precision), (0, 1.0))[1] * factor
 
 
-def _search(profile, figures, recipe=None, baseline=0.95, drop=0.01, refs=None):
+def _search(profile, figures, recipe=None, baseline=0.95, drop=0.01, refs=None, plan=None,
+            evaluator=None):
     return run_search(PROFILES[profile], recipe or Recipe(), FakeStudents(),
-                      FakeEvaluator(figures), baseline, drop, refs)
+                      evaluator or FakeEvaluator(figures), baseline, drop, refs, plan)
 
 
 @pytest.mark.parametrize("name", sorted(PROFILES))
@@ -142,3 +157,70 @@ def test_a_nan_metric_never_passes_the_gate():
     outcome.size_bytes, outcome.latency_ms = 10, 1.0
     gate(outcome, baseline=0.9, allowed_drop=0.01, max_bytes=1e9)
     assert outcome.status == REJECTED and "not a number" in outcome.reason
+
+
+def _every_target(ratios, metric=0.95, latency=1.0):
+    return {(r, f, p): (metric, latency) for r in ratios for f in ("onnx", "tflite")
+            for p in ("int8", "fp16", "fp32")}
+
+
+def test_thread_counts_are_a_dimension_where_the_profile_lists_several():
+    profile = PROFILES["rpi4"]
+    evaluator = FakeEvaluator(_every_target([0.0]), threads=True, thread_ms={1: 0.5})
+    candidates = enumerate_candidates(profile, Recipe.from_dict({"prune": {"ratios": [0.0]}}),
+                                      evaluator)
+    per_target = len(profile.targets[0].thread_options())
+    assert per_target > 1 and len(candidates) == per_target * len(profile.targets)
+    assert {c.target.threads for c in candidates} == {c.threads for c in candidates}
+    result = _search("rpi4", _every_target([0.0, 0.5]), evaluator=evaluator)
+    assert result.chosen.candidate.threads == 1 and result.chosen.candidate.id.endswith("/t1")
+    assert result.chosen.candidate.target.threads == 1  # what the bundle will run with
+    single = enumerate_candidates(PROFILES["jetson-orin-nano"], Recipe(), evaluator)
+    assert all(c.threads is None for c in single)  # one count: ids and behaviour as before
+
+
+def test_host_timings_that_do_not_stand_for_the_device_keep_the_target_order():
+    figures = {(0.0, "onnx", "int8"): (0.95, 9.0), (0.5, "onnx", "int8"): (0.95, 8.0),
+               (0.0, "onnx", "fp16"): (0.95, 1.0), (0.5, "onnx", "fp16"): (0.95, 0.5),
+               (0.0, "tflite", "int8"): (0.95, 0.1), (0.5, "tflite", "int8"): (0.95, 0.1)}
+    by_time = _search("jetson-orin-nano", figures)
+    assert by_time.chosen.candidate.id == "r0.5/tflite/int8/m"  # host CPU's fastest
+    ordered = _search("jetson-orin-nano", figures, plan=SearchPlan(selection="target_order"))
+    assert ordered.chosen.candidate.id == "r0.5/onnx/int8/m"  # first target, highest ratio
+    assert "do not rank" in ordered.chosen.reason
+    later = next(o for o in ordered.outcomes if o.candidate.id == "r0.5/onnx/fp16/m")
+    assert later.status == PASSED and "profile's order" in later.reason
+
+
+def test_adaptive_ratios_step_down_only_while_outside_tolerance():
+    figures = {(0.8, "onnx", "int8"): (0.90, 0.5), (0.5, "onnx", "int8"): (0.95, 0.8),
+               (0.0, "onnx", "int8"): (0.95, 1.0), (0.8, "onnx", "fp32"): (0.95, 1.5),
+               (0.5, "onnx", "fp32"): (0.95, 2.0), (0.0, "onnx", "fp32"): (0.95, 3.0)}
+    recipe = Recipe.from_dict({"search": {"formats": ["onnx"]}})
+    result = _search("x86-64", figures, recipe, plan=SearchPlan(ratios=[0.0, 0.5, 0.8]))
+    tried = sorted(o.candidate.id for o in result.outcomes)
+    assert tried == ["r0.5/onnx/int8/m", "r0.8/onnx/fp32/m", "r0.8/onnx/int8/m"]
+    assert result.chosen.candidate.id == "r0.5/onnx/int8/m"
+
+
+def test_the_gate_split_has_the_last_word():
+    figures = {(0.0, "onnx", "int8"): (0.95, 1.0), (0.5, "onnx", "int8"): (0.95, 0.5)}
+    evaluator = FakeEvaluator(figures, gate={"r0.5/onnx/int8/m": 0.80})
+    plan = SearchPlan(final=evaluator.gate_metric, gate_baseline=0.96)
+    result = _search("x86-64", figures, plan=plan, evaluator=evaluator)
+    fastest = next(o for o in result.outcomes if o.candidate.id == "r0.5/onnx/int8/m")
+    assert fastest.status == REJECTED and "gate split gives 0.8000" in fastest.reason
+    assert result.chosen.candidate.id == "r0/onnx/int8/m"
+    assert result.chosen.gate_metric == 0.95 and result.gate_baseline == 0.96
+
+
+def test_a_spent_budget_skips_the_rest_and_says_so():
+    clock = iter(range(0, 10_000, 10))
+    budget = Budget(100, clock=lambda: next(clock))
+    figures = _every_target([0.0, 0.5])
+    result = _search("x86-64", figures, Recipe.from_dict({"prune": {"ratios": [0.0, 0.5]}}),
+                     plan=SearchPlan(budget=budget, share_s=15))
+    skipped = [o for o in result.outcomes if o.status == SKIPPED]
+    assert skipped and result.chosen is not None
+    assert "time budget" in result.stop and budget.stops == [result.stop]
+    assert all("time budget" in o.reason for o in skipped)

@@ -77,9 +77,14 @@ def tiny_data() -> dict[str, Any]:
 
 
 def strict_data() -> dict[str, Any]:
-    """Data whose metric punishes any change in the outputs: nothing but fp32 r0 passes 0."""
+    """Data whose metric punishes any change in the outputs: nothing but fp32 r0 passes 0.
+
+    The metric compares with the original's outputs on the whole validation set, so the
+    same set is also the ``test`` (gate) loader: the build then never splits it.
+    """
     model = trained_tiny_model()
     doc = tiny_data()
+    doc["test"] = DataLoader(doc["validation"].dataset, batch_size=32)
 
     def closeness(outputs: torch.Tensor, labels: torch.Tensor) -> float:
         with torch.no_grad():
@@ -141,3 +146,9 @@ def raising_metric_data() -> dict[str, Any]:
 def nan_metric_data() -> dict[str, Any]:
     """Data whose metric is NaN: nothing may ever ship on it."""
     return tiny_data() | {"metric": lambda outputs, labels: float("nan")}
+
+
+def tiny_data_with_test() -> dict[str, Any]:
+    """tiny_data plus a separate ``test`` loader: the honest gate's data."""
+    test = DataLoader(TensorDataset(*tiny_tensors(48, 4)), batch_size=32)
+    return tiny_data() | {"test": test}

@@ -1,0 +1,102 @@
+"""The adaptive prune search: steps up while the student passes, then bisects between the last
+pass and the first fail, grows each student from the last that passed, and stops on its share
+of the time budget (and says so)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from compress.adaptive import BISECT, START, STEP_UP, next_ratio, search_ratios
+from compress.budget import Budget
+from compress.errors import CompressError
+from compress.recipe import AdaptiveConfig, Recipe
+from compress.techniques import Student
+
+
+@dataclass
+class FakeStudents:
+    """Students whose metric falls past ``limit``; each grow costs ``cost`` seconds."""
+
+    limit: float
+    clock: list = field(default_factory=lambda: [0.0])
+    cost: float = 1.0
+    grown: list = field(default_factory=list)
+
+    def get(self, ratio):
+        return Student(model=None, ratio=ratio)
+
+    def grow(self, ratio, base):
+        self.clock[0] += self.cost
+        self.grown.append((ratio, base))
+        return Student(model=None, ratio=ratio, parent=f"r{base:g}" if base else None)
+
+    def judge(self, student):
+        return 0.95 if student.ratio <= self.limit else 0.80
+
+
+def _run(students, cfg=None, budget_s=1000.0):
+    budget = Budget(budget_s, clock=lambda: students.clock[0])
+    result = search_ratios(cfg or AdaptiveConfig(), students, students.judge, 0.94, budget)
+    return result, budget
+
+
+def test_steps_up_while_passing_then_bisects_between_pass_and_fail():
+    students = FakeStudents(limit=0.75)
+    result, budget = _run(students)
+    assert [t.ratio for t in result.trials] == [0.0, 0.5, 0.7, 0.82, 0.76, 0.73]
+    assert [t.step for t in result.trials] == [START, START, STEP_UP, STEP_UP, BISECT, BISECT]
+    assert [t.passed for t in result.trials] == [True, True, True, False, False, True]
+    # each student grown from the last that passed
+    assert students.grown == [(0.5, 0.0), (0.7, 0.5), (0.82, 0.7), (0.76, 0.7), (0.73, 0.7)]
+    assert result.passing() == [0.73, 0.7, 0.5, 0.0]
+    assert "bisected to 0.73 (pass) / 0.76 (fail)" in result.stop
+    assert budget.spent["distill"] == 5.0 and not budget.stops
+    assert result.to_dict()["trials"][3]["verdict"] == "fail"
+
+
+def test_a_first_failure_bisects_down_from_the_first_ratio():
+    result, _ = _run(FakeStudents(limit=0.2))
+    assert [t.ratio for t in result.trials][:3] == [0.0, 0.5, 0.25]
+    assert result.passing()[-1] == 0.0 and max(result.passing()) < 0.2 + 1e-9
+
+
+def test_passing_everything_stops_at_max_ratio():
+    result, _ = _run(FakeStudents(limit=0.99), AdaptiveConfig(max_ratio=0.9))
+    assert result.passing()[0] == 0.9 and "reached max_ratio 0.9" in result.stop
+
+
+def test_budget_share_stops_the_search_and_is_recorded():
+    students = FakeStudents(limit=0.99, cost=100.0)
+    result, budget = _run(students, AdaptiveConfig(student_share=0.5), budget_s=300)
+    assert [t.ratio for t in result.trials] == [0.0, 0.5]  # a second 100 s student won't fit
+    assert "time budget" in result.stop and budget.stops == [result.stop]
+    assert budget.to_dict()["phases_s"]["distill"] == 100.0
+
+
+def test_max_students_caps_the_search():
+    result, _ = _run(FakeStudents(limit=0.99), AdaptiveConfig(max_students=2, max_ratio=0.99))
+    assert len(result.trials) == 3 and "max_students=2" in result.stop
+
+
+@pytest.mark.parametrize("last_pass, first_fail, expected", [
+    (0.0, None, (0.5, START)), (0.5, None, (0.7, STEP_UP)), (0.7, 0.82, (0.76, BISECT))])
+def test_next_ratio(last_pass, first_fail, expected):
+    assert next_ratio(AdaptiveConfig(), last_pass, first_fail) == expected
+
+
+def test_the_default_recipe_is_adaptive_and_a_ratio_list_is_not():
+    assert Recipe().prune.adaptive_search
+    listed = Recipe.from_dict({"prune": {"ratios": [0.0, 0.5]}})
+    assert listed.prune.search == "list" and listed.prune.candidate_ratios() == [0.0, 0.5]
+    ranged = Recipe.from_dict({"prune": {"ratio_range": {"min": 0.2, "max": 0.4}}})
+    assert not ranged.prune.adaptive_search
+    assert Recipe.from_json(Recipe().to_json()).prune.adaptive_search
+    assert Recipe.from_json(listed.to_json()) == listed
+    assert not Recipe.from_dict({"prune": {"enabled": False}}).prune.adaptive_search
+
+
+def test_a_bad_budget_is_one_line():
+    with pytest.raises(CompressError, match="--time-budget 0 must be a positive"):
+        Budget(0)
