@@ -34,5 +34,8 @@ def create_app(cfg: CloudConfig, engine: Engine, *, api_token: str | None = None
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    from cloud_sync.dashboard.mount import mount_dashboard  # it imports api.deps: not at the top
+
+    mount_dashboard(app)  # /dashboard: the same token, as a header or the login cookie
     app.add_middleware(RequestCounter, metrics=app.state.metrics)
     return app

@@ -1,0 +1,87 @@
+"""What the controller decided: triggers with their evidence, rollouts with their verdicts
+and timelines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from sqlalchemy.engine import Connection
+
+from cloud_sync.api.deps import get_conn
+from cloud_sync.dashboard import queries as q
+from cloud_sync.dashboard.auth import PREFIX, require_login
+from cloud_sync.dashboard.render import DashboardError, positive_int, render
+from cloud_sync.rollouts.health import CHECKS
+from cloud_sync.triggers.queries import get_trigger
+
+router = APIRouter(prefix=PREFIX, include_in_schema=False, dependencies=[Depends(require_login)])
+PER_PAGE = 50
+GROUP_FIGURES = ("devices", "inferences", "errors", "non_finite", "p95_ms", "confidence_mean")
+HIDDEN_EVIDENCE = ("fleet", "model", "version", "trigger_id")  # shown in the page header
+
+
+def _page(request: Request) -> int:
+    return positive_int("page", request.query_params.get("page"), 1)
+
+
+@router.get("/triggers")
+def triggers_page(request: Request, conn: Connection = Depends(get_conn)) -> Response:
+    """Fired triggers, newest first."""
+    page = _page(request)
+    rows, total = q.trigger_rows(conn, PER_PAGE, (page - 1) * PER_PAGE)
+    return render(request, "triggers.html", rows=rows, total=total, page=page,
+                  pages=max(1, -(-total // PER_PAGE)))
+
+
+@router.get("/triggers/{trigger_id}")
+def trigger_page(trigger_id: int, request: Request,
+                 conn: Connection = Depends(get_conn)) -> Response:
+    """One trigger: its evidence as tables, its actions and their attempts."""
+    found = get_trigger(conn, trigger_id)
+    if found is None:
+        raise DashboardError(404, f"no trigger {trigger_id}; pick one from the triggers list")
+    evidence = {k: v for k, v in found["evidence"].items() if k not in HIDDEN_EVIDENCE}
+    return render(request, "trigger.html", t=found, evidence=evidence)
+
+
+@router.get("/rollouts")
+def rollouts_page(request: Request, conn: Connection = Depends(get_conn)) -> Response:
+    """Rollouts, newest first, with device counts per state."""
+    page = _page(request)
+    rows, total = q.rollout_rows(conn, PER_PAGE, (page - 1) * PER_PAGE)
+    return render(request, "rollouts.html", rows=rows, total=total, page=page,
+                  pages=max(1, -(-total // PER_PAGE)))
+
+
+def comparison(figures: dict[str, Any] | None, thresholds: dict[str, Any]) -> dict[str, Any]:
+    """Canary vs control rows and the derived checks (figure, value, limit, over?) of a
+    health verdict's figures; empty when the verdict has none."""
+    figures = figures or {}
+    canary, control = figures.get("canary") or {}, figures.get("control") or {}
+    groups = [(name, canary.get(name), control.get(name)) for name in GROUP_FIGURES
+              if name in canary or name in control]
+    checks = [(text, figures.get(key), thresholds.get(attr),
+               figures.get(key) is not None and thresholds.get(attr) is not None
+               and figures[key] > thresholds[attr])
+              for key, attr, text in CHECKS if key in figures]
+    rest = {k: v for k, v in figures.items()
+            if k not in ("canary", "control") and k not in {c[0] for c in CHECKS}}
+    return {"groups": groups, "checks": checks, "rest": rest,
+            "classes": (canary.get("class_counts") or {}, control.get("class_counts") or {})}
+
+
+@router.get("/rollouts/{rollout_id}")
+def rollout_page(rollout_id: int, request: Request,
+                 conn: Connection = Depends(get_conn)) -> Response:
+    """One rollout: state, waves, canary vs control, the timeline, its devices."""
+    found = q.rollout_detail(conn, rollout_id)
+    if found is None:
+        raise DashboardError(404, f"no rollout {rollout_id}; pick one from the rollouts list")
+    thresholds = (found["policy"] or {}).get("thresholds") or {}
+    verdict = found["verdict"] or {}
+    return render(request, "rollout.html", r=found, verdict=verdict,
+                  compare=comparison(verdict.get("figures"), thresholds),
+                  events=[{**e, "compare": comparison(e["figures"], thresholds)}
+                          for e in found["timeline"]])
