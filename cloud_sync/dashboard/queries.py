@@ -98,19 +98,23 @@ def activity_counts(conn: Connection, since: float) -> dict[str, int]:
     return {"triggers_recent": int(fired or 0), **{f"rollouts_{s}": int(n) for s, n in per_state}}
 
 
-def _latest_drift() -> sa.Subquery:
-    """Per device: its newest device-scope drift window, the worst score / threshold in it
-    over the kinds, and whether any kind drifted there."""
+def _latest_drift(device_ids: list[str] | None = None) -> sa.Subquery:
+    """Per device (of ``device_ids``, else all): its newest device-scope drift window, the
+    worst score / threshold in it over the kinds, and whether any kind drifted there.
+    ``scope_key`` is the device id for device scores and leads the table's unique index."""
     s = drift_scores.c
-    newest = (sa.select(s.device_id, sa.func.max(s.window_end).label("window_end"))
-              .where(s.scope == "device").group_by(s.device_id).subquery())
+    scoped = [s.scope == "device"]
+    if device_ids is not None:
+        scoped.append(s.scope_key.in_(device_ids))
+    newest = (sa.select(s.scope_key, sa.func.max(s.window_end).label("window_end"))
+              .where(*scoped).group_by(s.scope_key).subquery())
     ratio = sa.case((s.threshold > 0, s.score / s.threshold), else_=None)
-    return (sa.select(s.device_id,
+    return (sa.select(s.scope_key.label("device_id"),
                       sa.func.max(ratio).label("drift_ratio"),
                       sa.func.max(sa.case((s.verdict == "drift", 1), else_=0)).label("drifting"))
-            .join(newest, sa.and_(s.device_id == newest.c.device_id,
+            .join(newest, sa.and_(s.scope_key == newest.c.scope_key,
                                   s.window_end == newest.c.window_end))
-            .where(s.scope == "device").group_by(s.device_id).subquery())
+            .where(*scoped).group_by(s.scope_key).subquery())
 
 
 def _device_where(f: DeviceFilter) -> list[Any]:
@@ -128,24 +132,49 @@ def _device_where(f: DeviceFilter) -> list[Any]:
     return where
 
 
+DEVICE_COLUMNS = ("id", "fleet", "state", "profile", "model_name", "model_version",
+                  "agent_version", "last_seen")
+SORT_COLUMNS = {"id": "id", "fleet": "fleet", "state": "state", "version": "model_version",
+                "last_seen": "last_seen"}
+
+
 def device_table(conn: Connection, f: DeviceFilter) -> DevicePage:
-    """One page of devices (filtered, sorted in SQL) with their latest drift ratio."""
-    d = devices.c
-    drift = _latest_drift()
-    sortable = {"id": d.id, "fleet": d.fleet, "state": d.state, "version": d.model_version,
-                "last_seen": d.last_seen, "drift": drift.c.drift_ratio}
+    """One page of devices (filtered, sorted and cut in SQL) with their latest drift ratio.
+    Sorting by drift ranks every matching device's newest window in SQL; any other sort
+    takes the page from ``devices`` first and looks up drift for those rows only."""
     where = _device_where(f)
     total = conn.execute(sa.select(sa.func.count()).select_from(devices).where(*where)).scalar()
-    column = sortable[f.sort]
+    rows = _drift_sorted(conn, f, where) if f.sort == "drift" else _column_sorted(conn, f, where)
+    return DevicePage(rows, int(total or 0))
+
+
+def _column_sorted(conn: Connection, f: DeviceFilter, where: list[Any]) -> list[dict[str, Any]]:
+    d = devices.c
+    column = d[SORT_COLUMNS[f.sort]]
     order = (column.desc() if f.descending else column.asc()).nulls_last()
-    query = (sa.select(d.id, d.fleet, d.state, d.profile, d.model_name, d.model_version,
-                       d.agent_version, d.last_seen, drift.c.drift_ratio, drift.c.drifting)
-             .select_from(devices.outerjoin(drift, drift.c.device_id == d.id))
-             .where(*where).order_by(order, d.id).limit(f.per_page).offset(f.offset))
-    return DevicePage([dict(r._mapping) for r in conn.execute(query)], int(total or 0))
+    rows = [dict(r._mapping) for r in conn.execute(
+        sa.select(*(d[c] for c in DEVICE_COLUMNS)).where(*where).order_by(order, d.id)
+        .limit(f.per_page).offset(f.offset))]
+    drift = _latest_drift([r["id"] for r in rows])
+    found = {r.device_id: r for r in conn.execute(sa.select(drift))} if rows else {}
+    for r in rows:
+        hit = found.get(r["id"])
+        r["drift_ratio"], r["drifting"] = (hit.drift_ratio, hit.drifting) if hit else (None, None)
+    return rows
 
 
-SORTS = ("id", "fleet", "state", "version", "last_seen", "drift")
+def _drift_sorted(conn: Connection, f: DeviceFilter, where: list[Any]) -> list[dict[str, Any]]:
+    d = devices.c
+    drift = _latest_drift()
+    ratio = drift.c.drift_ratio
+    query = (sa.select(*(d[c] for c in DEVICE_COLUMNS), ratio, drift.c.drifting)
+             .select_from(devices.outerjoin(drift, drift.c.device_id == d.id)).where(*where)
+             .order_by((ratio.desc() if f.descending else ratio.asc()).nulls_last(), d.id)
+             .limit(f.per_page).offset(f.offset))
+    return [dict(r._mapping) for r in conn.execute(query)]
+
+
+SORTS = (*SORT_COLUMNS, "drift")
 
 
 def filter_choices(conn: Connection) -> dict[str, list[str]]:
@@ -180,7 +209,7 @@ def device_drift(conn: Connection, device_id: str) -> dict[str, dict[str, list[A
     s = drift_scores.c
     rows = conn.execute(
         sa.select(s.kind, s.window_end, s.score, s.threshold, s.verdict)
-        .where(s.device_id == device_id, s.scope == "device")
+        .where(s.scope_key == device_id, s.scope == "device")  # scope_key: indexed
         .order_by(s.window_end.desc()).limit(DRIFT_POINTS)).all()
     out: dict[str, dict[str, list[Any]]] = {}
     for r in reversed(rows):
@@ -197,7 +226,7 @@ def latest_channels(conn: Connection, device_id: str) -> list[dict[str, Any]]:
     window (as the drift job stored them)."""
     s = drift_scores.c
     row = conn.execute(sa.select(s.details, s.window_end).where(
-        s.device_id == device_id, s.scope == "device", s.kind == "input")
+        s.scope_key == device_id, s.scope == "device", s.kind == "input")
         .order_by(s.window_end.desc()).limit(1)).first()
     if row is None:
         return []
