@@ -58,3 +58,17 @@ def test_root_redirects_to_the_dashboard_and_static_files_are_served(client):
     assert uplot.status_code == 200 and "uPlot" in uplot.text
     assert client.get("/dashboard/static/vendor/htmx-2.0.11/htmx.min.js").status_code == 200
     assert client.get("/dashboard/static/charts.js").status_code == 200
+
+
+def test_a_server_without_a_token_says_how_to_set_one(cloud_cfg, engine, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from cloud_sync.api import create_app
+
+    monkeypatch.delenv("EDGEKIT_API_TOKEN", raising=False)
+    with TestClient(create_app(cloud_cfg, engine)) as client:
+        answer = client.post("/dashboard/login", data={"token": "anything"},
+                             follow_redirects=False)
+        assert answer.status_code == 401
+        assert "this server has no API token; start it with EDGEKIT_API_TOKEN set" in answer.text
+        assert client.get("/dashboard/", follow_redirects=False).status_code == 303
