@@ -34,6 +34,10 @@ class Budget:
                                 "seconds, e.g. 600")
         self.started = self.clock()
 
+    def start(self) -> None:
+        """Start counting now (the search starts after the model and data are loaded)."""
+        self.started = self.clock()
+
     def elapsed(self) -> float:
         """Seconds since the budget started."""
         return self.clock() - self.started

@@ -155,6 +155,7 @@ def run_build(req: BuildRequest) -> BuildResult:
     teacher = build_model(req.model, req.weights)
     user = load_data(req.data)
     prep = prepare(teacher, user, recipe, req, tolerance)
+    budget.start()
     ratios = _student_search(recipe, prep, budget)
     with _workdir(req.artifacts_dir) as work:
         tolerable = prep.allowed / max(abs(prep.selection_baseline), 1e-9)
@@ -298,9 +299,7 @@ def manifest_figures(figures: dict[str, Any]) -> dict[str, Any]:
 def latency_note(profile: Profile, source: LatencySource) -> str:
     """Where a profile's latency figures come from and what they were used for, in words."""
     kind = "device" if source.on_device else profile.host_timing
-    fast = sorted({p for t in profile.targets if not t.cpu_only()
-                   for p in getattr(t, "providers", [f"{t.delegate} delegate"])
-                   if p != "CPUExecutionProvider"})
+    fast = list(dict.fromkeys(a for t in profile.targets for a in t.accelerators_used()))
     return LATENCY_NOTES[kind].format(source=source.description, providers=", ".join(fast))
 
 

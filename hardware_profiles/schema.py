@@ -77,6 +77,10 @@ class OnnxTarget(_Strict):
         """True when the build host's CPU runtime runs this target as the device would."""
         return set(self.providers) <= CPU_PROVIDERS
 
+    def accelerators_used(self) -> list[str]:
+        """The providers beyond the CPU this target runs on (TensorRT, CUDA, ...)."""
+        return [p for p in self.providers if p not in CPU_PROVIDERS]
+
     def runtime_options(self) -> dict[str, Any]:
         """What the device's runtime needs to know, as plain JSON for the bundle manifest."""
         return {"providers": list(self.providers), "threads": self.threads, "opset": self.opset}
@@ -101,6 +105,10 @@ class TfliteTarget(_Strict):
     def cpu_only(self) -> bool:
         """True when the build host's CPU runtime runs this target as the device would."""
         return self.delegate in CPU_DELEGATES
+
+    def accelerators_used(self) -> list[str]:
+        """The delegate beyond the CPU this target runs on, if any."""
+        return [] if self.cpu_only() else [f"{self.delegate} delegate"]
 
     def runtime_options(self) -> dict[str, Any]:
         """What the device's runtime needs to know, as plain JSON for the bundle manifest."""

@@ -66,3 +66,13 @@ def test_progressive_students_grow_from_the_next_lower_ratio(tiny_teacher, tiny_
         **recipe.prune.model_dump(), "progressive": False}})
     direct = Students(one_cut, _data(tiny_teacher, tiny_validation)).get(0.6)
     assert direct.parent is None and direct.steps["prune"]["from"] == "original"
+
+
+def test_grow_prunes_the_given_student_further(tiny_teacher, tiny_validation):
+    recipe = Recipe.from_dict({"distill": {"epochs": 1}, "prune": {"round_to": None}})
+    students = Students(recipe, _data(tiny_teacher, tiny_validation))
+    base = students.grow(0.3, 0.0)
+    grown = students.grow(0.65, 0.3)
+    assert base.parent is None and grown.parent == "r0.3"
+    assert grown.steps["prune"]["from"] == "r0.3" and students.get(0.65) is grown
+    assert grown.steps["prune"]["achieved_reduction"] >= 0.65

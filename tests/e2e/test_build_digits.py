@@ -1,5 +1,6 @@
 """End to end: train the digits baseline, ``edgekit build`` it for two profiles with the
-default recipe, and prove on this machine's runtimes what the device would see."""
+default recipe (the adaptive prune search), and prove on this machine's runtimes what the
+device would see, on the gate split the search never selected on."""
 
 from __future__ import annotations
 
@@ -44,15 +45,22 @@ def test_summary_and_report(built):
         assert profile["metric"] >= profile["baseline_metric"] - 0.01
         assert profile["latency_ms"] < profile["baseline_latency_ms"]
         assert profile["size_bytes"] < profile["baseline_size_bytes"]
-        assert len(profile["candidates"]) == 2 * 4  # ratios {0, 0.5} x the 4 targets
-    assert [s["key"] for s in doc["students"]] == ["r0", "r0.5"]
+        assert profile["prune_ratio"] in doc["search"]["passing"]
+    search = doc["search"]
+    assert search["mode"] == "adaptive" and search["stop"]
+    trials = search["trials"]
+    assert [t["ratio"] for t in trials[:2]] == [0.0, 0.5] and len(trials) >= 3
+    assert max(search["passing"]) > 0.5  # it stepped past the old default's single ratio
+    assert [s["key"] for s in doc["students"]][:2] == ["r0", "r0.5"]
     assert doc["students"][1]["prune"]["macs_after"] < doc["students"][1]["prune"]["macs_before"]
-    assert "data:image/png;base64," in (out / "report.html").read_text()
+    assert doc["splits"]["gate"] > 200 and "data:image/png;base64," in (
+        out / "report.html").read_text()
 
 
 @pytest.mark.parametrize("profile", PROFILES)
 def test_bundle_verifies_and_scores_like_the_report_on_the_device_path(built, keypair,
                                                                       profile):
+    from compress.splits import selection_and_gate
     from examples.digits.data import splits
 
     out, _ = built
@@ -60,7 +68,8 @@ def test_bundle_verifies_and_scores_like_the_report_on_the_device_path(built, ke
     result = CliRunner().invoke(app, ["bundle", "verify", str(out / profile / "digits-2.ekb"),
                                       "--pubkey", str(keypair[1]), "--run"])
     assert result.exit_code == 0 and "golden check passed" in result.output
-    val_x, val_y = splits()["validation"]
+    gate = selection_and_gate(*splits()["validation"], seed=0)  # what the build gated on
+    val_x, val_y = gate.gate_x, gate.gate_y
     with open_bundle(out / profile / "digits-2.ekb", trusted_keys([keypair[1]])) as opened:
         model = LoadedModel.load(opened)
         batch = 1 if opened.manifest.inputs[0].shape[0] == 1 else len(val_x)

@@ -23,7 +23,19 @@ def test_every_profile_is_consistent(name):
     assert profile.targets, "a profile needs at least one target"
     for target in profile.targets:
         assert target.threads <= profile.cpu.cores, "threads beyond the device's cores"
+        assert max(target.thread_options()) <= profile.cpu.cores, "thread choice beyond cores"
+        assert target.thread_options()[0] == target.threads
     assert profile.formats()
+    text = (BUILTIN_DIR / f"{name}.yaml").read_text()
+    assert "\nhost_timing: " in text, "every shipped profile says whether host timings stand"
+
+
+@pytest.mark.parametrize("name, host_timing", [
+    ("x86-64", "representative"), ("rpi4", "rank_only"), ("rpi5", "rank_only"),
+    ("rpi-zero-2w", "rank_only"), ("jetson-nano", "not_representative"),
+    ("jetson-orin-nano", "not_representative")])
+def test_host_timing_says_whether_host_figures_stand_for_the_device(name, host_timing):
+    assert get_profile(name).host_timing == host_timing
 
 
 @pytest.mark.parametrize("name, arch, cores, memory_mb", [
@@ -72,6 +84,10 @@ def test_user_profile_from_env_var(tmp_path: Path, monkeypatch):
     ("memory_mb: 4096\n", "", r"field 'memory_mb': Field required"),
     ("format: tflite", "format: tensorrt", r"field 'targets.0'.*'onnx', 'tflite'"),
     ("name: rpi4", "name: rpi4\ncolour: red", r"field 'colour': Extra inputs"),
+    ("host_timing: rank_only", "host_timing: exact", r"field 'host_timing'.*'representative'"),
+    ("delegate: xnnpack", "delegate: gpu",
+     r"host_timing must be not_representative: a target uses a GPU"),
+    ("    thread_choices: [1, 2]", "    thread_choices: [0]", r"field 'targets.0.tflite.thread"),
 ])
 def test_broken_profile_names_file_field_and_what_is_allowed(tmp_path, old, new, expected):
     path = tmp_path / "rpi4.yaml"

@@ -1,0 +1,103 @@
+"""``edgekit build --measure-on URL``: a real agent process (its HTTP API behind a token) times
+every candidate in its own runtime; the search ranks by those figures, never by host timings,
+and the report says where each figure came from."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import export.latency
+import export.remote_latency
+from edgekit.cli.main import app
+from edgekit.local_broker import free_port
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "build-measure-on-token-0123"
+RECIPE = ("prune: {enabled: false}\nquantize: {precisions: [int8, fp32]}\n"
+          "search: {formats: [onnx], latency_runs: 20, latency_warmup: 2, latency_rounds: 2}\n")
+
+
+@pytest.fixture(scope="module")
+def agent_url(tmp_path_factory, keypair, make_onnx_bundle):
+    """A real `edgekit agent run` for an rpi4, serving a tiny model, HTTP API with a token."""
+    state = tmp_path_factory.mktemp("agent-state")
+    token_file = state.parent / "token"
+    token_file.write_text(TOKEN)
+    port = free_port()
+    cmd = [sys.executable, "-m", "edgekit.cli.main", "agent", "run", "--bundle",
+           str(make_onnx_bundle("1", profile="rpi4")), "--device-id", "dev-9", "--fleet",
+           "test", "--pubkey", str(keypair[1]), "--state-dir", str(state), "--profile", "rpi4",
+           "--http", f"127.0.0.1:{port}", "--http-token-file", str(token_file)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(base, proc)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _wait_healthy(base: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"agent exited: {proc.stdout.read()}")
+        try:
+            with urllib.request.urlopen(base + "/healthz", timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError("the agent's HTTP API did not come up")
+
+
+def test_measure_on_ranks_by_the_agents_figures(agent_url, keypair, tmp_path, monkeypatch):
+    returned: list[float] = []
+    real = export.remote_latency.remote_benchmark
+
+    def recording(*args, **kwargs):  # the agent's real figures, recorded on their way
+        figures = real(*args, **kwargs)
+        returned.extend(figures.values())
+        return figures
+
+    def no_host_timing(*args, **kwargs):
+        raise AssertionError("host timings used although --measure-on was given")
+
+    monkeypatch.setattr(export.remote_latency, "remote_benchmark", recording)
+    monkeypatch.setattr(export.latency, "benchmark", no_host_timing)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(RECIPE)
+    args = ["build", "--model", "tests/compress/tiny.py:tiny_model", "--data",
+            "tests/compress/tiny.py:tiny_data", "--profile", "rpi4", "--key", str(keypair[0]),
+            "-o", str(tmp_path / "out"), "--recipe", str(recipe), "--tolerance", "0.1",
+            "--measure-on", agent_url, "--no-progress"]
+    result = CliRunner().invoke(app, args, env={"EDGEKIT_AGENT_TOKEN": TOKEN},
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    doc = json.loads((tmp_path / "out" / "report.json").read_text())
+    where = "agent dev-9 (rpi4, "
+    assert doc["latency_source"]["name"] == "agent"
+    assert doc["latency_source"]["description"].startswith(where)
+    profile = doc["profiles"]["rpi4"]
+    assert profile["selection"] == "fastest" and profile["latency_host"].startswith(where)
+    assert "timed on the device itself (agent dev-9" in profile["latency_note"]
+    assert "timed on the device itself" in result.output
+    rows = profile["candidates"] + profile["references"]
+    assert all(r["latency_source"].startswith(where) for r in rows)
+    assert all(any(abs(r["latency_ms"] - v) < 1e-3 for v in returned) for r in rows)
+    threads = {c["threads"] for c in profile["candidates"]}
+    assert threads == {1, 2, 4}  # the device's own thread counts, not capped to this host
+    chosen = next(c for c in profile["candidates"] if c["status"] == "chosen")
+    assert chosen["latency_ms"] == min(c["latency_ms"] for c in profile["candidates"]
+                                       if c["status"] in ("chosen", "passed"))
