@@ -161,16 +161,7 @@ def run_build(req: BuildRequest) -> BuildResult:
         tolerable = prep.allowed / max(abs(prep.selection_baseline), 1e-9)
         evaluator = Evaluator(recipe, prep.data, Path(work), tolerable_loss=tolerable,
                               source=source, budget=budget)
-        results = {}
-        for i, profile in enumerate(profiles):
-            progress.note(f"profile {profile.name}")
-            plan = SearchPlan(ratios=ratios.passing() if ratios else None,
-                              selection=selection_for(profile, source),
-                              final=evaluator.gate_metric, gate_baseline=prep.gate_baseline,
-                              budget=budget, share_s=budget.left() / (len(profiles) - i))
-            results[profile.name] = run_search(profile, recipe, prep.students, evaluator,
-                                               prep.selection_baseline, prep.allowed,
-                                               references(profile, recipe), plan)
+        results = search_profiles(profiles, recipe, prep, ratios, evaluator, budget)
         bundles = _write_bundles(req, results, prep, recipe, key, profiles, source)
     context = ReportContext(req, recipe, tolerance, prep, ratios, budget, source,
                             {p.name: p for p in profiles})
@@ -182,12 +173,36 @@ def run_build(req: BuildRequest) -> BuildResult:
     return result
 
 
+def search_profiles(profiles: list[Profile], recipe: Recipe, prep: Prepared,
+                    ratios: RatioSearch | None, evaluator: Evaluator,
+                    budget: Budget) -> dict[str, SearchResult]:
+    """Each profile's search, sharing students and files, each within its share of what is
+    left of the budget."""
+    results = {}
+    for i, profile in enumerate(profiles):
+        progress.note(f"profile {profile.name}")
+        plan = SearchPlan(ratios=ratios.passing() if ratios else None,
+                          selection=selection_for(profile, evaluator.source),
+                          final=evaluator.gate_metric, gate_baseline=prep.gate_baseline,
+                          budget=budget, share_s=budget.left() / (len(profiles) - i))
+        results[profile.name] = run_search(profile, recipe, prep.students, evaluator,
+                                           prep.selection_baseline, prep.allowed,
+                                           references(profile, recipe), plan)
+    return results
+
+
 def _source(req: BuildRequest, profiles: list[Profile]) -> LatencySource:
     """This host, or the agent named by ``measure_on`` (asked who it is before any work)."""
     if req.measure_on and len(profiles) > 1:
         raise BuildError(f"--measure-on times on one device, but {len(profiles)} profiles were "
                          "given; build one --profile per --measure-on agent")
-    return latency_source(req.measure_on, req.measure_token)
+    source = latency_source(req.measure_on, req.measure_token)
+    wanted = profiles[0].name
+    if source.device_profile not in (None, wanted):
+        raise BuildError(f"the agent at {req.measure_on} runs profile "
+                         f"{source.device_profile!r}, not {wanted!r}; build --profile "
+                         f"{source.device_profile} or measure on an agent of {wanted}")
+    return source
 
 
 def selection_for(profile: Profile, source: LatencySource) -> str:

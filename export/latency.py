@@ -82,13 +82,15 @@ class LatencySource:
 
     ``on_device``: the figures are the device's own (an agent timed them there), so
     they rank candidates whatever the profile's ``host_timing`` says, and thread counts
-    are not capped to this host's cores.
+    are not capped to this host's cores. ``device_profile``: the hardware profile that
+    device says it is (None when unknown).
     """
 
     name: str
     description: str
     measure: Measure
     on_device: bool = False
+    device_profile: str | None = None
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,7 @@ def _host_source(settings: SourceSettings) -> LatencySource:
 
 @LATENCY_SOURCES.register("agent")
 def _agent_source(settings: SourceSettings) -> LatencySource:
-    from export.remote_latency import describe_remote, remote_benchmark
+    from export.remote_latency import agent_info, describe_remote, remote_benchmark
 
     if not settings.url:
         raise ExportError("the agent latency source needs a URL: edgekit build --measure-on "
@@ -126,8 +128,9 @@ def _agent_source(settings: SourceSettings) -> LatencySource:
         return remote_benchmark(timings, sample, url=settings.url, token=settings.token,
                                 runs=runs, warmup=warmup, rounds=rounds, label=label)
 
+    profile = agent_info(settings.url, settings.token)["device"].get("profile")
     return LatencySource("agent", describe_remote(settings.url, settings.token), measure,
-                         on_device=True)
+                         on_device=True, device_profile=profile)
 
 
 def latency_source(measure_on: str | None = None, token: str | None = None) -> LatencySource:

@@ -101,3 +101,15 @@ def test_measure_on_ranks_by_the_agents_figures(agent_url, keypair, tmp_path, mo
     chosen = next(c for c in profile["candidates"] if c["status"] == "chosen")
     assert chosen["latency_ms"] == min(c["latency_ms"] for c in profile["candidates"]
                                        if c["status"] in ("chosen", "passed"))
+
+
+def test_an_agent_of_another_profile_is_refused_before_any_work(agent_url, keypair, tmp_path):
+    from export.build import BuildRequest, run_build
+    from export.errors import BuildError
+
+    request = BuildRequest(model="tests/compress/tiny.py:broken_factory",
+                           data="tests/compress/tiny.py:tiny_data", profiles=["x86-64"],
+                           key_file=keypair[0], out_dir=tmp_path / "out", measure_on=agent_url,
+                           measure_token=TOKEN)
+    with pytest.raises(BuildError, match="runs profile 'rpi4', not 'x86-64'; build --profile"):
+        run_build(request)
