@@ -112,3 +112,16 @@ def test_a_quantizer_that_crashes_fails_its_candidate_not_the_build(tmp_path, ke
     int8 = [c for c in doc["profiles"]["x86-64"]["candidates"] if c["precision"] == "int8"]
     assert int8 and all(c["status"] == "failed" for c in int8)
     assert "calibration failed" in int8[0]["reason"]
+
+
+def test_bad_time_budget(tmp_path, keypair, capsys):
+    assert build(tmp_path, keypair, "--time-budget", "0") == 1
+    assert "--time-budget 0.0 must be a positive number of seconds" in error_line(capsys)
+
+
+def test_unreachable_measure_on_agent(tmp_path, keypair, capsys):
+    from edgekit.local_broker import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    assert build(tmp_path, keypair, "--measure-on", url, profile="rpi4") == 1
+    assert f"cannot reach the agent at {url}" in error_line(capsys)
