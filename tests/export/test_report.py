@@ -27,3 +27,24 @@ def test_json_and_html(tmp_path):
     page = write_html(doc, tmp_path / "r.html").read_text()
     assert "data:image/png;base64," in page and "x86-64" in page
     assert "why &lt;b&gt;" in page and "<tr class='chosen'>" in page
+
+
+def test_html_shows_splits_search_trials_and_budget(tmp_path):
+    doc = _doc() | {
+        "splits": {"calibration": 10, "selection": 20, "gate": 20, "gate_source": "half",
+                   "used_for": {"gate": "the reported metric only"}},
+        "search": {"mode": "adaptive", "stop": "bisected to 0.7 (pass) / 0.82 (fail)",
+                   "trials": [{"ratio": 0.5, "step": "start", "parent": "original",
+                               "metric": 0.99, "verdict": "pass", "seconds": 3.0},
+                              {"ratio": 0.82, "step": "step up", "parent": "r0.7",
+                               "metric": 0.9, "verdict": "fail", "seconds": 2.0}],
+                   "budget": {"budget_s": 600, "used_s": 42.0, "stopped_by_budget": [],
+                              "phases_s": {"distill": 30.0, "export": 8.0, "evaluate": 1.0,
+                                           "latency": 3.0}}}}
+    doc["profiles"]["x86-64"]["latency_note"] = "timed on host x86_64 x2; host timings stand"
+    page = write_html(doc, tmp_path / "r.html").read_text()
+    assert "search (adaptive)" in page and "bisected to 0.7 (pass) / 0.82 (fail)" in page
+    assert "time budget: 42 s of 600 s" in page and "<th>distill</th><td>30</td>" in page
+    assert "the reported metric only" in page and "host timings stand" in page
+    list_doc = _doc() | {"search": {"mode": "list", "ratios": [0.0, 0.5], "budget": {}}}
+    assert "ratios (list)" in write_html(list_doc, tmp_path / "l.html").read_text()
