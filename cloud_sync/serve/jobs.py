@@ -86,18 +86,27 @@ def housekeeping_jobs(cfg: CloudConfig) -> list[tuple[float, Job, str]]:
 
 
 def trigger_jobs(cfg: CloudConfig) -> list[tuple[float, Job, str]]:
-    """The drift controller step, then the outbox, every ``triggers.interval_s`` (none when
-    ``triggers.enabled`` is false); on their own thread, so a long action never delays
-    housekeeping."""
+    """The drift controller step every ``triggers.interval_s`` (none when
+    ``triggers.enabled`` is false)."""
+    if not cfg.triggers.enabled:
+        return []
+    from cloud_sync.triggers.controller import controller_step
+
+    return [(cfg.triggers.interval_s,
+             _in_transaction(lambda c, now: controller_step(c, cfg, now).to_dict()),
+             "drift-controller")]
+
+
+def action_jobs(cfg: CloudConfig) -> list[tuple[float, Job, str]]:
+    """The triggers' action outbox every ``triggers.interval_s``; on a thread of its own,
+    so a retraining command that runs for minutes never delays drift scoring (or
+    anything else)."""
     if not cfg.triggers.enabled:
         return []
     from cloud_sync.actions.worker import run_due_actions
-    from cloud_sync.triggers.controller import controller_step
 
-    every = cfg.triggers.interval_s
-    return [(every, _in_transaction(lambda c, now: controller_step(c, cfg, now).to_dict()),
-             "drift-controller"),
-            (every, lambda engine, now: dict(run_due_actions(engine, cfg, now)), "actions")]
+    return [(cfg.triggers.interval_s, lambda engine, now: dict(run_due_actions(engine, cfg, now)),
+             "actions")]
 
 
 def rollout_jobs(cfg: CloudConfig) -> list[tuple[float, Job, str]]:

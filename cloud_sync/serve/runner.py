@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from cloud_sync.config import CloudConfig
 from cloud_sync.errors import CloudError
 from cloud_sync.leader import Leadership
-from cloud_sync.serve.jobs import Housekeeping, rollout_jobs, trigger_jobs
+from cloud_sync.serve.jobs import Housekeeping, action_jobs, rollout_jobs, trigger_jobs
 from cloud_sync.serve.supervisor import WorkerSupervisor
 from cloud_sync.store import open_store
 
@@ -80,6 +80,9 @@ def serve(cfg: CloudConfig, options: ServeOptions) -> None:
                threading.Thread(target=Housekeeping(cfg, engine, lambda: leadership.is_leader,
                                                     trigger_jobs(cfg)).run,
                                 args=(stop,), name="edgekit-controller"),
+               threading.Thread(target=Housekeeping(cfg, engine, lambda: leadership.is_leader,
+                                                    action_jobs(cfg)).run,
+                                args=(stop,), name="edgekit-actions"),
                threading.Thread(target=Housekeeping(cfg, engine, lambda: leadership.is_leader,
                                                     rollout_jobs(cfg)).run,
                                 args=(stop,), name="edgekit-rollouts")]

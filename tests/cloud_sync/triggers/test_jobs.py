@@ -1,5 +1,6 @@
-"""``cloud serve``'s leader jobs include the drift controller and the outbox (unless
-``triggers.enabled`` is false): one pass of each fires and runs a trigger. The policy
+"""``cloud serve``'s leader jobs include the drift controller and the outbox, on threads of
+their own (unless ``triggers.enabled`` is false): one pass of each fires and runs a
+trigger; a command still running never holds up drift scoring. The policy
 config: defaults, per-fleet overrides, one-line errors."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import time
 import pytest
 
 from cloud_sync.config import CloudConfig
-from cloud_sync.serve.jobs import Housekeeping, trigger_jobs
+from cloud_sync.serve.jobs import Housekeeping, action_jobs, trigger_jobs
 from cloud_sync.store import transaction
 from cloud_sync.triggers.queries import list_triggers
 from tests.cloud_sync.triggers.conftest import WINDOW_S
@@ -25,7 +26,7 @@ def test_leader_jobs_score_fire_and_act(engine, make_trigger_cfg, tmp_path):
     with transaction(engine) as conn:
         publish_reference(conn)
         store_windows(conn, devices(5, drifted=3), start, 3, WINDOW_S)
-    jobs = Housekeeping(cfg, engine, lambda: True, trigger_jobs(cfg))
+    jobs = Housekeeping(cfg, engine, lambda: True, trigger_jobs(cfg) + action_jobs(cfg))
     by_name = {name: job for _every, job, name in jobs.jobs}
     for name in ("drift-controller", "actions"):
         jobs._run(by_name[name], name)
@@ -34,9 +35,36 @@ def test_leader_jobs_score_fire_and_act(engine, make_trigger_cfg, tmp_path):
     assert len(fired) == 1 and fired[0]["actions"][0]["state"] == "done" and marker.exists()
 
 
+def test_a_running_command_does_not_hold_up_drift_scoring(engine, make_trigger_cfg, tmp_path):
+    import threading
+
+    release = tmp_path / "release"
+    cfg = make_trigger_cfg(actions=[{"kind": "command", "command": [
+        "sh", "-c", f"while [ ! -e {release} ]; do sleep 0.05; done"]}])
+    start = math.floor(time.time() / WINDOW_S) * WINDOW_S - 3 * WINDOW_S
+    with transaction(engine) as conn:
+        publish_reference(conn)
+        store_windows(conn, devices(5, drifted=3), start, 3, WINDOW_S)
+    controller = Housekeeping(cfg, engine, lambda: True, trigger_jobs(cfg))
+    actions = Housekeeping(cfg, engine, lambda: True, action_jobs(cfg))
+    assert {n for *_, n in controller.jobs} == {"drift-controller"}
+    controller._run(controller.jobs[0][1], "drift-controller")
+    runner = threading.Thread(target=actions._run, args=(actions.jobs[0][1], "actions"))
+    runner.start()
+    try:
+        time.sleep(0.3)  # the command is running now, blocking its thread only
+        assert runner.is_alive()
+        controller._run(controller.jobs[0][1], "drift-controller")  # returns meanwhile
+    finally:
+        release.touch()
+        runner.join(30)
+    with engine.connect() as conn:
+        assert list_triggers(conn)[0]["actions"][0]["state"] == "done"
+
+
 def test_triggers_can_be_switched_off(engine, tmp_path):
     cfg = CloudConfig.from_dict({"data_dir": str(tmp_path), "triggers": {"enabled": False}})
-    assert trigger_jobs(cfg) == []
+    assert trigger_jobs(cfg) == [] and action_jobs(cfg) == []
     names = {name for _every, _job, name in Housekeeping(cfg, engine, lambda: True).jobs}
     assert names == {"silence", "retention"}
 
