@@ -22,11 +22,12 @@ from sqlalchemy.engine import Connection
 
 from cloud_sync.registry.models import get_model
 from cloud_sync.rollouts import progress
-from cloud_sync.rollouts.health import figures, judge
+from cloud_sync.rollouts.health import Context, figures, judge
 from cloud_sync.rollouts.policy import RolloutPolicy
 from cloud_sync.rollouts.progress import FAILED, FINISHED, SETTLED, TOOK, Step
 from cloud_sync.rollouts.store import TERMINAL, event
 from cloud_sync.store.schema import devices, rollout_devices, rollouts
+from cloud_sync.triggers.scoring import reference_for
 
 log = logging.getLogger(__name__)
 
@@ -92,15 +93,37 @@ def _deploy(step: Step, r: Any, policy: RolloutPolicy) -> None:
 
 def health_verdict(step: Step, r: Any, rows: list[Any], policy: RolloutPolicy):
     """Canary (devices on the new version) vs control (the fleet's other devices, on
-    other versions) over the bake window so far."""
+    other versions) over the bake window so far, like for like (``health.Context``)."""
     took = [row.device_id for row in rows if row.state in TOOK]
-    fleet = [d for (d,) in step.conn.execute(sa.select(devices.c.id).where(
-        devices.c.fleet == r.fleet))]
+    fleet = {d.id: d for d in step.conn.execute(sa.select(
+        devices.c.id, devices.c.profile, devices.c.model_version).where(
+        devices.c.fleet == r.fleet))}
     control = [d for d in fleet if d not in set(took)]
     start = r.phase_started_at
     canary = figures(step.conn, took, r.model_version, start, step.now + 1)
     ctrl = figures(step.conn, control, None, start, step.now + 1, exclude=r.model_version)
-    return judge(canary, ctrl, took, policy.thresholds, step.now, policy.heartbeat_s, start)
+    return judge(canary, ctrl, took, policy.thresholds, step.now, policy.heartbeat_s, start,
+                 _context(step, r, took, fleet, policy))
+
+
+def _context(step: Step, r: Any, took: list[str], fleet: dict[str, Any],
+             policy: RolloutPolicy) -> Context:
+    """Profiles, the canary devices' own p95 before the rollout, and the references."""
+    before = figures(step.conn, took, None, r.created_at - max(policy.bake_s, 60.0),
+                     r.created_at, exclude=r.model_version)
+    versions = Counter(d.model_version for i, d in fleet.items()
+                       if i not in set(took) and d.model_version
+                       and d.model_version != r.model_version)
+    control_version = versions.most_common(1)[0][0] if versions else None
+
+    def classes(version: str | None) -> list[float] | None:
+        ref = reference_for(step.conn, r.model_name, version) if version else None
+        return ref.output.class_distribution if ref is not None and ref.output else None
+
+    return Context(profiles={i: d.profile for i, d in fleet.items()},
+                   own_before_p95=before.p95_by_device,
+                   canary_reference=classes(r.model_version),
+                   control_reference=classes(control_version))
 
 
 def _bake(step: Step, r: Any, policy: RolloutPolicy) -> None:
@@ -113,8 +136,8 @@ def _bake(step: Step, r: Any, policy: RolloutPolicy) -> None:
     verdict = health_verdict(step, r, rows, policy)
     doc = {**verdict.to_dict(), "kind": "health", "wave": r.wave}
     elapsed = step.now - r.phase_started_at
-    if verdict.outcome == "bad":
-        _halt(step, r, doc)
+    if verdict.outcome == "bad" and (verdict.hard or elapsed >= policy.bake_s):
+        _halt(step, r, doc)  # soft checks are judged on the whole bake, not its first seconds
     elif verdict.outcome == "insufficient" and elapsed > policy.bake_limit_s:
         _halt(step, r, {**doc, "reasons": ["not enough data to judge: " + verdict.reasons[0]]})
     elif verdict.outcome == "ok" and elapsed >= policy.bake_s:

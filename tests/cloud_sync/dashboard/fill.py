@@ -161,7 +161,7 @@ def _halted(engine, t0: float, now: float) -> int:
     for _ in range(10):
         if r.step() == "baking":
             break
-    r.traffic(40, confidence=0.11, classes={"0": 40})
+    r.traffic(70, confidence=0.11, classes={"0": 40})  # past the 60 s bake: soft checks
     state = r.step()
     assert state == "halted", f"rollout {r.rid} is {state}, expected halted"
     return r.rid

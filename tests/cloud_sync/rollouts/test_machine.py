@@ -122,14 +122,17 @@ def test_a_useless_model_is_halted_on_health_and_rolled_back(engine):
     rid = _to_baking(engine)
     _traffic(engine, 4, 8, new={"d1"}, conf=0.1, classes={"0": 20})
     _step(engine, 8.0)
+    assert _doc(engine, rid)["state"] == "baking"  # soft checks: judged on the whole bake
+    _traffic(engine, 8, 14, new={"d1"}, conf=0.1, classes={"0": 20})
+    _step(engine, 14.0)
     doc = _doc(engine, rid)
     assert doc["state"] == "halted"
     verdict = doc["verdict"]
     assert verdict["kind"] == "health" and verdict["figures"]["confidence_drop"] > 0.6
     assert verdict["figures"]["class_distance"] > 0.5
     assert verdict["figures"]["control"]["devices"] == 3
-    _step(engine, 9.0)
-    rollbacks = _confirm_rollback(engine, rid, 10.0)
+    _step(engine, 15.0)
+    rollbacks = _confirm_rollback(engine, rid, 16.0)
     assert [o.device_id for o in rollbacks] == ["d1"]
     doc = _doc(engine, rid)
     assert doc["state"] == "rolled_back"
@@ -249,11 +252,115 @@ def test_a_slower_canary_halts_but_timer_noise_does_not(engine):
     _step(engine, 8.0)
     assert _doc(engine, rid)["state"] == "baking"
     with transaction(engine) as conn:
-        for t in range(8, 10):
+        for t in range(8, 14):
             telemetry(conn, "d1", "2", float(t), inferences=200, p95=40.0)
-    _step(engine, 10.0)
+            telemetry(conn, "d2", "1", float(t), p95=0.2)
+    _step(engine, 14.0)
     verdict = _doc(engine, rid)["verdict"]
     assert any("p95 latency ratio" in r for r in verdict["reasons"]), verdict["reasons"]
+    assert verdict["figures"]["latency_baseline"] == "same-profile control"
+
+
+def _on_other_hardware(engine, before_p95, after_p95):
+    """d1 (the canary) is an rpi4 among x86-64 control devices."""
+    from cloud_sync.store.schema import artifacts, bundles
+
+    rid = _setup(engine)
+    with transaction(engine) as conn:
+        conn.execute(sa.text("UPDATE devices SET profile = 'rpi4' WHERE id = 'd1'"))
+        mid = conn.execute(sa.text("SELECT model_id FROM bundles")).scalar()
+        conn.execute(sa.insert(artifacts).values(sha256="ef" * 32, size=100, path="/z",
+                                                 created_at=0.0))
+        conn.execute(sa.insert(bundles).values(sha256="ef" * 32, model_id=mid, profile="rpi4",
+                                               format="tflite", precision="int8", size=100,
+                                               manifest={}, created_at=0.0))
+        for t in range(-30, 0):
+            telemetry(conn, "d1", "1", float(t), p95=before_p95)
+    _step(engine, 1.0)
+    _step(engine, 2.0)
+    _install(engine, rid, "d1", 3.0)
+    _step(engine, 4.0)
+    with transaction(engine) as conn:
+        for t in range(4, 14):
+            telemetry(conn, "d1", "2", float(t), p95=after_p95)
+            for d in ("d2", "d3", "d4"):
+                telemetry(conn, d, "1", float(t), p95=0.2)
+    _step(engine, 14.0)
+    return _doc(engine, rid)
+
+
+def test_a_canary_on_other_hardware_is_compared_with_its_own_latency(engine):
+    doc = _on_other_hardware(engine, before_p95=10.0, after_p95=10.5)
+    assert doc["state"] == "wave", doc["verdict"]  # 50x the x86 control, but as before
+    assert doc["verdict"]["figures"]["latency_baseline"] == "own p95 before the rollout"
+
+
+def test_a_canary_slower_than_its_own_past_halts(engine):
+    doc = _on_other_hardware(engine, before_p95=10.0, after_p95=45.0)
+    assert doc["state"] == "halted"
+    assert any("p95 latency ratio to control 4.5" in r for r in doc["verdict"]["reasons"])
+
+
+def _publish_reference(conn, version, classes):
+    import json
+
+    import numpy as np
+
+    from cloud_sync.store.schema import artifacts, bundles, models
+    from export.refstats import reference_stats
+
+    rng = np.random.default_rng(0)
+    outputs = np.eye(10, dtype=np.float32)[rng.choice(10, 400, p=classes)]
+    ref = reference_stats(rng.random((400, 1, 8, 8), dtype=np.float32), outputs)
+    mid = conn.execute(sa.select(models.c.id).where(models.c.version == version)).scalar()
+    if mid is None:
+        mid = conn.execute(sa.insert(models).values(
+            name="tiny", version=version, published_at=0.0, metrics={}, lineage={})
+            .returning(models.c.id)).scalar()
+        conn.execute(sa.insert(artifacts).values(sha256="cd" * 32, size=100, path="/y",
+                                                 created_at=0.0))
+        conn.execute(sa.insert(bundles).values(sha256="cd" * 32, model_id=mid,
+                                               profile="x86-64", format="onnx",
+                                               precision="fp32", size=100, manifest={},
+                                               created_at=0.0))
+    conn.execute(sa.update(bundles).where(bundles.c.model_id == mid).values(
+        manifest={"reference_stats": json.loads(json.dumps(ref.to_dict()))}))
+
+
+def test_a_retrained_model_that_fixes_drift_is_not_halted_for_its_new_class_mix(engine):
+    """Control (v1, drifted inputs) predicts mostly class 8; the canary (v2, retrained)
+    predicts every class as its reference says: far from control, close to its reference."""
+    uniform = [0.1] * 10
+    rid = _to_baking(engine)
+    with transaction(engine) as conn:
+        _publish_reference(conn, "1", uniform)
+        _publish_reference(conn, "2", uniform)
+        even = {str(c): 2 for c in range(10)}
+        for t in range(4, 14):
+            telemetry(conn, "d1", "2", float(t), classes=even)
+            for d in ("d2", "d3", "d4"):
+                telemetry(conn, d, "1", float(t), classes={"8": 16, "3": 4})
+    _step(engine, 14.0)
+    doc = _doc(engine, rid)
+    assert doc["state"] == "wave", doc["verdict"]
+    figures = doc["verdict"]["figures"]
+    assert figures["class_distance"] < 0 and "own reference" in figures["class_distance_basis"]
+
+
+def test_a_collapsed_model_is_far_from_its_reference(engine):
+    rid = _to_baking(engine)
+    with transaction(engine) as conn:
+        _publish_reference(conn, "1", [0.1] * 10)
+        _publish_reference(conn, "2", [0.1] * 10)
+        for t in range(4, 14):
+            telemetry(conn, "d1", "2", float(t), classes={"0": 20})
+            for d in ("d2", "d3", "d4"):
+                telemetry(conn, d, "1", float(t), classes={str(c): 2 for c in range(10)})
+    _step(engine, 14.0)
+    doc = _doc(engine, rid)
+    assert doc["state"] == "halted"
+    assert any("predicted-class distance beyond control's" in r
+               for r in doc["verdict"]["reasons"])
 
 
 def test_a_silent_canary_device_halts_on_missed_heartbeats(engine):
