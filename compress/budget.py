@@ -66,6 +66,6 @@ class Budget:
 
     def to_dict(self) -> dict[str, object]:
         """Plain JSON for the report: the budget, what was used, per phase, and any stops."""
-        return {"budget_s": round(self.total_s, 1), "used_s": round(self.elapsed(), 1),
+        return {"budget_s": round(self.total_s, 3), "used_s": round(self.elapsed(), 2),
                 "phases_s": {k: round(v, 2) for k, v in self.spent.items()},
                 "stopped_by_budget": list(self.stops)}

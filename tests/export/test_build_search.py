@@ -91,11 +91,11 @@ def test_a_hand_written_ratio_list_is_measured_as_before(tmp_path, keypair):
 
 def test_a_spent_budget_stops_the_search_and_the_report_says_so(tmp_path, keypair):
     doc = run_build(_request(tmp_path, keypair, ADAPTIVE, tolerance="0.1",
-                             time_budget_s=0.5)).report
+                             time_budget_s=0.05)).report
     budget = doc["search"]["budget"]
-    assert budget["budget_s"] == 0.5 and budget["used_s"] > 0.5
+    assert budget["budget_s"] == 0.05 and budget["used_s"] > 0.05
     assert any("time budget" in s for s in budget["stopped_by_budget"])
-    assert "time budget" in doc["search"]["stop"] and len(doc["search"]["trials"]) == 2
+    assert "time budget" in doc["search"]["stop"] and len(doc["search"]["trials"]) <= 2
     assert doc["profiles"]["x86-64"]["status"] == "ok"  # what was measured still ships
 
 
