@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import shutil
 import socket
 import subprocess
@@ -31,11 +32,14 @@ def free_port() -> int:
 
 
 class LocalMosquitto:
-    """A private mosquitto on 127.0.0.1:<free port>, configured and logging in ``folder``."""
+    """A private mosquitto on 127.0.0.1:<free port>, configured and logging in ``folder``;
+    ``extra_conf`` lines (e.g. the ``password_file`` and ``acl_file`` that ``edgekit cloud
+    broker-config`` wrote) make it refuse anonymous clients and enforce the ACLs."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, extra_conf: tuple[str, ...] = ()) -> None:
         self.folder = Path(folder)
         self.port = free_port()
+        self.extra_conf = extra_conf
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -51,8 +55,12 @@ class LocalMosquitto:
                                "(or pass --broker mqtt://HOST:PORT)")
         self.folder.mkdir(parents=True, exist_ok=True)
         conf = self.folder / "mosquitto.conf"
-        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-                        f"persistence false\nlog_dest file {self.folder / 'mosquitto.log'}\n")
+        anonymous = "false" if self.extra_conf else "true"
+        conf.write_text("\n".join([f"listener {self.port} 127.0.0.1",
+                                   f"allow_anonymous {anonymous}", "persistence false",
+                                   f"user {getpass.getuser()}",  # as root: stay root
+                                   f"log_dest file {self.folder / 'mosquitto.log'}",
+                                   *self.extra_conf]) + "\n")
         self.proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout

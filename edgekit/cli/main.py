@@ -58,15 +58,25 @@ def root(
 
 
 @app.command("demo")
-def demo(workdir: Path = typer.Option(Path("demo-out"), "--workdir", help="Where the demo writes."),
-         broker: str = typer.Option(None, "--broker", help="mqtt://HOST:PORT; default: "
-                                    "127.0.0.1:1883 if it answers, else a private mosquitto."),
+def demo(out: Path = typer.Option(Path("demo-out"), "--out", "--workdir",
+                                  help="Folder for the report, summary and every file."),
+         broker: str = typer.Option(None, "--broker", help="mqtt://HOST:PORT of your broker "
+                                    "(load DIR/fleet/broker into it); default: a private "
+                                    "mosquitto enforcing the generated ACLs."),
+         size: str = typer.Option("full", "--size", help="full, or small (the CI run)."),
+         shift: str = typer.Option("invert", "--shift", help="invert, rotate or noise."),
          arch: str = typer.Option("small_cnn", "--arch", help="small_cnn or mobilenetv2."),
-         epochs: int = typer.Option(None, "--epochs", help="Baseline training epochs.")) -> None:
-    """Run the end-to-end demo: train, build, bundle, agent over MQTT, OTA update."""
-    from edgekit.demo import DemoSettings, run_demo
+         epochs: int = typer.Option(None, "--epochs", help="Baseline training epochs."),
+         keep_running: bool = typer.Option(False, "--keep-running",
+                                           help="Keep the fleet and dashboard up afterwards "
+                                                "(Ctrl-C stops)."),
+         ) -> None:
+    """Run the whole loop: train, build, fleet, drift, retraining trigger, canary rollout."""
+    from edgekit.demo import for_size, run_demo
 
-    run_demo(DemoSettings(workdir=workdir, broker=broker, arch=arch, epochs=epochs))
+    settings = for_size(size, out=out, broker=broker, shift=shift, arch=arch, epochs=epochs,
+                        keep_running=keep_running)
+    raise typer.Exit(run_demo(settings))
 
 
 def main() -> None:

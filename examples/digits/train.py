@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -25,10 +26,12 @@ DEFAULT_EPOCHS = {"small_cnn": 12, "mobilenetv2": 8}
 LEARNING_RATE = 4e-3
 
 
-def train(model: torch.nn.Module, epochs: int, seed: int = 0) -> float:
-    """Train ``model`` in place on the digits train split; returns validation accuracy."""
+def train(model: torch.nn.Module, epochs: int, seed: int = 0,
+          data: dict[str, Any] | None = None) -> float:
+    """Train ``model`` in place on the train loader of ``data`` (default: the digits
+    splits); returns the accuracy on its validation loader."""
     torch.manual_seed(seed)
-    data = loaders(seed=seed)
+    data = data or loaders(seed=seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=LEARNING_RATE, total_steps=epochs * len(data["train"]))
