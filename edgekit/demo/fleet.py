@@ -18,7 +18,7 @@ from typing import Any
 
 from edge_agent.errors import EdgekitError
 from edgekit.demo.settings import FLEET, DemoSettings
-from edgekit.local_broker import LocalMosquitto, free_port
+from edgekit.local_broker import LocalMosquitto, free_port, host_port, port_open
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -139,6 +139,10 @@ class DemoFleet:
     def start_broker(self, files: dict[str, Any]) -> str:
         """The named broker, or a private mosquitto enforcing the generated files."""
         if self.s.broker:
+            host, port = host_port(self.s.broker)
+            if not port_open(host, port, timeout=2.0):
+                raise EdgekitError(f"the broker {self.s.broker} does not answer; start it, or "
+                                   "leave out --broker for a private mosquitto")
             return self.s.broker
         conf = (f"password_file {files['passwd']}", f"acl_file {files['acl']}")
         self.broker = LocalMosquitto(self.dir / "mosquitto", extra_conf=conf).start()

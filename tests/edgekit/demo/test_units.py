@@ -91,3 +91,13 @@ def test_chart_draws_lines_marks_and_threshold():
                     20, 1.0, "dev: accuracy", threshold=0.8)
     assert svg.count("<polyline") == 1 and "shift" in svg and 'class="threshold"' in svg
     assert svg_chart([("none", "#000", [])], [], 0, 1.0, "empty").count("<polyline") == 0
+
+
+def test_a_named_broker_that_does_not_answer_is_one_line(tmp_path):
+    from edgekit.demo.fleet import DemoFleet
+    from edgekit.local_broker import free_port
+
+    fleet = DemoFleet(for_size("small", out=tmp_path, broker=f"mqtt://127.0.0.1:{free_port()}"),
+                      tmp_path / "pub.pem")
+    with pytest.raises(EdgekitError, match="does not answer; start it, or leave out --broker"):
+        fleet.start_broker({})
