@@ -72,7 +72,7 @@ class LargeModel:
 
 MODELS = {
     "mobilenetv2": LargeModel("MobileNetV2-1.0", "mobilenetv2_large", 224,
-                              ((112, 5), (224, 1))),
+                              ((112, 8), (224, 2))),
     "resnet18": LargeModel("ResNet-18", "resnet18_large", 128, ((64, 4), (128, 2))),
 }
 QUICK_SCHEDULE = ((64, 1), (128, 1))
