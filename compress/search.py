@@ -292,6 +292,19 @@ def run_search(profile: Any, recipe: Recipe, students: Students, evaluator: Eval
     final_floor = (plan.gate_baseline - allowed_drop if plan.gate_baseline is not None
                    else -math.inf)
     chosen = choose(outcomes, plan.selection, plan.final, final_floor)
+    while chosen is None and plan.ratios is not None:
+        # every candidate within tolerance on the selection split failed the gate: step
+        # down to the next lower ratio of each (target, method), budget or not, because
+        # shipping nothing when a less pruned model would pass is worse than running late
+        lower = _next_lower(candidates, outcomes)
+        if not lower:
+            break
+        new = [_measure(profile, c, students, evaluator) for c in lower]
+        evaluator.latencies([o for o in new if o.status not in (FAILED, SKIPPED)])
+        for outcome in new:
+            gate(outcome, baseline, allowed_drop, max_bytes)
+        outcomes += new
+        chosen = choose(new, plan.selection, plan.final, final_floor)
     _, note = SELECTIONS.get(plan.selection)([])
     return SearchResult(outcomes, chosen, baseline, allowed_drop, refs, plan.selection, note,
                         stop, plan.gate_baseline)
@@ -342,6 +355,21 @@ def _descending(profile: Any, candidates: list[Candidate], students: Students,
             if within_tolerance(measured[0], floor) or measured[0].status == FAILED:
                 break
     return outcomes, _record_stop(plan, stop)
+
+
+def _next_lower(candidates: list[Candidate], outcomes: list[Outcome]) -> list[Candidate]:
+    """Per (target, method), the candidates of the next ratio below the lowest measured."""
+    measured: dict[tuple[int, str], float] = {}
+    for o in outcomes:
+        key = (o.candidate.target_index, o.candidate.method)
+        measured[key] = min(measured.get(key, math.inf), o.candidate.ratio)
+    nxt: dict[tuple[int, str], float] = {}
+    for c in candidates:
+        key = (c.target_index, c.method)
+        if c.ratio < measured.get(key, math.inf) and c.ratio > nxt.get(key, -math.inf):
+            nxt[key] = c.ratio
+    return [c for c in candidates
+            if (c.target_index, c.method) in nxt and c.ratio == nxt[(c.target_index, c.method)]]
 
 
 def _record_stop(plan: SearchPlan, stop: str) -> str:

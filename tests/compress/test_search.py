@@ -224,3 +224,17 @@ def test_a_spent_budget_skips_the_rest_and_says_so():
     assert skipped and result.chosen is not None
     assert "time budget" in result.stop and budget.stops == [result.stop]
     assert all("time budget" in o.reason for o in skipped)
+
+
+def test_when_the_gate_rejects_every_pruned_candidate_a_lower_ratio_is_tried():
+    """Adaptive walk: r0.5 is within tolerance on the selection split, so r0 is never
+    measured; the gate then rejects every r0.5 file. The build must step down, not give up."""
+    figures = {(0.0, "onnx", "int8"): (0.95, 1.0), (0.5, "onnx", "int8"): (0.95, 0.5)}
+    recipe = Recipe.from_dict({"search": {"formats": ["onnx"]}})
+    evaluator = FakeEvaluator(figures, gate={"r0.5/onnx/int8/m": 0.80})
+    plan = SearchPlan(ratios=[0.0, 0.5], final=evaluator.gate_metric, gate_baseline=0.96)
+    result = _search("x86-64", figures, recipe, plan=plan, evaluator=evaluator)
+    by_id = {o.candidate.id: o for o in result.outcomes}
+    assert by_id["r0.5/onnx/int8/m"].status == REJECTED
+    assert result.chosen is not None and result.chosen.candidate.id == "r0/onnx/int8/m"
+    assert result.chosen.latency_ms == 1.0
