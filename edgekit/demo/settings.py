@@ -82,7 +82,7 @@ class DemoSettings:
 
 SIZES = {
     "full": {},
-    "small": {"epochs": 4, "retrain_epochs": 3, "baseline_s": 25.0, "build_budget_s": 45.0,
+    "small": {"epochs": 4, "retrain_epochs": 6, "baseline_s": 25.0, "build_budget_s": 45.0,
               "bake_s": 8.0, "recovery_s": 15.0, "min_recovered_accuracy": 0.8},
 }
 
