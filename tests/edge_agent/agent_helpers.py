@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import subprocess
+import sys
 import time
+import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from edge_agent.bundle.archive import file_digest
 from edge_agent.config import AgentConfig
+from edgekit.local_broker import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def agent_config(state: Path, pubkey: Path, bundle: Path | None = None, **over) -> AgentConfig:
@@ -53,3 +62,39 @@ def command_with(ctype: str, cmd_id: str | None = None, expires_at: float | None
     if expires_at is not None:
         doc["expires_at"] = expires_at
     return json.dumps(doc).encode()
+
+
+@contextlib.contextmanager
+def http_agent_process(bundle: Path, pubkey: Path, state: Path, token: str, device_id: str,
+                       profile: str = "rpi4") -> Iterator[str]:
+    """A real ``edgekit agent run`` serving ``bundle`` with its HTTP API guarded by
+    ``token``; yields the API's base URL, terminates the process afterwards."""
+    token_file = state.parent / f"{device_id}.token"
+    token_file.write_text(token)
+    port = free_port()
+    cmd = [sys.executable, "-m", "edgekit.cli.main", "agent", "run", "--bundle", str(bundle),
+           "--device-id", device_id, "--fleet", "test", "--pubkey", str(pubkey),
+           "--state-dir", str(state), "--profile", profile, "--http", f"127.0.0.1:{port}",
+           "--http-token-file", str(token_file)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(base, proc)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _wait_healthy(base: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"agent exited: {proc.stdout.read()}")
+        try:
+            with urllib.request.urlopen(base + "/healthz", timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError("the agent's HTTP API did not come up")

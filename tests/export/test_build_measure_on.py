@@ -5,11 +5,6 @@ and the report says where each figure came from."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -18,7 +13,7 @@ from typer.testing import CliRunner
 import export.latency
 import export.remote_latency
 from edgekit.cli.main import app
-from edgekit.local_broker import free_port
+from tests.edge_agent.agent_helpers import http_agent_process
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,35 +26,9 @@ RECIPE = ("prune: {enabled: false}\nquantize: {precisions: [int8, fp32]}\n"
 def agent_url(tmp_path_factory, keypair, make_onnx_bundle):
     """A real `edgekit agent run` for an rpi4, serving a tiny model, HTTP API with a token."""
     state = tmp_path_factory.mktemp("agent-state")
-    token_file = state.parent / "token"
-    token_file.write_text(TOKEN)
-    port = free_port()
-    cmd = [sys.executable, "-m", "edgekit.cli.main", "agent", "run", "--bundle",
-           str(make_onnx_bundle("1", profile="rpi4")), "--device-id", "dev-9", "--fleet",
-           "test", "--pubkey", str(keypair[1]), "--state-dir", str(state), "--profile", "rpi4",
-           "--http", f"127.0.0.1:{port}", "--http-token-file", str(token_file)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(base, proc)
+    bundle = make_onnx_bundle("1", profile="rpi4")
+    with http_agent_process(bundle, keypair[1], state, TOKEN, "dev-9") as base:
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-
-
-def _wait_healthy(base: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"agent exited: {proc.stdout.read()}")
-        try:
-            with urllib.request.urlopen(base + "/healthz", timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError("the agent's HTTP API did not come up")
 
 
 def test_measure_on_ranks_by_the_agents_figures(agent_url, keypair, tmp_path, monkeypatch):

@@ -6,11 +6,7 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
-import subprocess
-import sys
 import threading
-import time
 import urllib.request
 from pathlib import Path
 
@@ -21,7 +17,7 @@ from edge_agent.agent import Agent
 from edgekit.local_broker import free_port
 from export.latency import Timing
 from export.remote_latency import RemoteLatencyError, describe_remote, remote_benchmark
-from tests.edge_agent.agent_helpers import agent_config
+from tests.edge_agent.agent_helpers import agent_config, http_agent_process
 from tests.models import make_tiny_onnx
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,35 +29,8 @@ SAMPLE = np.full((1, 1, 8, 8), 0.5, np.float32)
 def agent_process(tmp_path_factory, keypair, make_onnx_bundle):
     """A real `edgekit agent run` serving a tiny model, its HTTP API guarded by a token."""
     state = tmp_path_factory.mktemp("agent-state")
-    token_file = state.parent / "token"
-    token_file.write_text(TOKEN)
-    port = free_port()
-    cmd = [sys.executable, "-m", "edgekit.cli.main", "agent", "run", "--bundle",
-           str(make_onnx_bundle("1")), "--device-id", "dev-7", "--fleet", "test", "--pubkey",
-           str(keypair[1]), "--state-dir", str(state), "--profile", "rpi4",
-           "--http", f"127.0.0.1:{port}", "--http-token-file", str(token_file)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(base, proc)
+    with http_agent_process(make_onnx_bundle("1"), keypair[1], state, TOKEN, "dev-7") as base:
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-
-
-def _wait_healthy(base: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"agent exited: {proc.stdout.read()}")
-        try:
-            with urllib.request.urlopen(base + "/healthz", timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError("the agent's HTTP API did not come up")
 
 
 def _predict(base: str, x: np.ndarray) -> tuple[bytes, str]:
