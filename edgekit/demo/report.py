@@ -12,6 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cloud_sync.dashboard.format import number
 from edge_agent.bundle.archive import atomic_write
 from edgekit.demo.timeline import plain
 
@@ -26,18 +27,13 @@ KIND_COLOURS = {"input": "#984ea3", "output": "#ff7f00", "confidence": "#377eb8"
 
 # -- figures -----------------------------------------------------------------------------
 def fmt(value: Any) -> str:
-    """A value for people: numbers rounded, lists joined, mappings as 'key value' pairs."""
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.4g}"
+    """A value for people: numbers as the dashboard shows them (4 significant digits),
+    lists joined, mappings as 'key value' pairs."""
     if isinstance(value, dict):
         return "; ".join(f"{k} {fmt(v)}" for k, v in value.items())
     if isinstance(value, (list, tuple)):
         return ", ".join(fmt(v) for v in value)
-    return str(value)
+    return number(value, digits=4)
 
 
 def collect(demo: Demo) -> dict[str, Any]:

@@ -80,7 +80,7 @@ def test_timeline_stages_and_summary(tmp_path):
 
 def test_cells_never_show_python_dicts():
     assert fmt({"pi": {"accuracy": 0.912345, "errors": 0}}) == "pi accuracy 0.9123; errors 0"
-    assert fmt(["a", 1.0, None]) == "a, 1, -" and fmt(True) == "yes"
+    assert fmt(["a", 1.0, None]) == "a, 1, –" and fmt(True) == "yes"
     page = table(["stage", "figures"], [["drift", {"devices": ["a", "b"]}], ["x", badge("ok")]])
     assert "{" not in page and "devices a, b" in page and 'class="badge ok"' in page
     assert "&lt;b&gt;" in table(["x"], [["<b>"]])  # text is escaped, badges are not
