@@ -340,19 +340,24 @@ class Demo:
         try:
             if self.fleet is not None and self.fleet.procs:
                 self.report()
+            self._finish(interrupted)  # readable while it keeps running
             if s.keep_running and self.fleet is not None and not interrupted:
-                self.keep_running()
+                self.keep_running()  # Ctrl-C is how it ends: not a failure
         except KeyboardInterrupt:
-            interrupted = True
+            pass
         finally:
             self.shutdown()
-        if interrupted:
-            self.tl.stages.setdefault("interrupted", {"status": "failed",
-                                                      "error": "stopped with Ctrl-C"})
-        path = self.tl.write_summary(s.out / "summary.json")
+        path = self._finish(interrupted)
         verdict = "[green]every stage ok[/]" if self.tl.ok() else "[red]a stage failed[/]"
         console.print(f"\n{verdict}: {path}, {s.out / 'report.html'}", highlight=False)
         return 0 if self.tl.ok() else 1
+
+    def _finish(self, interrupted: bool) -> Path:
+        """Write summary.json (again at the very end, with everything stopped)."""
+        if interrupted:
+            self.tl.stages.setdefault("interrupted", {"status": "failed",
+                                                      "error": "stopped with Ctrl-C"})
+        return self.tl.write_summary(self.s.out / "summary.json")
 
     def report(self) -> None:
         from edgekit.demo.report import collect, write_report
@@ -373,6 +378,8 @@ class Demo:
             if gone:
                 console.print(f"[red]stopped on its own:[/] {', '.join(gone)}; see "
                               f"{fleet.logs}", highlight=False)
+                self.tl.stages["keep_running"] = {
+                    "status": "failed", "error": f"stopped on its own: {', '.join(gone)}"}
                 return
             time.sleep(1)
 

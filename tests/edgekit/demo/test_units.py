@@ -101,3 +101,40 @@ def test_a_named_broker_that_does_not_answer_is_one_line(tmp_path):
                       tmp_path / "pub.pem")
     with pytest.raises(EdgekitError, match="does not answer; start it, or leave out --broker"):
         fleet.start_broker({})
+
+
+class _Fleet:
+    """Stands in for the running processes: Ctrl-C arrives while the demo keeps running."""
+
+    procs = ("serve",)
+    api, token_file, logs = "http://127.0.0.1:1", "token", "logs"
+
+    def __init__(self, gone=()):
+        self.calls, self.gone, self.stopped = 0, list(gone), False
+
+    def alive(self):
+        self.calls += 1
+        if self.gone:
+            return self.gone
+        if self.calls > 1:
+            raise KeyboardInterrupt
+        return []
+
+    def stop(self):
+        self.stopped = True
+
+
+@pytest.mark.parametrize(("gone", "status"), [((), 0), (("x86-lab",), 1)])
+def test_keep_running_ends_with_ctrl_c_as_success_or_fails_when_a_process_dies(
+        tmp_path, monkeypatch, gone, status):
+    import edgekit.demo.run as run
+
+    demo = run.Demo(for_size("small", out=tmp_path, keep_running=True))
+    monkeypatch.setattr(run.Demo, "_stages", lambda self: None)
+    monkeypatch.setattr(run.Demo, "report", lambda self: None)
+    monkeypatch.setattr(run.time, "sleep", lambda s: None)
+    monkeypatch.setattr(run.Demo, "shutdown", lambda self: self.fleet.stop())
+    demo.fleet = _Fleet(gone)
+    assert demo.run() == status and demo.fleet.stopped
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert ("keep_running" in summary["stages"]) == bool(gone)
