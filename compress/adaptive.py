@@ -5,7 +5,8 @@ Start at ``first``; while the student passes, step up (each step keeps ``keep_fa
 of the MACs the last ratio kept); after the first failure, bisect between the last
 ratio that passed and the first that failed until they are ``resolution`` apart.
 Every student is grown from the last one that passed (progressive pruning). The
-search stops early, and says so, when its share of the time budget is spent.
+search stops early, and says so, when its share of the time budget is spent; a
+student's distillation stops before an epoch that would overrun that share.
 The verdicts use the selection split only (the caller's ``judge``).
 """
 
@@ -93,7 +94,7 @@ def search_ratios(cfg: AdaptiveConfig, students: Students, judge: Callable[[Stud
                            f"{budget.total_s:.0f} s) would be exceeded by ratio {ratio:g}")
             budget.stopped(result.stop)
             break
-        trial = _try(students, judge, ratio, last_pass, step, floor, budget)
+        trial = _try(students, judge, ratio, last_pass, step, floor, budget, share - used)
         result.trials.append(trial)
         used, last_cost = used + trial.seconds, trial.seconds
         if trial.passed:
@@ -106,10 +107,14 @@ def search_ratios(cfg: AdaptiveConfig, students: Students, judge: Callable[[Stud
 
 
 def _try(students: Students, judge: Callable[[Student], float], ratio: float, base: float,
-         step: str, floor: float, budget: Budget) -> RatioTrial:
+         step: str, floor: float, budget: Budget, share_left: float) -> RatioTrial:
     start = budget.clock()
+
+    def time_left() -> float:
+        return min(share_left - (budget.clock() - start), budget.left())
+
     with budget.phase("distill"):
-        student = students.grow(ratio, base)
+        student = students.grow(ratio, base, time_left)
     with budget.phase("evaluate"):
         metric = judge(student)
     return RatioTrial(ratio, step, student.parent or "original", metric, metric >= floor,

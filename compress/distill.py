@@ -5,13 +5,17 @@ loss = alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T))
 
 The learning rate follows a registered schedule; after each epoch the student is
 scored on the validation set and training stops early when the metric has not
-improved for ``patience`` epochs. The best epoch's weights are kept.
+improved for ``patience`` epochs, or when the next epoch would not fit in the time the
+build's budget leaves (``time_left``; the first epoch always runs). The best epoch's
+weights are kept. Training runs in the memory format measured faster for the model
+(``compress.memory_format``); the student ends in the default format.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +26,7 @@ import torch.nn.functional as F
 from compress import progress
 from compress.errors import CompressError
 from compress.evaluation import Metric, batches_in, predict, score
+from compress.memory_format import as_format, choose_format
 from compress.recipe import DistillConfig
 from compress.registry import Registry
 
@@ -36,18 +41,22 @@ SCHEDULES.register("linear")(lambda step, total: 1.0 - step / max(1, total))
 
 @dataclass
 class DistillResult:
-    """How distillation went: per-epoch figures, the best epoch and whether it stopped early."""
+    """How distillation went: per-epoch figures, the best epoch, whether it stopped early
+    and why (``"patience"`` or ``"time budget"``), and the memory format it trained in."""
 
     best_metric: float
     best_epoch: int
     epochs_run: int
     stopped_early: bool
     history: list[dict[str, Any]] = field(default_factory=list)
+    stopped_by: str = ""
+    memory_format: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """Plain JSON figures for the report."""
         return {"best_metric": round(self.best_metric, 5), "best_epoch": self.best_epoch,
                 "epochs_run": self.epochs_run, "stopped_early": self.stopped_early,
+                "stopped_by": self.stopped_by, "memory_format": self.memory_format,
                 "history": self.history}
 
 
@@ -70,13 +79,14 @@ def _optimizer(model: torch.nn.Module, cfg: DistillConfig) -> torch.optim.Optimi
 
 def _train_epoch(student: torch.nn.Module, teacher: torch.nn.Module, loader: Any,
                  optimizer: torch.optim.Optimizer, scheduler: Any, cfg: DistillConfig,
-                 label: str) -> float:
+                 label: str, memory_format: torch.memory_format) -> float:
     student.train()
     total, batches = 0.0, 0
     for inputs, labels in progress.track(loader, label, total=batches_in(loader)):
+        inputs = as_format(inputs.float(), memory_format)
         with torch.no_grad():
-            teacher_logits = teacher(inputs.float())
-        loss = distillation_loss(student(inputs.float()), teacher_logits, labels.long(), cfg)
+            teacher_logits = teacher(inputs)
+        loss = distillation_loss(student(inputs), teacher_logits, labels.long(), cfg)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -88,30 +98,59 @@ def _train_epoch(student: torch.nn.Module, teacher: torch.nn.Module, loader: Any
 
 def distill(student: torch.nn.Module, teacher: torch.nn.Module, train: Any,
             validation: tuple[torch.Tensor, torch.Tensor], metric: Metric, cfg: DistillConfig,
-            label: str = "distilling") -> DistillResult:
-    """Train ``student`` in place from ``teacher``; it ends with its best epoch's weights."""
+            label: str = "distilling", time_left: Callable[[], float] | None = None
+            ) -> DistillResult:
+    """Train ``student`` in place from ``teacher``; it ends with its best epoch's weights.
+
+    ``time_left`` (seconds the build's budget leaves this student) stops training before
+    an epoch that would not fit, judged by the last epoch's duration.
+    """
     teacher.eval()
+    fmt = choose_format(student, teacher, next(iter(train))[0])
+    student.to(memory_format=fmt.memory_format)
+    teacher.to(memory_format=fmt.memory_format)
+    try:
+        result = _epochs(student, teacher, train, validation, metric, cfg, label,
+                         fmt.memory_format, time_left)
+    finally:
+        student.to(memory_format=torch.contiguous_format)
+        teacher.to(memory_format=torch.contiguous_format)
+    result.memory_format = fmt.summary()
+    student.eval()
+    return result
+
+
+def _epochs(student: torch.nn.Module, teacher: torch.nn.Module, train: Any,
+            validation: tuple[torch.Tensor, torch.Tensor], metric: Metric, cfg: DistillConfig,
+            label: str, memory_format: torch.memory_format,
+            time_left: Callable[[], float] | None) -> DistillResult:
     optimizer = _optimizer(student, cfg)
     factor = SCHEDULES.get(cfg.schedule)
     total = cfg.epochs * max(1, batches_in(train) or sum(1 for _ in train))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: factor(min(s, total), total))
     val_x, val_y = validation
     best = score(metric, predict(student, val_x), val_y)
-    best_state, best_epoch, stale = copy.deepcopy(student.state_dict()), 0, 0
+    best_state, best_epoch, stale, stopped_by = copy.deepcopy(student.state_dict()), 0, 0, ""
     history: list[dict[str, Any]] = [{"epoch": 0, "loss": None, "metric": round(best, 5)}]
     for epoch in range(1, cfg.epochs + 1):
+        started = time.monotonic()
         loss = _train_epoch(student, teacher, train, optimizer, scheduler, cfg,
-                            f"{label} epoch {epoch}/{cfg.epochs}")
+                            f"{label} epoch {epoch}/{cfg.epochs}", memory_format)
         value = score(metric, predict(student, val_x), val_y)
-        history.append({"epoch": epoch, "loss": round(loss, 5), "metric": round(value, 5)})
+        seconds = time.monotonic() - started
+        history.append({"epoch": epoch, "loss": round(loss, 5), "metric": round(value, 5),
+                        "seconds": round(seconds, 2)})
         if value > best + cfg.min_delta:
             best, best_state, best_epoch, stale = value, copy.deepcopy(student.state_dict()), \
                 epoch, 0
         else:
             stale += 1
         if stale >= cfg.patience:
+            stopped_by = "patience"
+        elif epoch < cfg.epochs and time_left is not None and time_left() < seconds:
+            stopped_by = "time budget"
+        if stopped_by:
             break
     student.load_state_dict(best_state)
-    student.eval()
     return DistillResult(best, best_epoch, len(history) - 1, len(history) - 1 < cfg.epochs,
-                         history)
+                         history, stopped_by)

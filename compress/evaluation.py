@@ -40,10 +40,12 @@ def collect(loader: Any, limit: int | None = None) -> tuple[torch.Tensor, torch.
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, inputs: torch.Tensor, batch: int = 256) -> torch.Tensor:
-    """The model's outputs for ``inputs``, in eval mode, batch by batch."""
+    """The model's outputs for ``inputs``, in eval mode, batch by batch, without autograd
+    (a graph kept for every batch would hold all their activations until the end)."""
     was_training = model.training
     model.eval()
-    outs = [model(inputs[i:i + batch]) for i in range(0, len(inputs), batch)]
+    with torch.no_grad():
+        outs = [model(inputs[i:i + batch]) for i in range(0, len(inputs), batch)]
     model.train(was_training)
     return torch.cat(outs).float()
 

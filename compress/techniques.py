@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -30,7 +30,9 @@ STUDENT_STEPS = ("prune", "distill")
 
 @dataclass
 class StudentData:
-    """What the techniques need: the teacher, an example input, the data and the metric."""
+    """What the techniques need: the teacher, an example input, the data and the metric;
+    ``time_left`` is the seconds the build's budget leaves the student being made (None:
+    no limit)."""
 
     teacher: torch.nn.Module
     example: torch.Tensor
@@ -38,6 +40,7 @@ class StudentData:
     validation: tuple[torch.Tensor, torch.Tensor]
     metric: Metric
     seed: int = 0
+    time_left: Callable[[], float] | None = None
 
 
 @dataclass
@@ -88,18 +91,20 @@ def _apply_distill(cfg: DistillConfig, student: Student, data: StudentData) -> S
     if not student.changed or not cfg.enabled:
         return student
     result = distill(student.model, data.teacher, data.train, data.validation, data.metric, cfg,
-                     label=f"distilling {student.key}")
+                     label=f"distilling {student.key}", time_left=data.time_left)
     student.steps["distill"] = result.summary()
     progress.note(f"distilled {student.key}: metric {result.best_metric:.4f} at epoch "
                   f"{result.best_epoch}/{result.epochs_run}"
-                  + (" (stopped early)" if result.stopped_early else ""))
+                  + (f" (stopped early: {result.stopped_by})" if result.stopped_early else "")
+                  + f", {result.memory_format['memory_format']}")
     return student
 
 
 def make_student(recipe: Recipe, data: StudentData, ratio: float,
-                 base: Student | None = None) -> Student:
+                 base: Student | None = None,
+                 time_left: Callable[[], float] | None = None) -> Student:
     """Apply every student step of the recipe, in order, to a copy of ``base`` (a less
-    pruned student) or of the teacher.
+    pruned student) or of the teacher, within ``time_left`` (see ``StudentData``).
 
     The random state is reset from the seed and the ratio first, so a student does not
     depend on what the build did before it (which profile or candidate came first).
@@ -108,6 +113,7 @@ def make_student(recipe: Recipe, data: StudentData, ratio: float,
     source = base.model if base is not None else data.teacher
     student = Student(model=copy.deepcopy(source).eval(), ratio=ratio,
                       parent=base.key if base is not None else None)
+    data = replace(data, time_left=time_left)
     for name in STUDENT_STEPS:
         cfg = getattr(recipe, name)
         student = TECHNIQUES.get(type(cfg))(cfg, student, data)
@@ -130,13 +136,15 @@ class Students:
             self._cache[ratio] = make_student(self._recipe, self._data, ratio, base)
         return self._cache[ratio]
 
-    def grow(self, ratio: float, base_ratio: float) -> Student:
+    def grow(self, ratio: float, base_ratio: float,
+             time_left: Callable[[], float] | None = None) -> Student:
         """The student for ``ratio`` grown from the student of ``base_ratio`` (the adaptive
-        search's last passing ratio; 0 or a non-progressive recipe starts from the teacher)."""
+        search's last passing ratio; 0 or a non-progressive recipe starts from the teacher),
+        distilled within ``time_left``."""
         if ratio not in self._cache:
             progressive = self._recipe.prune.progressive and 0 < base_ratio < ratio
             base = self.get(base_ratio) if progressive else None
-            self._cache[ratio] = make_student(self._recipe, self._data, ratio, base)
+            self._cache[ratio] = make_student(self._recipe, self._data, ratio, base, time_left)
         return self._cache[ratio]
 
     def _base(self, ratio: float) -> Student | None:

@@ -23,11 +23,13 @@ class FakeStudents:
     clock: list = field(default_factory=lambda: [0.0])
     cost: float = 1.0
     grown: list = field(default_factory=list)
+    time_left: list = field(default_factory=list)
 
     def get(self, ratio):
         return Student(model=None, ratio=ratio)
 
-    def grow(self, ratio, base):
+    def grow(self, ratio, base, time_left=None):
+        self.time_left.append(time_left())
         self.clock[0] += self.cost
         self.grown.append((ratio, base))
         return Student(model=None, ratio=ratio, parent=f"r{base:g}" if base else None)
@@ -73,6 +75,14 @@ def test_budget_share_stops_the_search_and_is_recorded():
     assert [t.ratio for t in result.trials] == [0.0, 0.5]  # a second 100 s student won't fit
     assert "time budget" in result.stop and budget.stops == [result.stop]
     assert budget.to_dict()["phases_s"]["distill"] == 100.0
+
+
+def test_each_student_is_given_what_is_left_of_the_search_share():
+    students = FakeStudents(limit=0.99, cost=40.0)
+    result, _ = _run(students, AdaptiveConfig(student_share=0.5), budget_s=200)
+    # share 100 s: the first student may use all of it, the second what the first left
+    assert students.time_left == [100.0, 60.0]
+    assert [t.ratio for t in result.trials] == [0.0, 0.5, 0.7]
 
 
 def test_max_students_caps_the_search():

@@ -58,3 +58,29 @@ def test_early_stop_when_the_metric_does_not_improve(tiny_teacher, tiny_validati
     result = distill(student, tiny_teacher, _loader(), tiny_validation,
                      lambda o, y: 0.5, cfg)
     assert result.stopped_early and result.epochs_run == 2 and result.best_epoch == 0
+
+
+def test_the_time_budget_stops_before_an_epoch_that_would_not_fit(tiny_teacher,
+                                                                  tiny_validation):
+    student = prune(tiny_teacher, torch.randn(1, 1, 16, 16), PruneConfig(round_to=None),
+                    0.5).model
+    cfg = DistillConfig(epochs=10, patience=10)
+    result = distill(student, tiny_teacher, _loader(), tiny_validation, top1_accuracy, cfg,
+                     time_left=lambda: 0.0)
+    assert result.epochs_run == 1 and result.stopped_early  # the first epoch always runs
+    assert result.stopped_by == "time budget"
+    assert result.summary()["stopped_by"] == "time budget"
+    assert result.history[1]["seconds"] >= 0
+
+
+def test_without_a_budget_every_epoch_runs_and_the_student_ends_contiguous(tiny_teacher,
+                                                                           tiny_validation):
+    student = prune(tiny_teacher, torch.randn(1, 1, 16, 16), PruneConfig(round_to=None),
+                    0.5).model
+    cfg = DistillConfig(epochs=3, patience=10)
+    result = distill(student, tiny_teacher, _loader(), tiny_validation, top1_accuracy, cfg,
+                     time_left=lambda: 1e9)
+    assert result.epochs_run == 3 and not result.stopped_early and result.stopped_by == ""
+    assert result.memory_format["memory_format"] in ("contiguous", "channels_last")
+    for model in (student, tiny_teacher):
+        assert all(p.is_contiguous() for p in model.parameters())
