@@ -147,10 +147,19 @@ def stage_rows(stages: dict[str, dict[str, Any]]) -> list[list[Any]]:
     rows = []
     for name, st in stages.items():
         figures = {k: v for k, v in st.items() if k not in ("status", "seconds")}
-        lines = "".join(f"<div><b>{html.escape(str(k))}</b> {html.escape(fmt(v))}</div>"
-                        for k, v in figures.items())
+        lines = "".join(_figure_lines(k, v) for k, v in figures.items())
         rows.append([name, badge(st["status"]), st.get("seconds"), _Html(lines)])
     return rows
+
+
+def _figure_lines(name: str, value: Any) -> str:
+    """One figure of a stage: ``name value``; a mapping of mappings (e.g. one entry per
+    profile) as a heading and one indented line per entry."""
+    if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+        entries = "".join(f'<div class="sub"><b>{html.escape(str(k))}</b> '
+                          f"{html.escape(fmt(v))}</div>" for k, v in value.items())
+        return f"<div><b>{html.escape(str(name))}</b></div>{entries}"
+    return f"<div><b>{html.escape(str(name))}</b> {html.escape(fmt(value))}</div>"
 
 
 def profile_rows(reports: dict[str, Any]) -> list[list[Any]]:
@@ -186,6 +195,7 @@ table{border-collapse:collapse;margin:8px 0;width:100%}td,th{border:1px solid #d
 padding:4px 8px;text-align:left;vertical-align:top;overflow-wrap:anywhere}th{background:#f4f4f4}
 .stages td:nth-child(-n+3),.stages th,.timeline td:nth-child(-n+2),.cands td:not(:last-child),
 .cands th{white-space:nowrap;overflow-wrap:normal}
+.sub{padding-left:1.5em}
 .badge{padding:1px 8px;border-radius:9px;color:#fff;background:#777;white-space:nowrap}
 .badge.ok,.badge.chosen,.badge.done{background:#1a9850}.badge.failed,.badge.rejected{
 background:#d73027}.badge.passed{background:#66bd63}.badge.reference{background:#4575b4}

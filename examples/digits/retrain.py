@@ -186,7 +186,7 @@ def retrain(cfg: RetrainConfig, env: dict[str, str]) -> dict[str, Any]:
     for bundle in bundles:
         run(edgekit("cloud", "publish", str(bundle), "--api", cfg.api, "--token", token),
             f"edgekit cloud publish {bundle.name}")
-    doc["bundles"] = [b.name for b in bundles]
+    doc["bundles"] = [str(b.relative_to(work / "build")) for b in bundles]  # profile/file
     out = run(edgekit("rollout", "start", "--model", model_name, "--version", new,
                       "--fleet", cfg.fleet, "--canary", cfg.canary, "--bake", f"{cfg.bake_s:g}",
                       "--waves", cfg.waves, "--api", cfg.api, "--token", token, "--json"),

@@ -52,5 +52,8 @@ def test_the_demo_runs_the_whole_loop(tmp_path):
     assert page.count("<svg") == 6 and page.count("<polyline") >= 12
     assert "{'" not in page and "Every stage ok" in page
     assert "Build candidates (v2)" in page
+    assert '<div class="sub"><b>jetson-orin-nano</b> format onnx' in page  # one line each
+    assert sorted(stages["retrain"]["bundles"]) == [f"{p}/digits-2.ekb" for p in
+                                                    ("jetson-orin-nano", "rpi4", "x86-64")]
     assert "the whole loop" in done.stdout and "every stage ok" in done.stdout
     assert _processes_mentioning(str(out)) == []

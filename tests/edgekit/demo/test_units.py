@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edge_agent.errors import EdgekitError
-from edgekit.demo.report import badge, fmt, svg_chart, table
+from edgekit.demo.report import badge, fmt, stage_rows, svg_chart, table
 from edgekit.demo.settings import DeviceSpec, for_size
 from edgekit.demo.shifts import SHIFTS, apply
 from edgekit.demo.stream import Labels, _probabilities, input_key
@@ -84,6 +84,15 @@ def test_cells_never_show_python_dicts():
     page = table(["stage", "figures"], [["drift", {"devices": ["a", "b"]}], ["x", badge("ok")]])
     assert "{" not in page and "devices a, b" in page and 'class="badge ok"' in page
     assert "&lt;b&gt;" in table(["x"], [["<b>"]])  # text is escaped, badges are not
+
+
+def test_a_stage_figure_per_profile_reads_one_line_per_profile():
+    stages = {"build": {"status": "ok", "seconds": 9.0, "report": "r.html", "profiles": {
+        "rpi4": {"format": "tflite", "metric": 0.98214}, "x86-64": {"format": "onnx"}}}}
+    cells = table(["stage", "status", "seconds", "figures"], stage_rows(stages))
+    assert '<div><b>profiles</b></div><div class="sub"><b>rpi4</b> format tflite; metric ' \
+           '0.9821</div><div class="sub"><b>x86-64</b> format onnx</div>' in cells
+    assert "<div><b>report</b> r.html</div>" in cells and "{" not in cells
 
 
 def test_chart_draws_lines_marks_and_threshold():
