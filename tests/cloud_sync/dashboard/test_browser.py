@@ -146,6 +146,14 @@ def test_overview_and_device_charts(server, page, tmp_path):
     _shot(page, tmp_path, "05-device-dev-000")
 
 
+def _nothing_overflows(page) -> None:
+    """No fact (a long file path, say) runs past its card."""
+    over = page.eval_on_selector_all(
+        ".facts dd", "els => els.filter(e => e.scrollWidth > e.clientWidth + 1)"
+                     ".map(e => e.innerText)")
+    assert not over, f"facts wider than their box: {over[:3]}"
+
+
 def test_trigger_evidence_is_tables(server, page, tmp_path):
     base, filled = server
     _login(page, base, "/dashboard/triggers")
@@ -159,6 +167,7 @@ def test_trigger_evidence_is_tables(server, page, tmp_path):
     assert "top channels" in evidence and "devices affected" in evidence
     assert "s3cret" not in page.content()
     _no_raw_documents(page)
+    _nothing_overflows(page)
     _shot(page, tmp_path, "07-trigger")
 
 
