@@ -283,7 +283,7 @@ def rollout_section(doc: dict[str, Any]) -> str:
         out += table(["check", "value", "how it was compared"], [
             ["p95 latency ratio", figures.get("p95_ratio"), figures.get("latency_baseline")],
             ["mean confidence drop", figures.get("confidence_drop"), "canary vs control"],
-            ["predicted-class distance", figures.get("class_distance"),
+            ["predicted-class distance beyond control's", figures.get("class_distance"),
              figures.get("class_distance_basis")],
             ["NaN/inf rate", figures.get("non_finite_rate"), "canary"],
             ["error rate", figures.get("error_rate"), "canary"]])
