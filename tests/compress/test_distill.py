@@ -60,10 +60,13 @@ def test_early_stop_when_the_metric_does_not_improve(tiny_teacher, tiny_validati
     assert result.stopped_early and result.epochs_run == 2 and result.best_epoch == 0
 
 
+def _half_pruned(teacher):
+    return prune(teacher, torch.randn(1, 1, 16, 16), PruneConfig(round_to=None), 0.5).model
+
+
 def test_the_time_budget_stops_before_an_epoch_that_would_not_fit(tiny_teacher,
                                                                   tiny_validation):
-    student = prune(tiny_teacher, torch.randn(1, 1, 16, 16), PruneConfig(round_to=None),
-                    0.5).model
+    student = _half_pruned(tiny_teacher)
     cfg = DistillConfig(epochs=10, patience=10)
     result = distill(student, tiny_teacher, _loader(), tiny_validation, top1_accuracy, cfg,
                      time_left=lambda: 0.0)
@@ -75,8 +78,7 @@ def test_the_time_budget_stops_before_an_epoch_that_would_not_fit(tiny_teacher,
 
 def test_without_a_budget_every_epoch_runs_and_the_student_ends_contiguous(tiny_teacher,
                                                                            tiny_validation):
-    student = prune(tiny_teacher, torch.randn(1, 1, 16, 16), PruneConfig(round_to=None),
-                    0.5).model
+    student = _half_pruned(tiny_teacher)
     cfg = DistillConfig(epochs=3, patience=10)
     result = distill(student, tiny_teacher, _loader(), tiny_validation, top1_accuracy, cfg,
                      time_left=lambda: 1e9)
