@@ -5,8 +5,9 @@ Start at ``first``; while the student passes, step up (each step keeps ``keep_fa
 of the MACs the last ratio kept); after the first failure, bisect between the last
 ratio that passed and the first that failed until they are ``resolution`` apart.
 Every student is grown from the last one that passed (progressive pruning). The
-search stops early, and says so, when its share of the time budget is spent; a
-student's distillation stops before an epoch that would overrun that share.
+search stops early, and says so, when less than ``min_fit`` of the last student's
+time is left in its share of the time budget; a student's distillation stops before
+an epoch that would overrun that share.
 The verdicts use the selection split only (the caller's ``judge``).
 """
 
@@ -89,7 +90,7 @@ def search_ratios(cfg: AdaptiveConfig, students: Students, judge: Callable[[Stud
         if len(result.trials) > cfg.max_students:
             result.stop = f"tried max_students={cfg.max_students} pruned students"
             break
-        if not budget.allows(share, used, last_cost):
+        if not budget.allows(share, used, last_cost * cfg.min_fit):
             result.stop = (f"time budget: the student search's share ({share:.0f} s of "
                            f"{budget.total_s:.0f} s) would be exceeded by ratio {ratio:g}")
             budget.stopped(result.stop)

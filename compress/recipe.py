@@ -67,6 +67,9 @@ class AdaptiveConfig(_Config):
     it bisects between the last ratio that passed and the first that failed until they
     are ``resolution`` apart. Each student is grown from the last one that passed.
     ``student_share`` is the part of the build's time budget the student search may use.
+    Another student is started while at least ``min_fit`` of the last student's seconds
+    are left in that share; its distillation stops at the share's end (a student grown
+    from a distilled one usually needs fewer epochs than the first).
     """
 
     first: float = Field(default=0.5, gt=0.0, lt=1.0)
@@ -75,6 +78,7 @@ class AdaptiveConfig(_Config):
     resolution: float = Field(default=0.04, gt=0.0, lt=1.0)
     max_students: int = Field(default=8, ge=1, le=50)
     student_share: float = Field(default=0.5, gt=0.0, le=1.0)
+    min_fit: float = Field(default=0.5, gt=0.0, le=1.0)
 
 
 class PruneConfig(_Config):

@@ -71,8 +71,9 @@ def test_passing_everything_stops_at_max_ratio():
 
 def test_budget_share_stops_the_search_and_is_recorded():
     students = FakeStudents(limit=0.99, cost=100.0)
-    result, budget = _run(students, AdaptiveConfig(student_share=0.5), budget_s=300)
-    assert [t.ratio for t in result.trials] == [0.0, 0.5]  # a second 100 s student won't fit
+    result, budget = _run(students, AdaptiveConfig(student_share=0.5), budget_s=250)
+    # 25 s left of the 125 s share: under half (min_fit) of the last student's 100 s
+    assert [t.ratio for t in result.trials] == [0.0, 0.5]
     assert "time budget" in result.stop and budget.stops == [result.stop]
     assert budget.to_dict()["phases_s"]["distill"] == 100.0
 
@@ -80,7 +81,15 @@ def test_budget_share_stops_the_search_and_is_recorded():
 def test_each_student_is_given_what_is_left_of_the_search_share():
     students = FakeStudents(limit=0.99, cost=40.0)
     result, _ = _run(students, AdaptiveConfig(student_share=0.5), budget_s=200)
-    # share 100 s: the first student may use all of it, the second what the first left
+    # share 100 s: the first student may use all of it, each next one what is left, while
+    # that is at least half (min_fit) of the last student's 40 s
+    assert students.time_left == [100.0, 60.0, 20.0]
+    assert [t.ratio for t in result.trials] == [0.0, 0.5, 0.7, 0.82]
+
+
+def test_min_fit_says_how_much_of_the_last_students_time_must_be_left():
+    students = FakeStudents(limit=0.99, cost=40.0)
+    result, _ = _run(students, AdaptiveConfig(student_share=0.5, min_fit=1.0), budget_s=200)
     assert students.time_left == [100.0, 60.0]
     assert [t.ratio for t in result.trials] == [0.0, 0.5, 0.7]
 
