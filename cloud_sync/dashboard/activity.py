@@ -35,11 +35,18 @@ def triggers_page(request: Request, conn: Connection = Depends(get_conn)) -> Res
                   pages=max(1, -(-total // PER_PAGE)))
 
 
+def _page_id(kind: str, text: str) -> int:
+    """A page's numeric id from its URL; anything else names a page that does not exist."""
+    if not text.isdigit():
+        raise DashboardError(404, f"no {kind} {text!r}; pick one from the {kind}s list")
+    return int(text)
+
+
 @router.get("/triggers/{trigger_id}")
-def trigger_page(trigger_id: int, request: Request,
+def trigger_page(trigger_id: str, request: Request,
                  conn: Connection = Depends(get_conn)) -> Response:
     """One trigger: its evidence as tables, its actions and their attempts."""
-    found = get_trigger(conn, trigger_id)
+    found = get_trigger(conn, _page_id("trigger", trigger_id))
     if found is None:
         raise DashboardError(404, f"no trigger {trigger_id}; pick one from the triggers list")
     evidence = {k: v for k, v in found["evidence"].items() if k not in HIDDEN_EVIDENCE}
@@ -73,10 +80,10 @@ def comparison(figures: dict[str, Any] | None, thresholds: dict[str, Any]) -> di
 
 
 @router.get("/rollouts/{rollout_id}")
-def rollout_page(rollout_id: int, request: Request,
+def rollout_page(rollout_id: str, request: Request,
                  conn: Connection = Depends(get_conn)) -> Response:
     """One rollout: state, waves, canary vs control, the timeline, its devices."""
-    found = q.rollout_detail(conn, rollout_id)
+    found = q.rollout_detail(conn, _page_id("rollout", rollout_id))
     if found is None:
         raise DashboardError(404, f"no rollout {rollout_id}; pick one from the rollouts list")
     thresholds = (found["policy"] or {}).get("thresholds") or {}

@@ -4,6 +4,8 @@ vs control figures, a promoted one with its whole timeline."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests.cloud_sync.dashboard.conftest import AUTH
 from tests.cloud_sync.dashboard.html import raw_documents, text
 
@@ -44,3 +46,10 @@ def test_promoted_rollout_shows_waves_and_timeline(client, filled):
     assert not raw_documents(page), raw_documents(page)[:3]
     missing = client.get("/dashboard/rollouts/999", headers=AUTH)
     assert missing.status_code == 404 and "no rollout 999" in text(missing.text)
+
+
+@pytest.mark.parametrize("path", ["/dashboard/rollouts/latest", "/dashboard/triggers/x1"])
+def test_a_malformed_id_is_the_error_page_not_json(client, path):
+    page = client.get(path, headers=AUTH)
+    assert page.status_code == 404 and page.headers["content-type"].startswith("text/html")
+    assert "pick one from the" in text(page.text) and "Overview" in text(page.text)
