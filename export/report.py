@@ -64,10 +64,20 @@ def tradeoff_plot(profile: dict[str, Any]) -> str:
     return encoded
 
 
-def _cell(value: Any) -> str:
+def _text(value: Any) -> str:
+    """A value as a person reads it: floats to 4 significant digits, mappings as
+    ``key value`` pairs and lists joined, never a Python or JSON literal."""
     if isinstance(value, float):
         return f"{value:.4g}"
-    return html.escape("" if value is None else str(value))
+    if isinstance(value, dict):
+        return "; ".join(f"{k} {_text(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_text(v) for v in value)
+    return "" if value is None else str(value)
+
+
+def _cell(value: Any) -> str:
+    return html.escape(_text(value))
 
 
 def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
@@ -85,10 +95,46 @@ SUMMARY_KEYS = ("status", "bundle", "format", "precision", "method", "prune_rati
                 "search_stop", "reason")
 
 
+def parity_text(parity: dict[str, Any]) -> str:
+    """The chosen file's parity with the torch model it came from, as a sentence."""
+    def pair(p: dict[str, Any]) -> str:
+        return (f"max |difference| of outputs {_text(p.get('max_abs_diff'))}, top-1 agreement "
+                f"{_text(p.get('top1_agreement'))}")
+
+    if not parity:
+        return "not measured"
+    text = f"the file against its torch student on the selection split: {pair(parity)}"
+    if parity.get("export"):
+        text += f"; the export before quantization: {pair(parity['export'])}"
+    return text
+
+
+STUDENT_COLUMNS = ("student", "grown from", "MACs", "params", "best metric (selection)",
+                   "epochs (best / run)", "stopped by", "trained in", "distill s")
+
+
+def student_row(student: dict[str, Any]) -> dict[str, Any]:
+    """One student's prune and distill figures as table cells."""
+    prune, distill = student.get("prune") or {}, student.get("distill") or {}
+    macs = prune.get("macs_after")
+    params = prune.get("params_after")
+    history = distill.get("history") or []
+    return {"student": student.get("key"), "grown from": prune.get("from", "–"),
+            "MACs": f"{macs / 1e6:.1f}M" if macs else "original",
+            "params": f"{params / 1e3:.0f}k" if params else "original",
+            "best metric (selection)": distill.get("best_metric", "–"),
+            "epochs (best / run)": (f"{distill['best_epoch']} / {distill['epochs_run']}"
+                                    if "epochs_run" in distill else "–"),
+            "stopped by": distill.get("stopped_by") or ("all epochs" if distill else "–"),
+            "trained in": (distill.get("memory_format") or {}).get("memory_format", "–"),
+            "distill s": round(sum(h.get("seconds") or 0 for h in history), 1) if history
+            else "–"}
+
+
 def _profile_section(name: str, profile: dict[str, Any]) -> str:
     summary = "".join(f"<tr><th>{k}</th><td>{_cell(profile.get(k))}</td></tr>"
                       for k in SUMMARY_KEYS if k in profile)
-    parity = html.escape(json.dumps(profile.get("parity", {})))
+    parity = html.escape(parity_text(profile.get("parity") or {}))
     plot = tradeoff_plot(profile) if profile["candidates"] else ""
     image = f"<img alt='tradeoff' src='data:image/png;base64,{plot}'>" if plot else ""
     return (f"<h2>{html.escape(name)}</h2><table>{summary}</table><p>parity: {parity}</p>"
@@ -127,10 +173,11 @@ def search_html(doc: dict[str, Any]) -> str:
 def write_html(doc: dict[str, Any], path: Path) -> Path:
     """Write the readable report with one tradeoff plot per profile."""
     head = {k: doc.get(k) for k in ("model", "data", "metric", "baseline_metric",
-                                    "selection_baseline_metric", "tolerance", "latency_source",
-                                    "created_at", "duration_s")}
+                                    "selection_baseline_metric", "created_at", "duration_s")}
+    head["tolerance"] = (doc.get("tolerance") or {}).get("described")
+    head["latency measured on"] = (doc.get("latency_source") or {}).get("description")
     intro = "".join(f"<tr><th>{k}</th><td>{_cell(v)}</td></tr>" for k, v in head.items())
-    students = _table(doc.get("students", []), ("key", "prune", "distill"))
+    students = _table([student_row(s) for s in doc.get("students", [])], STUDENT_COLUMNS)
     sections = "".join(_profile_section(n, p) for n, p in doc["profiles"].items())
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>edgekit build report"
             f"</title><style>{STYLE}</style></head><body><h1>edgekit build report</h1>"

@@ -48,3 +48,27 @@ def test_html_shows_splits_search_trials_and_budget(tmp_path):
     assert "the reported metric only" in page and "host timings stand" in page
     list_doc = _doc() | {"search": {"mode": "list", "ratios": [0.0, 0.5], "budget": {}}}
     assert "ratios (list)" in write_html(list_doc, tmp_path / "l.html").read_text()
+
+
+def test_html_cells_read_as_text_never_as_dicts(tmp_path):
+    doc = _doc() | {
+        "tolerance": {"value": 0.01, "relative": False, "described": "0.01 absolute"},
+        "latency_source": {"name": "host", "description": "host x86_64 x2"},
+        "students": [{"key": "r0"}, {"key": "r0.5", "prune": {
+            "ratio": 0.5, "macs_before": 527_370_000, "macs_after": 256_490_000,
+            "params_before": 2_236_682, "params_after": 1_147_770, "from": "original"},
+            "distill": {"best_metric": 0.99111, "best_epoch": 2, "epochs_run": 4,
+                        "stopped_early": True, "stopped_by": "patience",
+                        "memory_format": {"memory_format": "channels_last"},
+                        "history": [{"epoch": 0, "seconds": None},
+                                    {"epoch": 1, "seconds": 60.5}, {"epoch": 2, "seconds": 61}]}}]}
+    doc["profiles"]["x86-64"]["parity"] = {"max_abs_diff": 3.92, "top1_agreement": 0.98667,
+                                           "export": {"max_abs_diff": 1.0, "top1_agreement": 1}}
+    page = write_html(doc, tmp_path / "r.html").read_text()
+    assert "{'" not in page and '{"' not in page and "&#x27;" not in page
+    assert "<td>0.01 absolute</td>" in page and "<td>host x86_64 x2</td>" in page
+    row = ("<td>r0.5</td><td>original</td><td>256.5M</td><td>1148k</td><td>0.9911</td>"
+           "<td>2 / 4</td><td>patience</td><td>channels_last</td><td>121.5</td>")
+    assert row in page
+    assert "top-1 agreement 0.9867; the export before quantization: max |difference| of " \
+           "outputs 1, top-1 agreement 1" in page
