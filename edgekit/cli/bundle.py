@@ -81,6 +81,12 @@ def verify(
     console.print(line, highlight=False)
 
 
+def runtime_text(runtime: dict) -> str:
+    """Runtime options as ``key value`` pairs: ``delegate xnnpack, threads 4``."""
+    return ", ".join(f"{k} {', '.join(map(str, v)) if isinstance(v, list) else v}"
+                     for k, v in runtime.items()) or "runtime defaults"
+
+
 @app.command("inspect")
 def inspect(bundle: Path = typer.Argument(..., help="Bundle file (.ekb)."),
             as_json: bool = JsonFlag) -> None:
@@ -91,7 +97,8 @@ def inspect(bundle: Path = typer.Argument(..., help="Bundle file (.ekb)."),
         return
     m = manifest
     console.print(f"[bold]{m.model.name}[/] v{m.model.version} for profile {m.profile}: "
-                  f"{m.target.format}/{m.target.precision} {m.target.runtime}", highlight=False)
+                  f"{m.target.format}/{m.target.precision} ({runtime_text(m.target.runtime)})",
+                  highlight=False)
     table = Table(title="tensors")
     for column in ("io", "name", "shape", "dtype", "quantization"):
         table.add_column(column)

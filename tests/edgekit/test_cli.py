@@ -87,6 +87,8 @@ def test_pack_verify_inspect(request, tmp_path, keypair, fixture, fmt, profile):
     assert "fp32" in result.stdout
     verified = run("bundle", "verify", out, "--pubkey", keypair[1], "--run")
     assert verified.exit_code == 0 and "golden check passed" in verified.stdout
+    shown = run("bundle", "inspect", out).stdout
+    assert f"tiny v3 for profile {profile}: {fmt}/fp32 (" in shown and "{" not in shown
     doc = json.loads(run("bundle", "inspect", out, "--json").stdout)
     assert doc["target"]["format"] == fmt and doc["target"]["precision"] == "fp32"
     assert doc["inputs"][0]["dtype"] == "float32" and doc["outputs"][0]["shape"][-1] == 10
