@@ -9,7 +9,7 @@ from rich.table import Table
 
 from edge_agent.bundle import open_bundle, read_manifest_unverified, trusted_keys
 from edgekit.cli.options import JsonFlag, ProfilesDir, dirs
-from edgekit.cli.output import console, print_json
+from edgekit.cli.output import console, print_json, runtime_text
 
 app = typer.Typer(help="Signed model bundles (.ekb): pack, verify, inspect.",
                   no_args_is_help=True)
@@ -79,12 +79,6 @@ def verify(
             result = LoadedModel.load(opened).golden
             line += f"; golden check passed (max abs diff {result.max_abs_diff:.3g})"
     console.print(line, highlight=False)
-
-
-def runtime_text(runtime: dict) -> str:
-    """Runtime options as ``key value`` pairs: ``delegate xnnpack, threads 4``."""
-    return ", ".join(f"{k} {', '.join(map(str, v)) if isinstance(v, list) else v}"
-                     for k, v in runtime.items()) or "runtime defaults"
 
 
 @app.command("inspect")

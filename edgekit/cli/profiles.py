@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from edgekit.cli.options import JsonFlag, ProfilesDir, dirs
-from edgekit.cli.output import console, print_json
+from edgekit.cli.output import console, print_json, runtime_text
 
 app = typer.Typer(help="Hardware profiles: what each device is and what it runs best.",
                   no_args_is_help=True)
@@ -24,10 +24,11 @@ def list_profiles(as_json: bool = JsonFlag, profiles_dir: list[Path] = ProfilesD
         print_json([p.model_dump(mode="json") for p in profiles.values()])
         return
     table = Table(title="edgekit hardware profiles")
-    for column in ("name", "arch", "cpu", "RAM", "accelerators", "targets (best first)"):
-        table.add_column(column)
+    table.add_column("name", no_wrap=True)  # names are what a user types: never cut
+    for column in ("arch", "cpu", "RAM", "accelerators", "targets (best first)"):
+        table.add_column(column, overflow="fold")
     for p in profiles.values():
-        targets = ", ".join(f"{t.format}/{t.precision}" for t in p.targets)
+        targets = "\n".join(f"{t.format}/{t.precision}" for t in p.targets)
         accel = ", ".join(a.model for a in p.accelerators) or "-"
         table.add_row(p.name, p.arch, f"{p.cpu.cores}x {p.cpu.model}", f"{p.memory_mb} MB",
                       accel, targets)
@@ -51,9 +52,9 @@ def show_profile(name: str, as_json: bool = JsonFlag,
                   f"agent on {profile.software.agent_python})")
     table = Table(title="targets, best first")
     for column in ("#", "format", "precision", "runtime", "notes"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # long provider names wrap, never cut
     for i, t in enumerate(profile.targets, 1):
-        runtime = ", ".join(f"{k}={v}" for k, v in t.runtime_options().items())
+        runtime = runtime_text(t.runtime_options())
         table.add_row(str(i), t.format, t.precision, runtime, t.notes)
     console.print(table)
     console.print(f"limits: model <= {profile.limits.max_model_mb} MB, "

@@ -30,11 +30,15 @@ def run(*args: str):
     return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
-def test_profiles_list_table():
+def test_profiles_list_table(monkeypatch):
+    from edgekit.cli.output import console
+
+    monkeypatch.setattr(console, "width", 80)
     result = run("profiles", "list")
     assert result.exit_code == 0
     for name in ("rpi4", "jetson-orin-nano", "x86-64"):
         assert name in result.stdout
+    assert "…" not in result.stdout  # a narrow terminal wraps cells, never cuts them
 
 
 def test_profiles_list_json():
@@ -47,7 +51,8 @@ def test_profiles_list_json():
 def test_profiles_show_json_and_table():
     doc = json.loads(run("profiles", "show", "jetson-nano", "--json").stdout)
     assert doc["name"] == "jetson-nano" and doc["targets"][0]["precision"] == "fp16"
-    assert "TensorrtExecutionProvider" in run("profiles", "show", "jetson-nano").stdout
+    shown = run("profiles", "show", "jetson-orin-nano").stdout
+    assert "TensorrtExecutionProvider" in shown and "…" not in shown and "['" not in shown
 
 
 def test_profiles_dir_option(tmp_path):
