@@ -57,6 +57,12 @@ def _check_bundles(conn: Connection, model: str, version: str, rows: list[Any]) 
                            f"{', '.join(lacking)}; published for {', '.join(sorted(profiles))}")
 
 
+def plan_text(plan: list[int]) -> str:
+    """A rollout's cumulative device counts per step, as a person reads them."""
+    later = ", ".join(str(n) for n in plan[1:])
+    return f"canary {plan[0]}" + (f"; then {later} devices in all" if later else "")
+
+
 def create_rollout(conn: Connection, model: str, version: str, fleet: str | None,
                    device_ids: list[str] | None, policy: RolloutPolicy, now: float) -> int:
     """Insert a ``pending`` rollout with its devices assigned to waves; returns its id."""
@@ -76,8 +82,7 @@ def create_rollout(conn: Connection, model: str, version: str, fleet: str | None
          "state": "skipped" if r.model_version == version else "pending", "updated_at": now}
         for i, r in enumerate(rows)])
     event(conn, rid, "pending", f"{model} {version} to {len(rows)} device(s) in "
-          f"{len(plan)} step(s) (canary {plan[0]}, cumulative {plan[1:]})", now,
-          {"plan": plan})
+          f"{len(plan)} step(s) ({plan_text(plan)})", now, {"plan": plan})
     return rid
 
 

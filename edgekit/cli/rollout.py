@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 from typing import Any
 
@@ -87,13 +88,24 @@ def _figure(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
+FIGURE_NAMES = {"non_finite_rate": "NaN/inf rate", "error_rate": "error rate",
+                "p95_ratio": "p95 latency ratio", "confidence_drop": "confidence drop",
+                "class_distance": "class distance beyond control's", "failure_pct": "failed %"}
+
+
+def _when(ts: float) -> str:
+    """A Unix time as local date and time, as a person reads it."""
+    return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
 def _show(doc: dict[str, Any]) -> None:
     from rich.table import Table
 
     counts = ", ".join(f"{n} {s}" for s, n in sorted(doc.get("device_counts", {}).items()))
+    steps = ", ".join(str(n) for n in doc["waves"])
     console.print(f"rollout {doc['id']}: {doc['model']} {doc['version']} -> "
                   f"{doc.get('fleet')}  state {doc['state']}, step {doc['wave']} of "
-                  f"{len(doc['waves']) - 1} (cumulative devices {doc['waves']})\n  devices: "
+                  f"{len(doc['waves']) - 1} (cumulative devices {steps})\n  devices: "
                   f"{counts}", highlight=False)
     verdict = doc.get("verdict") or {}
     if verdict:
@@ -101,21 +113,19 @@ def _show(doc: dict[str, Any]) -> None:
                       f"{'; '.join(verdict.get('reasons') or []) or 'all checks passed'}",
                       highlight=False)
         figs = verdict.get("figures") or {}
-        keys = ("non_finite_rate", "error_rate", "p95_ratio", "confidence_drop",
-                "class_distance", "failure_pct")
-        shown = [f"{k} {_figure(figs[k])}" for k in keys if k in figs]
+        shown = [f"{name} {_figure(figs[k])}" for k, name in FIGURE_NAMES.items() if k in figs]
         if shown:
             console.print("  figures: " + ", ".join(shown), highlight=False)
     table = Table(title="devices")
     for col in ("device", "step", "state", "detail"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for d in doc.get("devices", []):
         result = d.get("result") or {}
         detail = result.get("error") or (result.get("detail") or {}).get("phase") or ""
-        table.add_row(d["device_id"], str(d["wave"]), d["state"], str(detail)[:80])
+        table.add_row(d["device_id"], str(d["wave"]), d["state"], str(detail))
     console.print(table)
     for e in doc.get("timeline", []):
-        console.print(f"  {e['at']:.0f}  {e['state']:<12} {e['message']}", highlight=False)
+        console.print(f"  {_when(e['at'])}  {e['state']:<12} {e['message']}", highlight=False)
 
 
 @app.command("start")

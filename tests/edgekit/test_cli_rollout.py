@@ -5,6 +5,7 @@ model version (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from fastapi.testclient import TestClient
@@ -68,7 +69,8 @@ def test_start_status_list_abort(api, rollout):
     status = rollout("status", str(doc["id"]))
     assert status.exit_code == 0, status.output
     assert "state canary" in status.stdout and "d1" in status.stdout and "sent" in status.stdout
-    assert "{" not in status.stdout  # readable cells, no raw dicts
+    assert "{" not in status.stdout and "[" not in status.stdout  # no raw dicts or lists
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d  canary", status.stdout)  # dates
     listed = rollout("list")
     assert "tiny" in listed.stdout and "canary" in listed.stdout and "1 sent" in listed.stdout
     aborted = rollout("abort", str(doc["id"]))

@@ -243,6 +243,13 @@ def test_policy_checks():
     assert RolloutPolicy(canary_percent=25, waves=[50, 100]).plan(8) == [2, 4, 8]
 
 
+def test_the_plan_reads_as_text():
+    from cloud_sync.rollouts.store import plan_text
+
+    assert plan_text([1, 2, 4]) == "canary 1; then 2, 4 devices in all"
+    assert plan_text([3]) == "canary 3"
+
+
 def test_a_slower_canary_halts_but_timer_noise_does_not(engine):
     rid = _to_baking(engine)
     with transaction(engine) as conn:
