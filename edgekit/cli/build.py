@@ -11,7 +11,7 @@ from rich import box
 from rich.table import Table
 
 from edgekit.cli.options import ProfilesDir, dirs
-from edgekit.cli.output import console
+from edgekit.cli.output import console, people_table
 
 
 def build(
@@ -79,12 +79,10 @@ def _ms(value: Any) -> str:
 def summary_table(report: dict[str, Any]) -> Table:
     """One row per profile: what was chosen and how it compares with the original (fp32)."""
     # Light rules and one space between columns: the table fits an 80-column terminal.
-    table = Table(title=f"edgekit build: baseline {report['metric']} "
-                        f"{report['baseline_metric']:.4f} (gate split)",
-                  box=box.SIMPLE_HEAD, padding=0, show_edge=False)
-    for column in ("profile", "chosen", "method", "prune", "metric", "ms", "vs fp32",
-                   "kB", "passed"):
-        table.add_column(column, overflow="fold")  # wrap in a narrow terminal, never cut
+    table = people_table("profile", "chosen", "method", "prune", "metric", "ms", "vs fp32",
+                         "kB", "passed", title=f"edgekit build: baseline {report['metric']} "
+                         f"{report['baseline_metric']:.4f} (gate split)",
+                         box=box.SIMPLE_HEAD, padding=0, show_edge=False)
     for name, p in report["profiles"].items():
         kept = sum(c["status"] in ("chosen", "passed") for c in p["candidates"])
         chosen = f"{p.get('format')}/{p.get('precision')}" if p["status"] == "ok" \

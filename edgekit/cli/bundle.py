@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
 from edge_agent.bundle import open_bundle, read_manifest_unverified, trusted_keys
 from edgekit.cli.options import JsonFlag, ProfilesDir, dirs
-from edgekit.cli.output import console, print_json, runtime_text
+from edgekit.cli.output import console, people_table, print_json, runtime_text
 
 app = typer.Typer(help="Signed model bundles (.ekb): pack, verify, inspect.",
                   no_args_is_help=True)
@@ -93,9 +92,7 @@ def inspect(bundle: Path = typer.Argument(..., help="Bundle file (.ekb)."),
     console.print(f"[bold]{m.model.name}[/] v{m.model.version} for profile {m.profile}: "
                   f"{m.target.format}/{m.target.precision} ({runtime_text(m.target.runtime)})",
                   highlight=False)
-    table = Table(title="tensors")
-    for column in ("io", "name", "shape", "dtype", "quantization"):
-        table.add_column(column)
+    table = people_table("io", "name", "shape", "dtype", "quantization", title="tensors")
     for io, specs in (("in", m.inputs), ("out", m.outputs)):
         for s in specs:
             q = f"scale={s.quantization.scale:.4g} zp={s.quantization.zero_point}" \

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from edge_agent.errors import ConfigError
 from edgekit.cli.options import JsonFlag
-from edgekit.cli.output import console, print_json
+from edgekit.cli.output import console, people_table, print_json
 
 triggers_app = typer.Typer(help="Retraining triggers fired by drift.", no_args_is_help=True)
 samples_app = typer.Typer(help="Samples kept by devices, for retraining.", no_args_is_help=True)
@@ -56,10 +56,10 @@ def _devices_cell(devices: list[str], shown: int = 3) -> str:
 
 
 def _table(found: list[dict[str, Any]]) -> Table:
-    table = Table(title=f"{len(found)} trigger(s)", caption="\n".join(
-        f"#{t['id']}: {t['reason']}" for t in found), caption_justify="left")
-    for name in ("id", "fired", "fleet", "model", "devices", "samples", "actions"):
-        table.add_column(name, no_wrap=name != "fleet", min_width=5 if name == "fleet" else None)
+    table = people_table("id", "fired", "fleet", "model", "devices", "samples", "actions",
+                         title=f"{len(found)} trigger(s)", caption="\n".join(
+                             f"#{t['id']}: {t['reason']}" for t in found),
+                         caption_justify="left")
     for t in found:
         table.add_row(str(t["id"]), _when(t["fired_at"]), t["fleet"],
                       f"{t['model']} {t['version']}", _devices_cell(t["devices_affected"]),

@@ -12,6 +12,21 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+def people_table(*columns: str, keep: tuple[str, ...] = (), **options: Any) -> Any:
+    """A rich table whose cells wrap in a narrow terminal and are never cut (``…``) or
+    cropped, with light rules and two spaces between columns so that more fits in 80
+    columns. Columns in ``keep`` (names a user types) wrap only when nothing else can;
+    ``options`` go to ``rich.table.Table`` (title, box, padding, ...)."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(**{"box": box.SIMPLE_HEAD, "show_edge": False, "padding": (0, 1, 0, 0),
+                     **options})
+    for column in columns:
+        table.add_column(column, overflow="fold", no_wrap=column in keep)
+    return table
+
+
 def print_json(doc: Any) -> None:
     """Write ``doc`` as indented JSON to stdout, with nothing else around it."""
     sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")

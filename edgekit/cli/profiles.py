@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
 from edgekit.cli.options import JsonFlag, ProfilesDir, dirs
-from edgekit.cli.output import console, print_json, runtime_text
+from edgekit.cli.output import console, people_table, print_json, runtime_text
 
 app = typer.Typer(help="Hardware profiles: what each device is and what it runs best.",
                   no_args_is_help=True)
@@ -23,10 +22,8 @@ def list_profiles(as_json: bool = JsonFlag, profiles_dir: list[Path] = ProfilesD
     if as_json:
         print_json([p.model_dump(mode="json") for p in profiles.values()])
         return
-    table = Table(title="edgekit hardware profiles")
-    table.add_column("name", no_wrap=True)  # names are what a user types: never cut
-    for column in ("arch", "cpu", "RAM", "accelerators", "targets (best first)"):
-        table.add_column(column, overflow="fold")
+    table = people_table("name", "arch", "cpu", "RAM", "accelerators", "targets (best first)",
+                         title="edgekit hardware profiles", keep=("name",))
     for p in profiles.values():
         targets = "\n".join(f"{t.format}/{t.precision}" for t in p.targets)
         accel = ", ".join(a.model for a in p.accelerators) or "-"
@@ -50,9 +47,8 @@ def show_profile(name: str, as_json: bool = JsonFlag,
                   f"{profile.memory_mb} MB RAM, OS {profile.software.os_image} "
                   f"(python {profile.software.os_python}; "
                   f"agent on {profile.software.agent_python})")
-    table = Table(title="targets, best first")
-    for column in ("#", "format", "precision", "runtime", "notes"):
-        table.add_column(column, overflow="fold")  # long provider names wrap, never cut
+    table = people_table("#", "format", "precision", "runtime", "notes",
+                         title="targets, best first")
     for i, t in enumerate(profile.targets, 1):
         runtime = runtime_text(t.runtime_options())
         table.add_row(str(i), t.format, t.precision, runtime, t.notes)

@@ -12,7 +12,7 @@ import typer
 
 from edge_agent.errors import EdgekitError, first_line
 from edgekit.cli.options import JsonFlag
-from edgekit.cli.output import console, print_json
+from edgekit.cli.output import console, people_table, print_json
 
 API_ENV, TOKEN_ENV = "EDGEKIT_API", "EDGEKIT_API_TOKEN"
 PATH = "/api/v1/rollouts"
@@ -99,7 +99,6 @@ def _when(ts: float) -> str:
 
 
 def _show(doc: dict[str, Any]) -> None:
-    from rich.table import Table
 
     counts = ", ".join(f"{n} {s}" for s, n in sorted(doc.get("device_counts", {}).items()))
     steps = ", ".join(str(n) for n in doc["waves"])
@@ -116,9 +115,7 @@ def _show(doc: dict[str, Any]) -> None:
         shown = [f"{name} {_figure(figs[k])}" for k, name in FIGURE_NAMES.items() if k in figs]
         if shown:
             console.print("  figures: " + ", ".join(shown), highlight=False)
-    table = Table(title="devices")
-    for col in ("device", "step", "state", "detail"):
-        table.add_column(col, overflow="fold")
+    table = people_table("device", "step", "state", "detail", title="devices")
     for d in doc.get("devices", []):
         result = d.get("result") or {}
         detail = result.get("error") or (result.get("detail") or {}).get("phase") or ""
@@ -160,15 +157,13 @@ def status(rollout_id: int = typer.Argument(...), api: str = ApiOption,
 @app.command("list")
 def list_(api: str = ApiOption, token: str = TokenOption, as_json: bool = JsonFlag) -> None:
     """Rollouts, newest first."""
-    from rich.table import Table
 
     items = _call(api, token, "GET", PATH)["items"]
     if as_json:
         print_json(items)
         return
-    table = Table(title=f"{len(items)} rollout(s)")
-    for col in ("id", "model", "version", "target", "state", "step", "devices"):
-        table.add_column(col)
+    table = people_table("id", "model", "version", "target", "state", "step", "devices",
+                         title=f"{len(items)} rollout(s)")
     for r in items:
         counts = ", ".join(f"{n} {s}" for s, n in sorted(r["device_counts"].items()))
         target = r["target"].get("fleet") or f"{len(r['target'].get('devices', []))} devices"

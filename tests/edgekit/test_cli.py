@@ -186,3 +186,19 @@ def test_pack_refuses_bad_reference_data(tmp_path, keypair, tiny_onnx, capsys, c
     err = capsys.readouterr().err
     assert error in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "b.ekb").exists()
+
+
+def test_people_tables_fit_80_columns_and_never_cut_a_cell():
+    from rich.console import Console
+
+    from edgekit.cli.output import people_table
+
+    table = people_table("device", "model", "last seen", "detail", keep=("device",))
+    long = "update failed: sha256 mismatch: expected 4f1c... got 9a2e...; re-publish the bundle"
+    table.add_row("jetson-orin-nano-017", "sim-model 12", "2026-12-01 21:12:00", long)
+    console = Console(width=80, record=True)
+    console.print(table)
+    lines = console.export_text().splitlines()
+    assert max(len(line) for line in lines) <= 80 and "…" not in "".join(lines)
+    assert "jetson-orin-nano-017" in lines[2]  # a kept column is not broken
+    assert "".join(lines).replace(" ", "").count("re-publishthebundle") == 1
