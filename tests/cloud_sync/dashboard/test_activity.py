@@ -34,6 +34,7 @@ def test_halted_rollout_is_shown_as_halted_with_canary_and_control(client, fille
     assert "confidence mean 0.11 0.82" in shown and "devices 1 3" in shown
     assert "mean confidence drop vs control 0.71 0.15 over the limit" in shown
     assert "NaN/inf output rate 0 0.01 within" in shown
+    assert "field-02 1 not sent" in shown and "field-02 1 pending" not in shown  # halted
     assert not raw_documents(page), raw_documents(page)[:3]
 
 
