@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich import box
 from rich.table import Table
 
 from edgekit.cli.options import ProfilesDir, dirs
@@ -78,11 +77,10 @@ def _ms(value: Any) -> str:
 
 def summary_table(report: dict[str, Any]) -> Table:
     """One row per profile: what was chosen and how it compares with the original (fp32)."""
-    # Light rules and one space between columns: the table fits an 80-column terminal.
+    # One space between columns: nine columns fit an 80-column terminal.
     table = people_table("profile", "chosen", "method", "prune", "metric", "ms", "vs fp32",
                          "kB", "passed", title=f"edgekit build: baseline {report['metric']} "
-                         f"{report['baseline_metric']:.4f} (gate split)",
-                         box=box.SIMPLE_HEAD, padding=0, show_edge=False)
+                         f"{report['baseline_metric']:.4f} (gate split)", padding=0)
     for name, p in report["profiles"].items():
         kept = sum(c["status"] in ("chosen", "passed") for c in p["candidates"])
         chosen = f"{p.get('format')}/{p.get('precision')}" if p["status"] == "ok" \

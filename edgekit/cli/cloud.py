@@ -14,7 +14,7 @@ import typer
 
 from edgekit.cli import cloud_publish, cloud_serve, cloud_triggers
 from edgekit.cli.options import JsonFlag
-from edgekit.cli.output import console, people_table, print_json
+from edgekit.cli.output import console, local_time, people_table, print_json
 
 app = typer.Typer(help="The cloud side: device registry, broker credentials, store.",
                   no_args_is_help=True)
@@ -99,17 +99,11 @@ def device_list(fleet: str = typer.Option(None, "--fleet", help="Only this fleet
 
 
 def _device_table(found: list) -> None:
-    import datetime
-
-    def when(ts: float | None) -> str:
-        return "-" if ts is None else datetime.datetime.fromtimestamp(ts).strftime(
-            "%Y-%m-%d %H:%M:%S")
-
     table = people_table("device", "fleet", "state", "model", "profile", "last seen",
                          "added by", "login", keep=("device",))
     for d in found:
         model = f"{d.model_name} {d.model_version}" if d.model_name else "-"
-        table.add_row(d.id, d.fleet, d.state, model, d.profile or "-", when(d.last_seen),
+        table.add_row(d.id, d.fleet, d.state, model, d.profile or "-", local_time(d.last_seen),
                       d.registered_by, "yes" if d.has_credentials else "no")
     console.print(table if found else "no devices registered")
 

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from edge_agent.errors import ConfigError
 from edgekit.cli.options import JsonFlag
-from edgekit.cli.output import console, people_table, print_json
+from edgekit.cli.output import console, local_time, people_table, print_json
 
 triggers_app = typer.Typer(help="Retraining triggers fired by drift.", no_args_is_help=True)
 samples_app = typer.Typer(help="Samples kept by devices, for retraining.", no_args_is_help=True)
@@ -41,10 +41,6 @@ def parse_since(value: str | None, now: float | None = None) -> float | None:
                       "(2026-11-22T10:00) or an age (90m, 24h, 7d)")
 
 
-def _when(ts: float | None) -> str:
-    return "-" if ts is None else datetime.fromtimestamp(ts).strftime("%Y-%m-%d\n%H:%M:%S")
-
-
 def _actions_cell(actions: list[dict[str, Any]]) -> str:
     return "\n".join(f"{a['kind']}: {a['state']} ({a['attempts']}/{a['max_attempts']})"
                      for a in actions) or "-"
@@ -61,7 +57,7 @@ def _table(found: list[dict[str, Any]]) -> Table:
                              f"#{t['id']}: {t['reason']}" for t in found),
                          caption_justify="left")
     for t in found:
-        table.add_row(str(t["id"]), _when(t["fired_at"]), t["fleet"],
+        table.add_row(str(t["id"]), local_time(t["fired_at"], sep="\n"), t["fleet"],
                       f"{t['model']} {t['version']}", _devices_cell(t["devices_affected"]),
                       str(t["samples_count"]), _actions_cell(t["actions"]))
     return table

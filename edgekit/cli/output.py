@@ -32,6 +32,16 @@ def print_json(doc: Any) -> None:
     sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def local_time(ts: float | None, sep: str = " ") -> str:
+    """A Unix time as local date and time (``2026-12-01 21:12:00``), ``-`` for None;
+    ``sep`` goes between date and time (a newline keeps a table column narrow)."""
+    import datetime
+
+    if ts is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(ts).strftime(f"%Y-%m-%d{sep}%H:%M:%S")
+
+
 def runtime_text(runtime: dict[str, Any]) -> str:
     """Runtime options as ``key value`` pairs: ``delegate xnnpack, threads 4``."""
     return ", ".join(f"{k} {', '.join(map(str, v)) if isinstance(v, list) else v}"

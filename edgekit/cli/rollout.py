@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import datetime
 import os
 from typing import Any
 
@@ -12,7 +11,7 @@ import typer
 
 from edge_agent.errors import EdgekitError, first_line
 from edgekit.cli.options import JsonFlag
-from edgekit.cli.output import console, people_table, print_json
+from edgekit.cli.output import console, local_time, people_table, print_json
 
 API_ENV, TOKEN_ENV = "EDGEKIT_API", "EDGEKIT_API_TOKEN"
 PATH = "/api/v1/rollouts"
@@ -93,11 +92,6 @@ FIGURE_NAMES = {"non_finite_rate": "NaN/inf rate", "error_rate": "error rate",
                 "class_distance": "class distance beyond control's", "failure_pct": "failed %"}
 
 
-def _when(ts: float) -> str:
-    """A Unix time as local date and time, as a person reads it."""
-    return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
-
-
 def _show(doc: dict[str, Any]) -> None:
 
     counts = ", ".join(f"{n} {s}" for s, n in sorted(doc.get("device_counts", {}).items()))
@@ -122,7 +116,7 @@ def _show(doc: dict[str, Any]) -> None:
         table.add_row(d["device_id"], str(d["wave"]), d["state"], str(detail))
     console.print(table)
     for e in doc.get("timeline", []):
-        console.print(f"  {_when(e['at'])}  {e['state']:<12} {e['message']}", highlight=False)
+        console.print(f"  {local_time(e['at'])}  {e['state']:<12} {e['message']}", highlight=False)
 
 
 @app.command("start")
