@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from cloud_sync.dashboard import format as fmt
+from cloud_sync.rollouts.states import shown_device_state
 from edgekit import __version__
 
 HERE = Path(__file__).parent
@@ -19,7 +20,8 @@ STATIC = HERE / "static"
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 templates.env.filters.update(iso=fmt.iso, num=fmt.number, label=fmt.label)
 templates.env.globals.update(version=__version__, sections=fmt.sections,
-                             key_values=fmt.key_values, records=fmt.records)
+                             key_values=fmt.key_values, records=fmt.records,
+                             shown_device_state=shown_device_state)
 
 
 class DashboardError(Exception):

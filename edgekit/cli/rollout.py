@@ -93,6 +93,8 @@ FIGURE_NAMES = {"non_finite_rate": "NaN/inf rate", "error_rate": "error rate",
 
 
 def _show(doc: dict[str, Any]) -> None:
+    from cloud_sync.rollouts.states import shown_device_state
+
 
     counts = ", ".join(f"{n} {s}" for s, n in sorted(doc.get("device_counts", {}).items()))
     steps = ", ".join(str(n) for n in doc["waves"])
@@ -113,7 +115,8 @@ def _show(doc: dict[str, Any]) -> None:
     for d in doc.get("devices", []):
         result = d.get("result") or {}
         detail = result.get("error") or (result.get("detail") or {}).get("phase") or ""
-        table.add_row(d["device_id"], str(d["wave"]), d["state"], str(detail))
+        shown = shown_device_state(doc["state"], d["state"]).replace("_", " ")
+        table.add_row(d["device_id"], str(d["wave"]), shown, str(detail))
     console.print(table)
     for e in doc.get("timeline", []):
         console.print(f"  {local_time(e['at'])}  {e['state']:<12} {e['message']}", highlight=False)

@@ -75,6 +75,8 @@ def test_start_status_list_abort(api, rollout):
     assert "tiny" in listed.stdout and "canary" in listed.stdout and "1 sent" in listed.stdout
     aborted = rollout("abort", str(doc["id"]))
     assert aborted.exit_code == 0 and "halted" in aborted.stdout
+    after = rollout("status", str(doc["id"])).stdout
+    assert re.search(r"d3\s+\d\s+not sent", after)  # never sent: it will not get v2
     devices = TestClient(web).get("/api/v1/devices",
                                   headers={"Authorization": f"Bearer {TOKEN}"}).json()
     assert {d["id"]: d["model_version"] for d in devices["items"]} == {

@@ -4,6 +4,7 @@ offline policies, abort, and steps that repeat without acting twice."""
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 
 from cloud_sync.rollouts.machine import controller_step
@@ -241,6 +242,15 @@ def test_policy_checks():
     with pytest.raises(ValueError, match="waves"):
         RolloutPolicy(waves=[50])
     assert RolloutPolicy(canary_percent=25, waves=[50, 100]).plan(8) == [2, 4, 8]
+
+
+@pytest.mark.parametrize(("rollout", "device", "shown"), [
+    ("halted", "pending", "not_sent"), ("rolled_back", "pending", "not_sent"),
+    ("halted", "committed", "committed"), ("baking", "pending", "pending")])
+def test_a_halted_rollouts_pending_devices_read_not_sent(rollout, device, shown):
+    from cloud_sync.rollouts.states import shown_device_state
+
+    assert shown_device_state(rollout, device) == shown
 
 
 def test_the_plan_reads_as_text():
