@@ -303,7 +303,7 @@ def _time_session(session: Any, req: MeasureRequest, device: dict[str, Any],
     return MeasureResult(
         median_ms=min(medians), round_medians_ms=medians, p95_ms=_p95(every),
         min_ms=min(every), runs=per_round * req.rounds, warmup=req.warmup, rounds=req.rounds,
-        threads=int(req.options.get("threads", 0)), runtime=session.backend,
+        threads=session.threads, runtime=session.backend,
         runtime_version=runtime_version(session.backend),
         providers=_providers(session, req.options), load_ms=load_ms, device=device)
 

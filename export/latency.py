@@ -19,6 +19,7 @@ import numpy as np
 
 from compress import progress
 from compress.registry import Registry
+from edge_agent.runtimes.threads import usable_cpus
 from export.errors import ExportError
 from export.runner import ExportedModel
 
@@ -46,7 +47,7 @@ class Timing:
 
 def host_threads(wanted: int, cap: bool = True) -> int:
     """Threads to time with: the profile's count, capped at this host's cores when asked."""
-    return min(wanted, os.cpu_count() or 1) if cap else wanted
+    return min(wanted, usable_cpus()) if cap else wanted
 
 
 def _time_runs(model: ExportedModel, raw: np.ndarray, runs: int) -> list[float]:

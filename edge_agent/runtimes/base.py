@@ -49,6 +49,7 @@ class Session(abc.ABC):
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     backend: str
+    threads: int = 0  # interpreter threads it runs with (``threads.fit_threads``); 0: default
 
     @abc.abstractmethod
     def run(self, feeds: list[np.ndarray]) -> list[np.ndarray]:

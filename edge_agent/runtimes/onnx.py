@@ -11,6 +11,7 @@ import numpy as np
 from edge_agent.bundle.manifest import TensorSpec
 from edge_agent.errors import ModelLoadError, first_line
 from edge_agent.runtimes.base import Session, register_runtime
+from edge_agent.runtimes.threads import fit_threads
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,8 @@ class OnnxSession(Session):
         except ImportError as exc:
             raise ModelLoadError("onnxruntime is not installed; pip install onnxruntime") from exc
         so = ort.SessionOptions()
-        so.intra_op_num_threads = int(options.get("threads", 0))
+        self.threads = fit_threads(int(options.get("threads", 0)))
+        so.intra_op_num_threads = self.threads
         so.inter_op_num_threads = 1
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3

@@ -12,6 +12,7 @@ import numpy as np
 from edge_agent.bundle.manifest import Quantization, TensorSpec
 from edge_agent.errors import ModelLoadError, first_line
 from edge_agent.runtimes.base import Session, register_runtime
+from edge_agent.runtimes.threads import fit_threads
 
 log = logging.getLogger(__name__)
 _GPU_DELEGATE_LIBS = ("libtensorflowlite_gpu_delegate.so",)
@@ -58,9 +59,10 @@ class TfliteSession(Session):
 
     def __init__(self, path: Path, options: dict[str, Any]) -> None:
         module = _interpreter_module()
+        self.threads = fit_threads(int(options.get("threads", 1)))
         try:
             self._it = module.Interpreter(
-                model_path=str(path), num_threads=int(options.get("threads", 1)),
+                model_path=str(path), num_threads=self.threads,
                 experimental_delegates=_delegates(module, options.get("delegate", "xnnpack")))
             self._it.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
