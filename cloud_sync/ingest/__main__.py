@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
                         format=f"%(asctime)s ingest[{args.slot}] %(levelname)s %(message)s")
     from cloud_sync.config import CloudConfig
     from cloud_sync.ingest.mqtt import broker_for
-    from cloud_sync.ingest.worker import IngestWorker
+    from cloud_sync.ingest.worker import IngestWorker, tune_gc
     from cloud_sync.store import open_store
 
     try:
@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     worker = IngestWorker(cfg, engine, broker, client_id(args.client_id_prefix, args.slot))
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop())
+    tune_gc()  # after start-up: what it allocated stays out of the collector's sight
     try:
         worker.run()
     except EdgekitError as exc:

@@ -9,7 +9,7 @@ wait for each other but never deadlock.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -19,7 +19,7 @@ from cloud_sync.config import CloudConfig
 from cloud_sync.ingest import gaps
 from cloud_sync.ingest.classify import FLEET_MISMATCH, UNKNOWN_DEVICE, Accepted, Rejected
 from cloud_sync.registry import Sighting, record_seen, record_status
-from cloud_sync.store import bump_counters, insert_messages, insert_samples
+from cloud_sync.store import arrays, bump_counters, insert_messages, insert_samples
 from cloud_sync.store.rows import message_row, sample_row
 from cloud_sync.store.schema import devices, messages, quarantine
 from edge_agent import protocol
@@ -66,8 +66,7 @@ def _check_registration(conn: Connection, accepted: list[Accepted], open_: bool
     ids = sorted({a.device_id for a in accepted})
     if not ids:
         return accepted, []
-    known = dict(conn.execute(sa.select(devices.c.id, devices.c.fleet)
-                              .where(devices.c.id.in_(ids))).all())
+    known = FLEET_READERS.get(conn.dialect.name, _fleets_of)(conn, ids)
     keep, refused = [], []
     for a in accepted:
         fleet = known.get(a.device_id)
@@ -80,6 +79,23 @@ def _check_registration(conn: Connection, accepted: list[Accepted], open_: bool
         else:
             keep.append(a)
     return keep, refused
+
+
+def _fleets_of(conn: Connection, ids: list[str]) -> dict[str, str]:
+    return dict(conn.execute(sa.select(devices.c.id, devices.c.fleet)
+                             .where(devices.c.id.in_(ids))).all())
+
+
+def _in_states(conn: Connection, ids: list[str], states: Sequence[str]) -> list[str]:
+    return list(conn.execute(sa.select(devices.c.id).where(
+        devices.c.id.in_(ids), devices.c.state.in_(states))).scalars())
+
+
+# PostgreSQL takes the batch's ids as one array (store/arrays.py); others an IN list
+FLEET_READERS: dict[str, Callable[[Connection, list[str]], dict[str, str]]] = {
+    "postgresql": arrays.fleets_of}
+STATE_READERS: dict[str, Callable[[Connection, list[str], Sequence[str]], list[str]]] = {
+    "postgresql": arrays.in_states}
 
 
 def _store_rows(conn: Connection, accepted: list[Accepted], counts: Counter) -> None:
@@ -153,8 +169,8 @@ def _revive(conn: Connection, heard: list[Accepted]) -> None:
         latest[a.device_id] = max(latest.get(a.device_id, 0.0), a.received.received_at)
     if not latest:
         return
-    silent = conn.execute(sa.select(devices.c.id).where(
-        devices.c.id.in_(sorted(latest)), devices.c.state.in_(REVIVED_STATES))).scalars().all()
+    silent = STATE_READERS.get(conn.dialect.name, _in_states)(conn, sorted(latest),
+                                                              REVIVED_STATES)
     if not silent:
         return
     last_status = dict(conn.execute(

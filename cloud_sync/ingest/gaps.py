@@ -4,9 +4,10 @@
 above the head that skip numbers open gaps (``seq_gaps`` rows, ``from_seq..to_seq``
 inclusive); a late seq at or below the head closes (or splits) the gap holding it, so
 out-of-order arrival leaves no false gap. The first seqs ever seen of a pair open no
-gap below them. Heads are read ``FOR UPDATE`` in key order (PostgreSQL; SQLite's
-``BEGIN IMMEDIATE`` already serialises writers), so two workers holding messages of
-the same device never both judge the same seqs.
+gap below them. Heads are read ``FOR UPDATE`` in key order (PostgreSQL, in one
+statement: ``store.arrays``; SQLite's ``BEGIN IMMEDIATE`` already serialises
+writers), so two workers holding messages of the same device never both judge the
+same seqs.
 
 Status messages are not gap-checked (the agent reserves a block of status seqs per
 connection, so they jump on purpose); their head orders them: ``status_heads`` tells
@@ -15,12 +16,13 @@ which statuses are newer than the last one applied.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from cloud_sync.store import arrays
 from cloud_sync.store.schema import seq_gaps, seq_heads
 from cloud_sync.store.writes import UPSERTS
 
@@ -45,11 +47,14 @@ def read_heads(conn: Connection, keys: Iterable[Key]) -> dict[Key, int]:
     keys = sorted(set(keys))
     if not keys:
         return {}
+    return HEAD_READERS.get(conn.dialect.name, _read_heads)(conn, keys)
+
+
+def _read_heads(conn: Connection, keys: list[Key]) -> dict[Key, int]:
+    """Portable: SQLite's ``BEGIN IMMEDIATE`` already holds the only write lock."""
     query = (sa.select(seq_heads.c.device_id, seq_heads.c.kind, seq_heads.c.head)
              .where(sa.tuple_(seq_heads.c.device_id, seq_heads.c.kind).in_(keys))
              .order_by(seq_heads.c.device_id, seq_heads.c.kind))
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
     return {(d, k): h for d, k, h in conn.execute(query)}
 
 
@@ -57,6 +62,10 @@ def write_heads(conn: Connection, heads: Mapping[Key, int], now: float) -> None:
     """Raise heads to the given values (never lowers one)."""
     if not heads:
         return
+    HEAD_WRITERS.get(conn.dialect.name, _write_heads)(conn, heads, now)
+
+
+def _write_heads(conn: Connection, heads: Mapping[Key, int], now: float) -> None:
     stmt = UPSERTS[conn.dialect.name](seq_heads)
     stmt = stmt.on_conflict_do_update(
         index_elements=["device_id", "kind"],
@@ -65,6 +74,12 @@ def write_heads(conn: Connection, heads: Mapping[Key, int], now: float) -> None:
               "updated_at": stmt.excluded.updated_at})
     conn.execute(stmt, [{"device_id": d, "kind": k, "head": h, "updated_at": now}
                         for (d, k), h in sorted(heads.items())])
+
+
+HEAD_READERS: dict[str, Callable[[Connection, list[Key]], dict[Key, int]]] = {
+    "postgresql": arrays.read_heads}
+HEAD_WRITERS: dict[str, Callable[[Connection, Mapping[Key, int], float], None]] = {
+    "postgresql": arrays.write_heads}
 
 
 def missing_ranges(base: int, seqs: list[int]) -> list[tuple[int, int]]:

@@ -39,6 +39,7 @@ from edge_agent.mqtt_link import backoff_delay
 
 log = logging.getLogger(__name__)
 LOOP_WAIT_S = 0.02
+READ_BURST = 64  # packets read per loop turn when they are already waiting
 _OK = MQTTErrorCode.MQTT_ERR_SUCCESS
 PASSWORD_ENV = "EDGEKIT_CLOUD_MQTT_PASSWORD"
 
@@ -76,6 +77,7 @@ class IngestClient:
         self.subscribed = threading.Event()
         self._acks: queue.Queue[tuple[int, int, int]] = queue.Queue()
         self._generation = 0
+        self._received = 0  # messages delivered by paho (so a burst read knows it got one)
         self._client: mqtt.Client | None = None
         self._connack: object | None = None
         self._lost: str | None = None
@@ -133,6 +135,8 @@ class IngestClient:
         while not (stop.is_set() and (until is None or until())):
             self._send_acks()
             rc = client.loop(LOOP_WAIT_S)
+            if rc == _OK:
+                rc = self._read_burst(client)
             if self._fatal:
                 raise IngestMqttError(self._fatal)
             if rc != _OK or self._lost is not None:
@@ -140,6 +144,16 @@ class IngestClient:
         self._send_acks()
         client.loop(LOOP_WAIT_S)
         client.disconnect()  # the session (subscriptions, queued messages) stays
+
+    def _read_burst(self, client: mqtt.Client) -> MQTTErrorCode:
+        """Read up to ``READ_BURST`` more packets that are already waiting, without a
+        select() each: paho's ``loop`` reads one packet per call."""
+        for _ in range(READ_BURST):
+            before = self._received
+            rc = client.loop_read()
+            if rc != _OK or self._received == before:
+                return rc
+        return _OK
 
     def _send_acks(self) -> None:
         while True:
@@ -187,5 +201,6 @@ class IngestClient:
             self.subscribed.set()
 
     def _on_message(self, client, userdata, message) -> None:
+        self._received += 1
         self.on_message(Received(message.topic, bytes(message.payload), time.time(),
                                  message.mid, self._generation, message.qos))

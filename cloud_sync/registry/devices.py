@@ -9,7 +9,7 @@ Connection inside the caller's transaction (``store.transaction``).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 
 from cloud_sync.errors import RegistryError
 from cloud_sync.registry.credentials import mosquitto_hash, new_password
+from cloud_sync.store import arrays
 from cloud_sync.store.schema import devices, service_accounts
 from cloud_sync.store.writes import UPSERTS
 from edge_agent import protocol
@@ -144,6 +145,10 @@ def record_seen(conn: Connection, sightings: Sequence[Sighting]) -> None:
     """Auto-register unknown devices and widen ``first_seen``/``last_seen`` (one batch upsert)."""
     if not sightings:
         return
+    SEEN_WRITERS.get(conn.dialect.name, _record_seen)(conn, _spans(sightings))
+
+
+def _record_seen(conn: Connection, spans: dict[str, tuple[str, float, float]]) -> None:
     stmt = UPSERTS[conn.dialect.name](devices)
     new, old = stmt.excluded, devices.c
     stmt = stmt.on_conflict_do_update(index_elements=["id"], set_={
@@ -156,7 +161,11 @@ def record_seen(conn: Connection, sightings: Sequence[Sighting]) -> None:
     conn.execute(stmt, [{"id": device, "fleet": fleet, "registered_by": "auto",
                          "state": "online", "first_seen": first, "last_seen": last,
                          "created_at": first}
-                        for device, (fleet, first, last) in _spans(sightings).items()])
+                        for device, (fleet, first, last) in spans.items()])
+
+
+SEEN_WRITERS: dict[str, Callable[[Connection, dict[str, tuple[str, float, float]]], None]] = {
+    "postgresql": arrays.record_seen}
 
 
 def _spans(sightings: Sequence[Sighting]) -> dict[str, tuple[str, float, float]]:

@@ -1,0 +1,86 @@
+"""PostgreSQL's one-statement forms of ingest's per-batch reads and upserts.
+
+A batch touches up to a few hundred devices. Written the portable way (an
+``IN`` list of bound tuples, an executemany upsert), PostgreSQL gets one bound
+parameter per value (SQLAlchemy compiles a new statement for every batch size)
+or one executed row per device, and a batch spends most of its time there.
+Here each is one fixed SQL text whose values travel as a few typed arrays and
+are spread back into rows by ``unnest``: one round trip, a statement the server
+prepares once per connection. Lookups join the unnested ids (a hash join), not
+``= ANY(array)``, which the planner may run as a scan testing every id per row.
+Each function returns what its portable twin returns; the callers
+(``ingest.gaps``, ``registry.devices``, ``ingest.batch``) pick one by dialect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from sqlalchemy.engine import Connection
+
+Key = tuple[str, str]  # (device_id, kind)
+
+_READ_HEADS = """
+SELECT h.device_id, h.kind, h.head FROM seq_heads AS h
+JOIN unnest(%(devices)s::text[], %(kinds)s::text[]) AS k(device_id, kind)
+  ON h.device_id = k.device_id AND h.kind = k.kind
+ORDER BY h.device_id, h.kind
+FOR UPDATE OF h"""
+
+_WRITE_HEADS = """
+INSERT INTO seq_heads (device_id, kind, head, updated_at)
+SELECT * FROM unnest(%(devices)s::text[], %(kinds)s::text[], %(heads)s::bigint[],
+                     %(at)s::float8[])
+ON CONFLICT (device_id, kind) DO UPDATE
+  SET head = GREATEST(seq_heads.head, EXCLUDED.head), updated_at = EXCLUDED.updated_at"""
+
+_RECORD_SEEN = """
+INSERT INTO devices (id, fleet, registered_by, state, first_seen, last_seen, created_at)
+SELECT s.id, s.fleet, 'auto', 'online', s.first_seen, s.last_seen, s.first_seen
+FROM unnest(%(ids)s::text[], %(fleets)s::text[], %(first)s::float8[], %(last)s::float8[])
+  AS s(id, fleet, first_seen, last_seen)
+ON CONFLICT (id) DO UPDATE
+  SET last_seen = GREATEST(devices.last_seen, EXCLUDED.last_seen),
+      first_seen = LEAST(devices.first_seen, EXCLUDED.first_seen)"""
+
+_FLEETS = """
+SELECT d.id, d.fleet FROM devices AS d JOIN unnest(%(ids)s::text[]) AS u(id) ON d.id = u.id"""
+
+_IN_STATES = """
+SELECT d.id FROM devices AS d JOIN unnest(%(ids)s::text[]) AS u(id) ON d.id = u.id
+WHERE d.state = ANY(%(states)s::text[])"""
+
+
+def read_heads(conn: Connection, keys: Sequence[Key]) -> dict[Key, int]:
+    """Heads of ``keys`` (sorted, unique), locked ``FOR UPDATE`` in key order."""
+    rows = conn.exec_driver_sql(_READ_HEADS, {"devices": [d for d, _k in keys],
+                                              "kinds": [k for _d, k in keys]})
+    return {(d, k): h for d, k, h in rows}
+
+
+def write_heads(conn: Connection, heads: Mapping[Key, int], now: float) -> None:
+    """Raise heads to the given values (never lowers one); rows written in key order."""
+    keys = sorted(heads)
+    conn.exec_driver_sql(_WRITE_HEADS, {
+        "devices": [d for d, _k in keys], "kinds": [k for _d, k in keys],
+        "heads": [heads[key] for key in keys], "at": [now] * len(keys)})
+
+
+def record_seen(conn: Connection, spans: Mapping[str, tuple[str, float, float]]) -> None:
+    """Upsert ``device -> (fleet, first, last)``: new devices auto-registered ``online``,
+    known ones' ``first_seen``/``last_seen`` widened (PostgreSQL's LEAST/GREATEST skip NULL)."""
+    ids = sorted(spans)
+    conn.exec_driver_sql(_RECORD_SEEN, {
+        "ids": ids, "fleets": [spans[i][0] for i in ids],
+        "first": [spans[i][1] for i in ids], "last": [spans[i][2] for i in ids]})
+
+
+def fleets_of(conn: Connection, ids: Sequence[str]) -> dict[str, str]:
+    """``device -> fleet`` of the registered ones among ``ids``."""
+    return dict(conn.exec_driver_sql(_FLEETS, {"ids": list(ids)}).all())
+
+
+def in_states(conn: Connection, ids: Sequence[str], states: Sequence[str]) -> list[str]:
+    """Those of ``ids`` whose device ``state`` is one of ``states``."""
+    return list(conn.exec_driver_sql(_IN_STATES, {"ids": list(ids),
+                                                  "states": list(states)}).scalars())
