@@ -20,7 +20,7 @@ from cloud_sync.ingest import gaps
 from cloud_sync.ingest.classify import FLEET_MISMATCH, UNKNOWN_DEVICE, Accepted, Rejected
 from cloud_sync.registry import Sighting, record_seen, record_status
 from cloud_sync.store import arrays, bump_counters, insert_messages, insert_samples
-from cloud_sync.store.rows import message_row, sample_row
+from cloud_sync.store.rows import JsonDoc, message_row, sample_row
 from cloud_sync.store.schema import devices, messages, quarantine
 from edge_agent import protocol
 
@@ -113,8 +113,9 @@ def _store_rows(conn: Connection, accepted: list[Accepted], counts: Counter) -> 
 
 
 def _insert_message_rows(conn: Connection, group: list[Accepted]) -> int:
-    return insert_messages(conn, [message_row(a.fleet, a.kind, a.message,
-                                              a.received.received_at, a.doc) for a in group])
+    return insert_messages(conn, [message_row(a.fleet, a.kind, a.message, a.received.received_at,
+                                              JsonDoc(a.doc, a.received.payload.decode()))
+                                  for a in group])
 
 
 def _insert_sample_rows(conn: Connection, group: list[Accepted]) -> int:

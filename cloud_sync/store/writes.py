@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from cloud_sync.store.rows import JsonDoc
 from cloud_sync.store.schema import ingest_stats, messages, samples
 
 UPSERTS: dict[str, Callable[[sa.Table], Any]] = {
@@ -48,7 +49,7 @@ def _postgresql_insert(conn: Connection, table: sa.Table, rows: Sequence[dict],
                     f"SELECT {names} FROM {table.name} WITH NO DATA")
         with cur.copy(f"COPY {staging} ({names}) FROM STDIN") as copy:
             for row in rows:
-                copy.write_row([Jsonb(row.get(c)) if c in json_cols else row.get(c)
+                copy.write_row([_json(row.get(c), Jsonb) if c in json_cols else row.get(c)
                                 for c in cols])
         cur.execute(f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {staging} "
                     f"ON CONFLICT ({', '.join(key)}) DO NOTHING")
@@ -57,6 +58,11 @@ def _postgresql_insert(conn: Connection, table: sa.Table, rows: Sequence[dict],
     finally:
         cur.close()
     return inserted
+
+
+def _json(value: Any, wrap: Callable[[Any], Any]) -> Any:
+    """JSON text as received where the row kept it (``rows.JsonDoc``), else ``wrap(value)``."""
+    return value.text if isinstance(value, JsonDoc) else wrap(value)
 
 
 BATCH_INSERTS: dict[str, Callable[..., int]] = {
