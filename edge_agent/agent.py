@@ -303,17 +303,19 @@ class Agent:
 
     # lifecycle ---------------------------------------------------------------
     def start(self) -> None:
-        """Connect, and start the telemetry, command, probation and HTTP threads."""
+        """Start the HTTP API, connect, and start the telemetry, command and probation
+        threads. HTTP comes first: an address that cannot be served (a port in use) is a
+        ConfigError before the device announces itself online or starts anything."""
+        if self.cfg.http:
+            from edge_agent.http_api import serve
+
+            self.http = serve(self, self.cfg.http)
         if self.cfg.broker:
             self.link = self._make_link()
             self.link.start()
         self._spawn("telemetry", self._telemetry_loop)
         self._spawn("commands", self._command_loop)
         self._spawn("probation", self._probation_loop)
-        if self.cfg.http:
-            from edge_agent.http_api import serve
-
-            self.http = serve(self, self.cfg.http)
 
     def _make_link(self) -> MqttLink:
         from edge_agent.mqtt_link import BrokerConfig, MqttLink

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edge_agent.config import check_http_exposure, parse_host_port, token_matches
-from edge_agent.errors import EdgekitError
+from edge_agent.errors import ConfigError, EdgekitError
 from edge_agent.inputs import InputError
 from edge_agent.measure import (
     CONTENT_TYPE,
@@ -229,6 +229,9 @@ def _handler(agent: Agent, token: str | None, measurer: Measurer | None) -> type
     return Handler
 
 
+HTTP_BIND_ERROR = "cannot serve HTTP on"  # how a refused address's error starts
+
+
 def serve(agent: Agent, address: str) -> ThreadingHTTPServer:
     """Start the HTTP API on ``host:port`` in a daemon thread; returns the server."""
     host, port = parse_host_port(address)
@@ -238,7 +241,11 @@ def serve(agent: Agent, address: str) -> ThreadingHTTPServer:
     if agent.cfg.measure:
         measurer = Measurer(MeasureLimits(max_bytes=agent.cfg.measure_max_bytes,
                                           max_runs=agent.cfg.measure_max_runs))
-    server = ThreadingHTTPServer((host, port), _handler(agent, token, measurer))
+    try:
+        server = ThreadingHTTPServer((host, port), _handler(agent, token, measurer))
+    except OSError as exc:  # in use, not an address of this host, a privileged port
+        raise ConfigError(f"{HTTP_BIND_ERROR} {address}: {exc.strerror or exc}; pick another "
+                          "--http HOST:PORT (or stop what listens there)") from None
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="edgekit-http", daemon=True).start()
     return server

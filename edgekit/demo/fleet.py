@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.errors import EdgekitError
+from edge_agent.http_api import HTTP_BIND_ERROR
 from edgekit.demo.settings import FLEET, DemoSettings
 from edgekit.local_broker import LocalMosquitto, free_port, host_port, port_open
 
 ROOT = Path(__file__).resolve().parents[2]
+PORT_ATTEMPTS = 3  # an agent whose free port was taken before it bound starts again
 
 
 def wait_http(url: str, timeout: float, proc: subprocess.Popen, log: Path,
@@ -166,20 +168,32 @@ class DemoFleet:
             # a loaded 2-core machine must not fail an update on timer noise
             "update": {"probation_inferences": 20, "probation_seconds": 3.0,
                        "max_latency_ratio": 5.0}}))
-        procs = []
-        for d in self.s.devices:
-            state = self.dir / "devices" / d.device_id
-            state.mkdir(parents=True, exist_ok=True)
-            procs.append((d.device_id, self._spawn(d.device_id, [
-                "agent", "run", "--config", str(settings), "--bundle",
-                str(bundles[d.profile].resolve()), "--device-id", d.device_id, "--fleet", FLEET,
-                "--broker", self.broker_url, "--username", d.device_id,
-                "--pubkey", str(self.pubkey.resolve()), "--state-dir", str(state),
-                "--http", f"127.0.0.1:{self.ports[d.device_id]}"],
-                {"EDGEKIT_MQTT_PASSWORD": self.passwords[d.device_id]})))
-        for device_id, proc in procs:
-            wait_http(f"http://127.0.0.1:{self.ports[device_id]}/healthz", 60, proc,
-                      self.logs / f"{device_id}.log")
+        procs = [(d, self._agent(d, settings, bundles[d.profile])) for d in self.s.devices]
+        for d, proc in procs:
+            for attempt in range(PORT_ATTEMPTS):
+                log = self.logs / f"{d.device_id}.log"
+                try:
+                    wait_http(f"http://127.0.0.1:{self.ports[d.device_id]}/healthz", 60, proc,
+                              log)
+                    break
+                except EdgekitError:
+                    if attempt == PORT_ATTEMPTS - 1 or proc.poll() is None or \
+                            HTTP_BIND_ERROR not in log.read_text(errors="replace"):
+                        raise
+                    # the port went to another process after free_port(): take another
+                    self.procs.remove((d.device_id, proc))
+                    self.ports[d.device_id] = free_port()
+                    proc = self._agent(d, settings, bundles[d.profile])
+
+    def _agent(self, d: Any, settings: Path, bundle: Path) -> subprocess.Popen:
+        state = self.dir / "devices" / d.device_id
+        state.mkdir(parents=True, exist_ok=True)
+        return self._spawn(d.device_id, [
+            "agent", "run", "--config", str(settings), "--bundle", str(bundle.resolve()),
+            "--device-id", d.device_id, "--fleet", FLEET, "--broker", self.broker_url,
+            "--username", d.device_id, "--pubkey", str(self.pubkey.resolve()),
+            "--state-dir", str(state), "--http", f"127.0.0.1:{self.ports[d.device_id]}"],
+            {"EDGEKIT_MQTT_PASSWORD": self.passwords[d.device_id]})
 
     def alive(self) -> list[str]:
         """Names of processes that have exited (empty when all run)."""

@@ -154,3 +154,23 @@ def test_agent_run_on_all_interfaces_without_a_token_exits_with_one_line(
     assert done.returncode == 1 and len(lines) == 1, done.stderr
     assert "needs a token" in lines[0] and "--http-token-file" in lines[0]
     assert not (tmp_path / "state").exists() or not any((tmp_path / "state").iterdir())
+
+
+def test_a_port_in_use_is_one_line_before_anything_starts(tmp_path, keypair, make_onnx_bundle):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        agent = Agent(agent_config(tmp_path / "state", keypair[1], make_onnx_bundle("1"),
+                                   http=f"127.0.0.1:{port}", http_token=TOKEN,
+                                   broker="mqtt://127.0.0.1:1"))
+        try:
+            with pytest.raises(ConfigError, match=rf"cannot serve HTTP on 127.0.0.1:{port}: "
+                                                  r".*in use; pick another --http") as info:
+                agent.start()
+            assert "\n" not in str(info.value)
+            assert agent.link is None and not agent._threads  # never announced, nothing runs
+        finally:
+            agent.stop()

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import sqlalchemy as sa
 
+from edge_agent.http_api import HTTP_BIND_ERROR
 from edgekit.local_broker import free_port
 from tests.brokers import Mosquitto
 from tests.cli import run_main
@@ -71,6 +72,14 @@ def rows(engine, sql: str, **params) -> list:
     """Rows of a SQL query."""
     with engine.connect() as conn:
         return list(conn.execute(sa.text(sql), params))
+
+
+def _healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
 
 
 def predict(port: int, rng: np.random.Generator) -> bool:
@@ -130,7 +139,26 @@ class Fleet:
             if d in broken:
                 (state / "downloads").write_text("not a folder")  # the update cannot stage
             self.procs.append(self._agent(d, v1, state))
+        self._wait_for_agents(v1)
         threading.Thread(target=self._traffic, daemon=True).start()
+
+    def _wait_for_agents(self, bundle: Path, timeout: float = 60.0) -> None:
+        """Until every agent answers /healthz. One whose port was taken between
+        ``free_port()`` and its bind (by any process's outgoing connection) exits with
+        the agent's one-line bind error: it is started again on another port."""
+        agents = dict(zip(self.devices, self.procs[-len(self.devices):], strict=True))
+        deadline = time.monotonic() + timeout
+        while agents and time.monotonic() < deadline:
+            for d, proc in list(agents.items()):
+                if _healthy(self.ports[d]):
+                    del agents[d]
+                elif proc.poll() is not None:
+                    del agents[d]  # any other exit: the test's own waits report it
+                    if HTTP_BIND_ERROR.encode() in (self.tmp / f"{d}.log").read_bytes():
+                        self.ports[d] = free_port()
+                        agents[d] = self._agent(d, bundle, self.tmp / d)
+                        self.procs[self.procs.index(proc)] = agents[d]
+            time.sleep(0.2)
 
     def start_serve(self) -> None:
         """``cloud serve`` with the rollout step every 0.5 s."""
