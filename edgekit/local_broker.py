@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import random
 import shutil
 import socket
 import subprocess
@@ -24,11 +25,38 @@ def port_open(host: str, port: int, timeout: float = 0.3) -> bool:
         return False
 
 
-def free_port() -> int:
-    """An unused TCP port on 127.0.0.1."""
-    with socket.socket() as sock:
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+LOWEST_PICKED = 10_000
+
+
+def free_port(attempts: int = 50) -> int:
+    """An unused TCP port on 127.0.0.1, for a server started next.
+
+    Picked at random below the kernel's ephemeral range, where no outgoing connection
+    takes a source port: a port from ``bind(("127.0.0.1", 0))`` comes from that range,
+    so between the pick and the server's own bind any client connection (to a broker, a
+    database) could take it, and the server then fails with "address already in use".
+    """
+    start = _ephemeral_start()
+    if start is not None and start - LOWEST_PICKED > 1000:
+        for _ in range(attempts):
+            port = random.randrange(LOWEST_PICKED, start)
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    with socket.socket() as sock:  # no range known (not Linux): the kernel's pick
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _ephemeral_start() -> int | None:
+    try:
+        return int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 class LocalMosquitto:

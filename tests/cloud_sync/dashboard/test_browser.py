@@ -6,13 +6,13 @@ and keeps a screenshot of every page in pytest's tmp dir and in test-output/scre
 from __future__ import annotations
 
 import shutil
-import socket
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from edgekit.local_broker import free_port
 from tests.cloud_sync.dashboard.conftest import TOKEN
 from tests.cloud_sync.dashboard.fill import fill_store, trigger_cfg
 
@@ -34,12 +34,6 @@ INKED = """c => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.hei
   return n; }"""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture()
 def server(tmp_path):
     """uvicorn in a thread serving the app over a filled SQLite store; yields (url, filled)."""
@@ -52,7 +46,7 @@ def server(tmp_path):
     engine = open_store(url)
     cfg = trigger_cfg(tmp_path / "cloud", url)
     filled = fill_store(engine, cfg, time.time())
-    port = _free_port()
+    port = free_port()
     srv = uvicorn.Server(uvicorn.Config(create_app(cfg, engine, api_token=TOKEN),
                                         host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
