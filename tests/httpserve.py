@@ -1,9 +1,11 @@
-"""A tiny HTTP file server for update tests: Range requests, optional throttling and faults."""
+"""A tiny HTTP file server for update tests (Range requests, optional throttling and faults),
+and ``healthy``: whether a service on a port answers ``/healthz``."""
 
 from __future__ import annotations
 
 import threading
 import time
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -68,3 +70,12 @@ class FileServer:
                         time.sleep(chunk / owner.bytes_per_s)
 
         return Handler
+
+
+def healthy(port: int, timeout: float = 2.0) -> bool:
+    """True when ``http://127.0.0.1:<port>/healthz`` answers 200."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=timeout) as resp:
+            return resp.status == 200
+    except OSError:
+        return False

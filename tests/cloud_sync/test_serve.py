@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from edgekit.local_broker import free_port
 from tests.brokers import Mosquitto
 from tests.cloud_sync.ingest import messages as m
 from tests.cloud_sync.ingest.conftest import Publisher, count, wait_until
+from tests.httpserve import healthy
 
 
 def _children(pid: int) -> list[int]:
@@ -59,7 +59,7 @@ def test_serve_ingests_serves_http_and_stops_cleanly(tmp_path, db_url, engine):
             env={**os.environ, "EDGEKIT_CLOUD_DIR": str(tmp_path / "data"),
                  "EDGEKIT_LOG_LEVEL": "WARNING"})
         try:
-            wait_until(lambda: _healthy(port), 60, "the HTTP API")
+            wait_until(lambda: healthy(port, timeout=1), 60, "the HTTP API")
             wait_until(lambda: len(_children(proc.pid)) == 2, 30, "2 ingest workers")
             workers = _children(proc.pid)
             publisher = Publisher(broker.port)
@@ -77,14 +77,6 @@ def test_serve_ingests_serves_http_and_stops_cleanly(tmp_path, db_url, engine):
             if proc.poll() is None:
                 proc.kill()
         assert not [pid for pid in workers if _alive(pid)], "orphan ingest workers"
-
-
-def _healthy(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:
-            return resp.status == 200
-    except OSError:
-        return False
 
 
 def test_only_one_instance_leads_and_the_next_takes_over(engine):

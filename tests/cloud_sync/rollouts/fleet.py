@@ -21,6 +21,7 @@ from edge_agent.http_api import HTTP_BIND_ERROR
 from edgekit.local_broker import free_port
 from tests.brokers import Mosquitto
 from tests.cli import run_main
+from tests.httpserve import healthy
 
 ROOT = Path(__file__).resolve().parents[3]
 TOKEN = "rollout-fleet-token-0123456789"
@@ -72,14 +73,6 @@ def rows(engine, sql: str, **params) -> list:
     """Rows of a SQL query."""
     with engine.connect() as conn:
         return list(conn.execute(sa.text(sql), params))
-
-
-def _healthy(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
-            return resp.status == 200
-    except OSError:
-        return False
 
 
 def predict(port: int, rng: np.random.Generator) -> bool:
@@ -150,7 +143,7 @@ class Fleet:
         deadline = time.monotonic() + timeout
         while agents and time.monotonic() < deadline:
             for d, proc in list(agents.items()):
-                if _healthy(self.ports[d]):
+                if healthy(self.ports[d]):
                     del agents[d]
                 elif proc.poll() is not None:
                     del agents[d]  # any other exit: the test's own waits report it
