@@ -6,7 +6,9 @@ Each runner gets an ``ActionContext`` and returns on success or raises
 - ``command``: the program runs (no shell) with ``EDGEKIT_TRIGGER_ID``,
   ``EDGEKIT_FLEET``, ``EDGEKIT_MODEL``, ``EDGEKIT_VERSION``, ``EDGEKIT_SAMPLES``
   (the .npz export) and ``EDGEKIT_EVIDENCE`` (the evidence JSON file) in its
-  environment; exit status 0 is success.
+  environment; exit status 0 is success. Of the cloud's own environment it gets only
+  ``PATH``, ``HOME``, ``LANG`` and the names its policy lists in ``env_pass``: never the
+  API token, the MQTT password or the artifact URL secret.
 - ``webhook``: POST of the trigger as JSON with ``X-Edgekit-Signature:
   sha256=<hex HMAC-SHA256 of the exact body with the secret>`` and
   ``Idempotency-Key: <trigger id>-<action index>``; any 2xx is success.
@@ -21,7 +23,7 @@ import hmac
 import json
 import os
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +33,8 @@ from edge_agent import protocol
 
 SIGNATURE_HEADER = "X-Edgekit-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+# What a command action always gets of the cloud's environment (beyond its policy's env_pass).
+PASSED_ENV = ("PATH", "HOME", "LANG")
 
 
 class ActionFailed(CloudError):
@@ -62,13 +66,22 @@ def sign(body: bytes, secret: str) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
+def command_env(trigger: dict[str, Any], env_pass: Iterable[str] = (),
+                environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The command's whole environment: ``PATH``, ``HOME``, ``LANG`` and the names in
+    ``env_pass`` where ``environ`` sets them, then the trigger's ``EDGEKIT_*`` variables.
+    Nothing else of the cloud's environment (it holds secrets) reaches the child."""
+    env = {name: environ[name] for name in (*PASSED_ENV, *env_pass) if name in environ}
+    env.update({"EDGEKIT_TRIGGER_ID": str(trigger["id"]), "EDGEKIT_FLEET": trigger["fleet"],
+                "EDGEKIT_MODEL": trigger["model"], "EDGEKIT_VERSION": trigger["version"],
+                "EDGEKIT_SAMPLES": trigger.get("samples_export") or "",
+                "EDGEKIT_EVIDENCE": trigger.get("evidence_file") or ""})
+    return env
+
+
 def run_command(ctx: ActionContext) -> None:
-    """Run the configured program with the trigger in its environment."""
-    t = ctx.trigger
-    env = {**os.environ, "EDGEKIT_TRIGGER_ID": str(t["id"]), "EDGEKIT_FLEET": t["fleet"],
-           "EDGEKIT_MODEL": t["model"], "EDGEKIT_VERSION": t["version"],
-           "EDGEKIT_SAMPLES": t.get("samples_export") or "",
-           "EDGEKIT_EVIDENCE": t.get("evidence_file") or ""}
+    """Run the configured program with the trigger in its (allow-listed) environment."""
+    env = command_env(ctx.trigger, ctx.config.get("env_pass") or ())
     try:
         done = subprocess.run(list(ctx.config["command"]), env=env, capture_output=True,
                               text=True, timeout=ctx.config.get("timeout_s", 600.0), check=False)

@@ -38,6 +38,11 @@ class CommandAction(_Action):
     timeout_s: float = Field(600.0, gt=0, le=3000)
     """Killed after this; below the outbox's claim lease (1 h), so a running command is
     never taken for a dead one. Start longer jobs in the background."""
+    env_pass: tuple[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], ...] = ()
+    """Names of the cloud's environment variables the command also gets (e.g. a cloud
+    storage login its training job needs). It always gets PATH, HOME, LANG and the
+    trigger's EDGEKIT_* variables, and nothing else: not the API token, the MQTT password
+    or the artifact URL secret, unless named here."""
 
     @field_validator("command", mode="before")
     @classmethod

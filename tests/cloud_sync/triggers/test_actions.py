@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -146,3 +147,61 @@ def test_a_claim_is_taken_once(engine, make_trigger_cfg):
     with transaction(engine) as conn:
         assert claim(conn, 1, now) is True
         assert claim(conn, 1, now) is False
+
+
+# What a command child may see of the cloud's environment (issue 17, item 3).
+CLOUD_SECRETS = {"EDGEKIT_API_TOKEN": "api-token-secret-1",
+                 "EDGEKIT_CLOUD_MQTT_PASSWORD": "mqtt-password-secret-2",
+                 "EDGEKIT_ARTIFACT_URL_SECRET": "artifact-url-secret-3",
+                 "DATABASE_URL": "postgresql://u:db-password-secret-4@h/db"}
+
+
+def test_command_child_environment_holds_only_what_is_allowed(engine, make_trigger_cfg,
+                                                              tmp_path, monkeypatch):
+    """Read by the kernel's /proc/PID/environ of the running child: the trigger's
+    EDGEKIT_* variables, PATH, HOME, LANG and the policy's env_pass, no secret."""
+    for name, value in {**CLOUD_SECRETS, "TRAINING_BUCKET": "s3://bucket",
+                        "UNNAMED_VAR": "x", "LANG": "C.UTF-8", "HOME": "/home/cloud"}.items():
+        monkeypatch.setenv(name, value)
+    pid_file, go = tmp_path / "pid", tmp_path / "go"
+    script = ("import os, pathlib, time\n"
+              f"pathlib.Path({str(pid_file)!r}).write_text(str(os.getpid()))\n"
+              f"while not pathlib.Path({str(go)!r}).exists(): time.sleep(0.02)\n")
+    cfg = make_trigger_cfg(actions=[{"kind": "command", "command": [sys.executable, "-c", script],
+                                     "env_pass": ["TRAINING_BUCKET", "NOT_SET_ANYWHERE"]}])
+    trigger_id = _fire(engine, cfg)
+    worker = threading.Thread(target=_work_until_settled, args=(engine, cfg), daemon=True)
+    worker.start()
+    try:
+        environ = _environ_of(pid_file)
+    finally:
+        go.touch()
+        worker.join(30)
+    assert set(environ) == {"PATH", "HOME", "LANG", "TRAINING_BUCKET", "EDGEKIT_TRIGGER_ID",
+                            "EDGEKIT_FLEET", "EDGEKIT_MODEL", "EDGEKIT_VERSION",
+                            "EDGEKIT_SAMPLES", "EDGEKIT_EVIDENCE"}
+    assert environ["TRAINING_BUCKET"] == "s3://bucket" and environ["HOME"] == "/home/cloud"
+    assert environ["EDGEKIT_TRIGGER_ID"] == str(trigger_id)
+    raw = "\n".join(f"{k}={v}" for k, v in environ.items())
+    assert not [s for s in CLOUD_SECRETS.values() if s in raw]
+    with engine.connect() as conn:
+        action, = get_trigger(conn, trigger_id)["actions"]
+    assert action["state"] == "done"
+
+
+def test_env_pass_takes_only_variable_names(make_trigger_cfg):
+    from edge_agent.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"env_pass\.0': String should match pattern"):
+        make_trigger_cfg(actions=[{"kind": "command", "command": ["true"],
+                                   "env_pass": ["PATH=/evil"]}])
+
+
+def _environ_of(pid_file, timeout: float = 20.0) -> dict[str, str]:
+    """The environment the kernel recorded for the process whose pid the file names."""
+    deadline = time.monotonic() + timeout
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline, "the command never started"
+        time.sleep(0.02)
+    raw = Path(f"/proc/{pid_file.read_text()}/environ").read_bytes().decode()
+    return dict(item.split("=", 1) for item in raw.split("\0") if item)
