@@ -25,7 +25,7 @@ from cloud_sync.rollouts import progress
 from cloud_sync.rollouts.health import Context, figures, judge
 from cloud_sync.rollouts.policy import RolloutPolicy
 from cloud_sync.rollouts.progress import FAILED, FINISHED, SETTLED, TOOK, Step
-from cloud_sync.rollouts.store import TERMINAL, event
+from cloud_sync.rollouts.store import TERMINAL, event, release_devices
 from cloud_sync.store.schema import devices, rollout_devices, rollouts
 from cloud_sync.triggers.scoring import reference_for
 
@@ -39,6 +39,8 @@ def _move(step: Step, r: Any, state: str, message: str, figs: dict | None = None
         rollouts.c.id == r.id, rollouts.c.state == r.state, rollouts.c.wave == r.wave)
         .values(state=state, updated_at=step.now, **values)).rowcount
     if moved:
+        if state in TERMINAL:
+            release_devices(step.conn, r.id, step.now)
         event(step.conn, r.id, state, message, step.now, figs)
         log.info("rollout %d: %s -> %s: %s", r.id, r.state, state, message)
     return bool(moved)

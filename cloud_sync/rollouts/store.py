@@ -22,6 +22,10 @@ class RolloutError(CloudError):
     """A rollout cannot be started or changed as asked."""
 
 
+class RolloutConflict(RolloutError):
+    """The devices asked for are held by an open rollout (refused, never queued)."""
+
+
 def event(conn: Connection, rollout_id: int, state: str, message: str, now: float,
           figures: dict[str, Any] | None = None) -> None:
     """Append one line to the rollout's timeline."""
@@ -63,11 +67,69 @@ def plan_text(plan: list[int]) -> str:
     return f"canary {plan[0]}" + (f"; then {later} devices in all" if later else "")
 
 
+def _holders(conn: Connection, ids: set[str]) -> dict[int, list[str]]:
+    """The open rollouts holding any of ``ids``: rollout id -> the held ids among them.
+
+    Reads every held row (one per device of the open rollouts, at most the fleet; served
+    by the partial index) rather than sending the targets as one huge ``IN`` list."""
+    rd = rollout_devices.c
+    held: dict[int, list[str]] = {}
+    for device_id, rid in conn.execute(sa.select(rd.device_id, rd.rollout_id).where(
+            rd.released_at.is_(None))):
+        if device_id in ids:
+            held.setdefault(rid, []).append(device_id)
+    return held
+
+
+def _refuse_held(conn: Connection, ids: set[str]) -> None:
+    """RolloutConflict naming each open rollout that holds some of ``ids``."""
+    held = _holders(conn, ids)
+    if not held:
+        return
+    found = {r.id: r for r in conn.execute(sa.select(rollouts).where(
+        rollouts.c.id.in_(sorted(held))))}
+    parts = []
+    for rid, devs in sorted(held.items()):
+        r, devs = found.get(rid), sorted(devs)
+        what = f"{r.model_name} {r.model_version}, {r.state}" if r is not None else "open"
+        more = f" and {len(devs) - 5} more" if len(devs) > 5 else ""
+        parts.append(f"rollout {rid} ({what}) holds {', '.join(devs[:5])}{more}")
+    first = min(held)
+    raise RolloutConflict(f"{'; '.join(parts)}: a device is in one open rollout at a time; "
+                          f"wait until it ends or abort it ('edgekit rollout abort {first}')")
+
+
+def _insert_devices(conn: Connection, values: list[dict[str, Any]]) -> None:
+    """Insert the rollout's devices; the unique partial index refuses any device another
+    open rollout holds (one created concurrently included): RolloutConflict naming it."""
+    try:
+        with conn.begin_nested():  # on a conflict the transaction stays usable to name it
+            conn.execute(sa.insert(rollout_devices), values)
+    except sa.exc.IntegrityError:
+        _refuse_held(conn, {v["device_id"] for v in values})
+        raise
+
+
 def create_rollout(conn: Connection, model: str, version: str, fleet: str | None,
                    device_ids: list[str] | None, policy: RolloutPolicy, now: float) -> int:
-    """Insert a ``pending`` rollout with its devices assigned to waves; returns its id."""
+    """Insert a ``pending`` rollout with its devices assigned to waves; returns its id.
+
+    A device is in at most one open rollout. A second rollout over devices that an open
+    one holds is **refused** (RolloutConflict names the open rollout), not queued: the
+    second was chosen against the fleet as it was before the first, so starting it later
+    on its own would act on stale judgement (a version the first may have replaced or
+    rolled back); the operator aborts the first or starts again once it ends. The guard is
+    the database's: ``rollout_devices.released_at`` is NULL while the rollout is open
+    (set when it reaches ``done`` or ``rolled_back``), and a unique partial index on
+    ``device_id WHERE released_at IS NULL`` admits one open row per device. Unlike a
+    check-then-insert it holds under concurrency on both databases (SQLite serialises
+    writers; on PostgreSQL the second insert waits for the first transaction and then
+    fails), needs no lock row to clean up after a crash, and is released by the same
+    row update that finishes the rollout.
+    """
     rows = _targets(conn, fleet, device_ids)
     _check_bundles(conn, model, version, rows)
+    _refuse_held(conn, {r.id for r in rows})
     fleets = {r.fleet for r in rows}
     target = {"fleet": fleet} if not device_ids else {"devices": [r.id for r in rows]}
     rid = conn.execute(sa.insert(rollouts).values(
@@ -75,7 +137,7 @@ def create_rollout(conn: Connection, model: str, version: str, fleet: str | None
         target=target, policy=policy.model_dump(mode="json"), state="pending", wave=0,
         phase_started_at=now, created_at=now, updated_at=now).returning(rollouts.c.id)).scalar()
     plan = policy.plan(len(rows))
-    conn.execute(sa.insert(rollout_devices), [
+    _insert_devices(conn, [
         {"rollout_id": rid, "device_id": r.id, "wave": next(w for w, c in enumerate(plan)
                                                             if i < c),
          "cmd_id": cmd_id(rid, r.id, "u"), "old_version": r.model_version,
@@ -84,6 +146,13 @@ def create_rollout(conn: Connection, model: str, version: str, fleet: str | None
     event(conn, rid, "pending", f"{model} {version} to {len(rows)} device(s) in "
           f"{len(plan)} step(s) ({plan_text(plan)})", now, {"plan": plan})
     return rid
+
+
+def release_devices(conn: Connection, rid: int, now: float) -> None:
+    """A rollout reached a terminal state: its devices are free for the next one."""
+    conn.execute(sa.update(rollout_devices).where(
+        rollout_devices.c.rollout_id == rid, rollout_devices.c.released_at.is_(None))
+        .values(released_at=now))
 
 
 def _row(row: Any) -> dict[str, Any]:

@@ -43,6 +43,7 @@ devices = sa.Table(
     sa.Column("last_seen", TIME),
     sa.Column("created_at", TIME, nullable=False),
     sa.CheckConstraint("registered_by IN ('auto', 'cli')", name="registered_by"),
+    sa.Index(None, "state", "last_seen"),  # the silence rule's scan (serve/jobs.py)
 )
 
 service_accounts = sa.Table(  # the cloud's own broker users (ingest, controller)
@@ -281,7 +282,11 @@ rollout_devices = sa.Table(  # one device of a rollout: its wave, command and an
     sa.Column("deadline", TIME),
     sa.Column("result", JSON),
     sa.Column("updated_at", TIME, nullable=False),
+    sa.Column("released_at", TIME),  # NULL while the rollout is open: it holds the device
     sa.UniqueConstraint("rollout_id", "device_id"),
+    sa.Index(sa.sql.elements.conv("uq_rollout_devices_open_device"), "device_id", unique=True,
+             sqlite_where=sa.text("released_at IS NULL"),
+             postgresql_where=sa.text("released_at IS NULL")),  # one open rollout per device
 )
 
 rollout_events = sa.Table(  # a rollout's timeline

@@ -100,3 +100,17 @@ def test_errors_are_one_line(api, rollout, args, message):
     assert result.exit_code != 0
     assert message in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_a_second_rollout_over_held_devices_is_refused_naming_the_open_one(api, rollout):
+    first = rollout("start", "--model", "tiny", "--version", "2", "--devices", "d1,d2",
+                    "--json")
+    assert first.exit_code == 0, first.output
+    rid = json.loads(first.stdout)["id"]
+    second = rollout("start", "--model", "tiny", "--version", "2", "--fleet", "f1")
+    assert second.exit_code != 0
+    assert "HTTP 409" in second.output and f"rollout {rid} (tiny 2, pending) holds d1, d2" \
+        in second.output and f"edgekit rollout abort {rid}" in second.output, second.output
+    assert len(second.output.strip().splitlines()) == 1, second.output
+    other = rollout("start", "--model", "tiny", "--version", "2", "--devices", "d3")
+    assert other.exit_code == 0, other.output  # a device nobody holds

@@ -14,6 +14,7 @@ from cloud_sync.api.deps import get_conn, get_write_conn
 from cloud_sync.api.errors import ApiError
 from cloud_sync.rollouts.policy import RolloutPolicy
 from cloud_sync.rollouts.store import (
+    RolloutConflict,
     RolloutError,
     abort_rollout,
     create_rollout,
@@ -55,11 +56,14 @@ def _policy(doc: dict[str, Any]) -> RolloutPolicy:
 @router.post("", status_code=201)
 def start_rollout(body: StartRollout,
                   conn: Connection = Depends(get_write_conn)) -> dict[str, Any]:
-    """Create a ``pending`` rollout; the controller takes it from there."""
+    """Create a ``pending`` rollout; the controller takes it from there. 409 when an open
+    rollout holds any of the devices (the error names it)."""
     policy = _policy(body.policy)
     try:
         rid = create_rollout(conn, body.model, body.version, body.fleet, body.devices, policy,
                              time.time())
+    except RolloutConflict as exc:
+        raise ApiError(409, str(exc)) from None
     except RolloutError as exc:
         raise ApiError(400, str(exc)) from None
     return rollout_doc(conn, rid)

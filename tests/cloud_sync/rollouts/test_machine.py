@@ -207,19 +207,19 @@ def test_no_answer_before_the_device_timeout_is_a_failure(engine):
 
 
 def test_offline_devices_follow_the_policy(engine):
-    with transaction(engine) as conn:
-        add_devices(conn, ["z1"], state="offline")
     for policy, expected in (("skip", "skipped"), ("fail", "failed"), ("wait", "pending")):
+        device = f"z{policy}"  # one device per rollout: an open rollout holds its devices
         with transaction(engine) as conn:
+            add_devices(conn, [device], state="offline")
             publish_model(conn, version=f"w{policy}", sha=policy[0] * 64)
-            rid = create_rollout(conn, "tiny", f"w{policy}", None, ["z1"],
+            rid = create_rollout(conn, "tiny", f"w{policy}", None, [device],
                                  RolloutPolicy(canary_count=1, offline=policy), 0.0)
         _step(engine, 1.0)
         _step(engine, 2.0)
-        assert _states(engine, rid) == {"z1": expected}
+        assert _states(engine, rid) == {device: expected}
     with transaction(engine) as conn:
-        conn.execute(sa.text("UPDATE devices SET state = 'online' WHERE id = 'z1'"))
-    assert [o.device_id for o in _step(engine, 3.0).outgoing] == ["z1"]  # not forgotten
+        conn.execute(sa.text("UPDATE devices SET state = 'online' WHERE id = 'zwait'"))
+    assert [o.device_id for o in _step(engine, 3.0).outgoing] == ["zwait"]  # not forgotten
 
 
 def test_abort_halts_and_rolls_back(engine):
