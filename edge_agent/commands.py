@@ -166,7 +166,7 @@ class CommandHandler:
                 detail = self.handlers[cmd.type](cmd)
             self.result(cmd_id, ctype, True, None, detail)
         except (EdgekitError, OSError) as exc:
-            self.result(cmd_id, ctype, False, str(exc), {})
+            self.result(cmd_id, ctype, False, str(exc), getattr(exc, "result_detail", {}))
         except Exception as exc:  # a bug must not kill the command thread
             log.exception("command %s failed", cmd_id)
             self.result(cmd_id, ctype, False, f"internal error: {type(exc).__name__}: {exc}", {})
@@ -201,7 +201,18 @@ class CommandHandler:
                 "settings": self.host.serving.settings_dict()}
 
     def rollback(self, cmd: proto.Command) -> dict[str, Any]:
-        """Go back to the kept previous model (the only way to an older version)."""
+        """Go back to the kept previous model (the only way to an older version).
+
+        The command names the version to leave (``from_version``); when this device runs
+        another one, nothing changes and the answer is an error carrying
+        ``running_version``: a rollback sent for one update, arriving late (a resend, a
+        queued delivery) after another, must not undo that other. A command without the
+        field (protocol 1.0/1.1, or written by hand) rolls back as before.
+        """
+        leave = cmd.typed_args().from_version
+        running = self.host.serving.active.record.version
+        if leave is not None and leave != running:
+            raise RollbackRefused(leave, running)
         record = self.roll_back("rollback command")
         return {"model": {"name": record.name, "version": record.version}}
 
@@ -364,6 +375,16 @@ class CommandHandler:
         if not all(np.isfinite(o.astype(np.float64)).all() for o in outputs):
             return "model produced NaN/inf on its golden input"
         return None
+
+
+class RollbackRefused(EdgekitError):
+    """A rollback names a version this device is not running; nothing was changed."""
+
+    def __init__(self, leave: str, running: str) -> None:
+        super().__init__(f"rollback refused: it is to leave version {leave}, but this device "
+                         f"runs version {running}; nothing was changed (send a rollback "
+                         f"naming {running} to leave it)")
+        self.result_detail = {"from_version": leave, "running_version": running}
 
 
 class CommandExpired(EdgekitError):

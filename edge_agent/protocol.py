@@ -263,11 +263,21 @@ class SetConfigArgs(_Args):
 
 
 @dataclass
+class RollbackArgs(_Args):
+    """``rollback``: go back to the kept previous model, leaving ``from_version`` (since
+    1.2). A device that runs any other version refuses it (so a late or replayed rollback
+    cannot undo a newer update). Without the field (1.0, 1.1, commands written by hand)
+    the device rolls back from whatever it runs, as before."""
+
+    from_version: str | None = field(default=None, metadata=meta(non_empty))
+
+
+@dataclass
 class NoArgs(_Args):
-    """``rollback`` and ``ping`` take no arguments."""
+    """``ping`` takes no arguments."""
 
 
-COMMAND_ARGS: dict[str, type[Record]] = {"update": UpdateArgs, "rollback": NoArgs,
+COMMAND_ARGS: dict[str, type[Record]] = {"update": UpdateArgs, "rollback": RollbackArgs,
                                          "set-config": SetConfigArgs, "ping": NoArgs}
 COMMAND_TYPES = tuple(COMMAND_ARGS)
 

@@ -17,7 +17,7 @@ from edge_agent import protocol
 
 log = logging.getLogger(__name__)
 RESEND_S = 15.0  # an unanswered command is published again this often (and after a restart)
-_last_sent: dict[str, float] = {}
+_last_sent: dict[str, float] = {}  # cmd_id -> when this process last published it (pruned)
 _lock = threading.Lock()
 
 
@@ -49,10 +49,23 @@ def update_doc(cid: str, url: str, sha256: str, version: str, size: int, sent_at
             "args": {"url": url, "sha256": sha256, "version": version, "size": size}}
 
 
-def rollback_doc(cid: str, sent_at: float, ttl_s: float) -> dict[str, Any]:
-    """A ``rollback`` command."""
+def rollback_doc(cid: str, sent_at: float, ttl_s: float, from_version: str) -> dict[str, Any]:
+    """A ``rollback`` command that leaves ``from_version`` (the rollout's version): an agent
+    running any other version refuses it."""
     return {"v": str(protocol.PROTOCOL_VERSION), "cmd_id": cid, "type": "rollback", "ts": sent_at,
-            "expires_at": sent_at + ttl_s, "args": {}}
+            "expires_at": sent_at + ttl_s, "args": {"from_version": from_version}}
+
+
+def prune(now: float) -> int:
+    """Forget sends outside the last ``RESEND_S`` (``due`` reads them exactly as if never
+    sent), so the map holds only the commands of the last few seconds however many
+    rollouts and devices have come and gone; returns how many were dropped. A send "in
+    the future" (the clock stepped back) is dropped too: that command is due again."""
+    with _lock:
+        stale = [cid for cid, at in _last_sent.items() if not 0 <= now - at < RESEND_S]
+        for cid in stale:
+            del _last_sent[cid]
+    return len(stale)
 
 
 def due(cid: str, now: float) -> bool:
@@ -63,7 +76,9 @@ def due(cid: str, now: float) -> bool:
 
 def publish(cfg: CloudConfig, outgoing: list[Outgoing], now: float,
             timeout_s: float = 10.0) -> int:
-    """Publish every command at QoS 1; returns how many the broker acknowledged."""
+    """Publish every command at QoS 1; returns how many the broker acknowledged. Called
+    every controller step (with or without commands): the resend map is pruned first."""
+    prune(now)
     if not outgoing:
         return 0
     import paho.mqtt.client as mqtt

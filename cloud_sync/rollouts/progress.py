@@ -36,17 +36,25 @@ def _payload(value: Any) -> dict[str, Any]:
     return json.loads(value) if isinstance(value, str) else (value or {})
 
 
-def results(conn: Connection, device_ids: list[str], since: float) -> dict[str, list[dict]]:
-    """cmd/result payloads of these devices since ``since``, by cmd_id, oldest first."""
+Found = dict[tuple[str, str], list[dict]]  # (device id, cmd_id) -> its results, oldest first
+
+
+def results(conn: Connection, device_ids: list[str], since: float) -> Found:
+    """cmd/result payloads of these devices since ``since``, by (device id, cmd_id).
+
+    The device id is the row's, i.e. the topic's (ingest refuses a payload whose
+    ``device_id`` differs, and the broker lets a device write only its own topics), so a
+    result counts only for the device the command was sent to: cmd_ids are computable
+    from public information, and another device answering one changes nothing."""
     if not device_ids:
         return {}
     m = messages.c
-    out: dict[str, list[dict]] = {}
-    for row in conn.execute(sa.select(m.payload).where(
+    out: Found = {}
+    for row in conn.execute(sa.select(m.device_id, m.payload).where(
             m.kind == "cmd/result", m.device_id.in_(device_ids), m.received_at >= since)
             .order_by(m.ts, m.seq)):
         doc = _payload(row.payload)
-        out.setdefault(str(doc.get("cmd_id")), []).append(doc)
+        out.setdefault((row.device_id, str(doc.get("cmd_id"))), []).append(doc)
     return out
 
 
@@ -65,12 +73,12 @@ def _update_state(answers: list[dict]) -> str | None:
     return state
 
 
-def collect(step: Step, rows: list[Any], found: dict[str, list[dict]]) -> None:
+def collect(step: Step, rows: list[Any], found: Found) -> None:
     """Move sent/probation devices on by their update results; past the deadline: failed."""
     for row in rows:
         if row.state not in ("sent", "probation"):
             continue
-        answers = found.get(row.cmd_id, [])
+        answers = found.get((row.device_id, row.cmd_id), [])
         state = _update_state(answers)
         if state and state != row.state:
             _set(step, row, state=state, result=answers[-1])
@@ -117,8 +125,17 @@ def _update(step: Step, r: Any, row: Any, dev: Any, bundles: dict[str, Any],
         row.cmd_id, url, b.sha256, r.model_version, b.size, sent_at, policy.command_ttl_s))
 
 
+def _left(answer: dict[str, Any], version: str) -> bool:
+    """The device is off ``version``: it rolled back, or it refused the rollback because
+    it no longer runs that version (its probation rolled it back meanwhile)."""
+    if answer.get("ok"):
+        return True
+    running = (answer.get("detail") or {}).get("running_version")
+    return running is not None and running != version
+
+
 def roll_back(step: Step, r: Any, rows: list[Any], policy: RolloutPolicy,
-              found: dict[str, list[dict]]) -> None:
+              found: Found) -> None:
     """Rollback to every device on the new version; confirm each through its cmd/result."""
     info = _device_info(step.conn, [row.device_id for row in rows])
     for row in rows:
@@ -127,15 +144,16 @@ def roll_back(step: Step, r: Any, rows: list[Any], policy: RolloutPolicy,
         if row.state in TOOK:
             _set(step, row, state="rollback_sent", sent_at=step.now,
                  deadline=step.now + policy.device_timeout_s)
-            step.outgoing.append(Outgoing(fleet, row.device_id,
-                                          rollback_doc(rb, step.now, policy.command_ttl_s)))
+            step.outgoing.append(Outgoing(fleet, row.device_id, rollback_doc(
+                rb, step.now, policy.command_ttl_s, r.model_version)))
         elif row.state == "rollback_sent":
-            answers = found.get(rb, [])
+            answers = found.get((row.device_id, rb), [])
             if answers:
-                state = "rollback_confirmed" if answers[-1].get("ok") else "rollback_failed"
+                state = "rollback_confirmed" if _left(answers[-1], r.model_version) \
+                    else "rollback_failed"
                 _set(step, row, state=state, result=answers[-1])
             elif step.now > (row.deadline or step.now):
                 _set(step, row, state="rollback_failed", result={"error": "no answer"})
             elif due(rb, step.now):
                 step.outgoing.append(Outgoing(fleet, row.device_id, rollback_doc(
-                    rb, row.sent_at, policy.command_ttl_s)))
+                    rb, row.sent_at, policy.command_ttl_s, r.model_version)))

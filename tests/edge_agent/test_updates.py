@@ -75,9 +75,28 @@ def test_explicit_rollback_returns_to_previous(agent, served_dir, make_onnx_bund
     v2 = make_onnx_bundle("2", seed=1)
     agent.commands.handle(update_cmd(offer(served_dir, v2), v2, "2"))
     drive(agent, 30, rng)
-    agent.commands.handle(command("rollback"))
+    agent.commands.handle(command("rollback"))  # a legacy one (v 1, no from_version): as before
     assert results(agent)[-1]["ok"] and agent.model_info()["version"] == "1"
     assert agent.store.previous() is None
+
+
+def test_a_rollback_naming_a_version_not_running_is_refused(agent, served_dir,
+                                                            make_onnx_bundle, rng):
+    """A rollback sent to leave v1 (late, replayed) must not undo the update to v2."""
+    v2 = make_onnx_bundle("2", seed=1)
+    agent.commands.handle(update_cmd(offer(served_dir, v2), v2, "2"))
+    drive(agent, 30, rng)
+    agent.commands.handle(command("rollback", from_version="1"))
+    refused = results(agent)[-1]
+    assert refused["type"] == "rollback" and not refused["ok"]
+    assert "leave version 1, but this device runs version 2" in refused["error"]
+    assert refused["detail"] == {"from_version": "1", "running_version": "2"}
+    assert agent.model_info()["version"] == "2" and agent.store.current().version == "2"
+    assert agent.store.previous().version == "1"  # still kept for a rightful rollback
+    agent.commands.handle(command("rollback", from_version="2"))
+    done = results(agent)[-1]
+    assert done["ok"] and done["detail"]["model"]["version"] == "1", done
+    assert agent.model_info()["version"] == "1"
 
 
 def test_nan_outputs_in_probation_roll_back(agent, served_dir, make_onnx_bundle, rng):
