@@ -4,6 +4,12 @@ Checks run in a fixed order, each with its own quarantine reason (``REASONS``): 
 topic, JSON, protocol version, field types, and that the payload's ``device_id`` is the
 topic's device. Registration (unknown device, wrong fleet) needs the store and is judged
 per batch in ``batch.py``. Pure functions: no I/O, never raise for bad input.
+
+JSON is read strictly: ``NaN``/``Infinity`` literals (not JSON, and refused by
+PostgreSQL's ``jsonb``) and documents nested deeper than ``MAX_DEPTH`` (protocol
+messages are a few levels deep; a deeper one would exhaust the stack of whatever walks
+it later, and ``json.loads`` itself raises ``RecursionError`` past about a thousand)
+are ``bad_json``.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ REASONS = {
     STORE_ERROR: "the database refused the row (e.g. a value longer than its column)",
 }
 DEVICE_KINDS = (protocol.TELEMETRY, protocol.SAMPLES, protocol.STATUS, protocol.CMD_RESULT)
+MAX_DEPTH = 64  # of nested objects/arrays in a payload
 
 
 @dataclass(frozen=True)
@@ -86,9 +93,11 @@ def classify(received: Received) -> Accepted | Rejected:
 def _judge_payload(received: Received, fleet: str, device_id: str, kind: str
                    ) -> Accepted | Rejected:
     try:
-        doc = json.loads(received.payload.decode("utf-8"))
+        doc = read_json(received.payload)
     except (UnicodeDecodeError, ValueError) as exc:
         return Rejected(received, BAD_JSON, str(exc), device_id)
+    except RecursionError:
+        return Rejected(received, BAD_JSON, f"nested deeper than {MAX_DEPTH} levels", device_id)
     if not isinstance(doc, dict):
         return Rejected(received, BAD_JSON, f"payload is a JSON {type(doc).__name__}, "
                         "not an object", device_id)
@@ -105,3 +114,27 @@ def _judge_payload(received: Received, fleet: str, device_id: str, kind: str
                         f"{message.device_id!r} on the topic of {device_id!r}", device_id)
     return Accepted(received, fleet, device_id, kind, message.seq, doc, message,
                     tuple(getattr(message, "unknown_fields", ()) or ()))
+
+
+def read_json(payload: bytes) -> Any:
+    """Strict JSON: ValueError for non-standard constants and for nesting past
+    ``MAX_DEPTH``; RecursionError when even the parser gives up on the nesting."""
+    doc = json.loads(payload.decode("utf-8"), parse_constant=_refuse_constant)
+    if payload.count(b"[") + payload.count(b"{") > MAX_DEPTH and _depth(doc) > MAX_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+    return doc
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number; send null or a finite number")
+
+
+def _depth(doc: Any) -> int:
+    """Nesting depth of a decoded document, without recursion (stops past ``MAX_DEPTH``)."""
+    deepest, level = 0, [doc]
+    while level and deepest <= MAX_DEPTH:
+        deepest += 1
+        level = [child for node in level for child in
+                 (node.values() if isinstance(node, dict) else node)
+                 if isinstance(child, (dict, list))]
+    return deepest

@@ -3,10 +3,12 @@
 Messages wait in a queue until a batch is full (``batch_size``) or its oldest message is
 ``batch_age_s`` old; then the batch is judged (``classify``), written in one transaction
 (``batch.write_batch``), committed, and only then acknowledged to the broker. A
-transient database error (unreachable, deadlock, lock timeout) retries the same batch
-with backoff while the broker keeps the unacknowledged messages; any other failure
-splits the batch until the one message the store refuses is quarantined as
-``store_error``, so one bad message never stops a worker.
+transient database error (unreachable, deadlock, lock or statement timeout; see
+``retry.py``) retries the same batch with backoff while the broker keeps the
+unacknowledged messages; any other failure splits the batch until the one message the
+store refuses is quarantined as ``store_error``, so one bad message never stops a worker.
+If the writer thread dies all the same, the worker stops and ``run`` raises
+``WriterDied``: the process exits non-zero and its supervisor starts a fresh one.
 """
 
 from __future__ import annotations
@@ -19,12 +21,19 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from cloud_sync.config import CloudConfig
+from cloud_sync.ingest import retry
 from cloud_sync.ingest.batch import write_batch
-from cloud_sync.ingest.classify import STORE_ERROR, Accepted, Received, Rejected, classify
+from cloud_sync.ingest.classify import (
+    BAD_FIELDS,
+    STORE_ERROR,
+    Accepted,
+    Received,
+    Rejected,
+    classify,
+)
 from cloud_sync.ingest.mqtt import IngestClient
 from cloud_sync.store import transaction
 from edge_agent.broker_config import BrokerConfig
@@ -37,6 +46,10 @@ Judged = Accepted | Rejected
 
 
 GC_THRESHOLDS = (10_000, 50, 1000)
+
+
+class WriterDied(RuntimeError):
+    """The writer thread ended on an error; nothing more would be stored or acknowledged."""
 
 
 def tune_gc() -> None:
@@ -84,6 +97,7 @@ class IngestWorker:
         self.totals: Counter = Counter()
         self._stop = threading.Event()
         self._writer_done = threading.Event()
+        self._writer_error: BaseException | None = None
 
     def stop(self) -> None:
         """Finish the batch being written, acknowledge it, disconnect (session kept)."""
@@ -100,6 +114,8 @@ class IngestWorker:
             self._stop.set()
             writer.join(30)
         log.info("ingest %s stopped: %s", self.client.client_id, dict(self.totals))
+        if self._writer_error is not None:
+            raise WriterDied(f"ingest writer thread died: {describe(self._writer_error)}")
 
     def _write_loop(self) -> None:
         settings = self.cfg.ingest
@@ -109,46 +125,81 @@ class IngestWorker:
                 if batch:
                     self._store(batch)
                     self.client.ack(batch)
+        except BaseException as exc:  # reported by run(), so the process exits
+            log.critical("ingest writer thread died; stopping the worker", exc_info=True)
+            self._writer_error = exc
+            self._stop.set()
         finally:
             self._writer_done.set()
 
     def _store(self, batch: list[Received]) -> None:
-        judged = [classify(r) for r in batch]
+        judged = [judge(r) for r in batch]
         attempt = 0
         while True:
             try:
                 self.totals.update(write_resilient(self.engine, judged, self.cfg))
                 return
-            except sa.exc.OperationalError as exc:
-                delay = backoff_delay(attempt, 0.2, 10.0)
+            except retry.StoreUnavailable as exc:
+                delay = backoff_delay(attempt, *retry.BACKOFF)
                 attempt += 1
                 log.warning("ingest: store unavailable (%s); retrying %d messages in %.1f s",
-                            first_line(getattr(exc, "orig", None) or exc), len(batch), delay)
+                            describe(exc.__cause__ or exc), len(batch), delay)
                 time.sleep(delay)
 
 
-def write_resilient(engine: Engine, judged: Sequence[Judged], cfg: CloudConfig) -> Counter:
-    """Write in one transaction; on a non-transient failure split the batch, and quarantine
-    a single message the store refuses. OperationalError (transient) propagates."""
+def judge(received: Received) -> Judged:
+    """``classify``, and a quarantine (never an exception) should it fail on a payload."""
     try:
-        with transaction(engine) as conn:
-            return write_batch(conn, judged, cfg, time.time()).counts
-    except sa.exc.OperationalError:
-        raise
-    except Exception as exc:  # a bad message (or a bug it triggers) must not stop the worker
-        if len(judged) == 1:
-            item = judged[0]
-            log.warning("ingest: store refused a message on %s: %s", item.received.topic,
-                        first_line(exc))
-            return write_resilient(engine, [_refused(item, exc)], cfg) \
-                if not _is_store_error(item) else Counter({"lost:store_error": 1})
-        half = len(judged) // 2
-        return write_resilient(engine, judged[:half], cfg) + \
-            write_resilient(engine, judged[half:], cfg)
+        return classify(received)
+    except Exception as exc:  # a bug a payload triggers must not stop the writer
+        log.error("ingest: cannot judge a message on %s", received.topic, exc_info=True)
+        return Rejected(received, BAD_FIELDS, f"cannot be judged: {describe(exc)}"[:200])
+
+
+def describe(exc: BaseException) -> str:
+    """The first line of an error, or its type if even that fails (a deep repr)."""
+    try:
+        return first_line(exc)
+    except Exception:
+        return type(exc).__name__
+
+
+def write_resilient(engine: Engine, judged: Sequence[Judged], cfg: CloudConfig) -> Counter:
+    """Write in one transaction, retrying contention (``retry.CONTENTION``) a few times;
+    on any other failure split the batch, and quarantine a single message the store
+    refuses. ``retry.StoreUnavailable`` propagates: the caller retries the whole batch."""
+    for attempt in range(retry.CONTENTION_RETRIES + 1):
+        try:
+            with transaction(engine) as conn:
+                return write_batch(conn, judged, cfg, time.time()).counts
+        except Exception as exc:  # a bad message (or a bug it triggers) must not stop the worker
+            kind = retry.transient_kind(exc)
+            if kind == retry.UNAVAILABLE:
+                raise retry.StoreUnavailable(describe(exc)) from exc
+            if kind != retry.CONTENTION or attempt == retry.CONTENTION_RETRIES:
+                return _split(engine, judged, cfg, exc)
+            delay = backoff_delay(attempt, *retry.BACKOFF)
+            log.warning("ingest: store contention (%s); retrying %d messages in %.1f s",
+                        describe(exc), len(judged), delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def _split(engine: Engine, judged: Sequence[Judged], cfg: CloudConfig,
+           exc: BaseException) -> Counter:
+    if len(judged) == 1:
+        item = judged[0]
+        log.warning("ingest: store refused a message on %s: %s", item.received.topic,
+                    describe(exc))
+        return write_resilient(engine, [_refused(item, exc)], cfg) \
+            if not _is_store_error(item) else Counter({"lost:store_error": 1})
+    half = len(judged) // 2
+    return write_resilient(engine, judged[:half], cfg) + \
+        write_resilient(engine, judged[half:], cfg)
 
 
 def _refused(item: Judged, exc: BaseException) -> Rejected:
-    return Rejected(item.received, STORE_ERROR, first_line(exc)[:200], item.device_id)
+    return Rejected(item.received, STORE_ERROR, describe(exc)[:200], item.device_id)
 
 
 def _is_store_error(item: Judged) -> bool:
