@@ -74,7 +74,8 @@ def _commands() -> dict[str, p.Command]:
     return {
         "cmd (update)": p.Command(cmd_id="c-7f3a", type="update", ts=TS, args=update,
                                   expires_at=TS + 3600),
-        "cmd (rollback)": p.Command(cmd_id="c-7f3b", type="rollback", ts=TS),
+        "cmd (rollback)": p.Command(cmd_id="c-7f3b", type="rollback", ts=TS,
+                                    args={"from_version": "4"}),
         "cmd (set-config)": p.Command(cmd_id="c-7f3c", type="set-config", ts=TS,
                                       args={"telemetry_interval_s": 30.0,
                                             "low_confidence": 0.5}),
