@@ -13,7 +13,9 @@ Reading (``from_dict``) raises the record's error family (``ProtocolError``,
 An unknown field is an error, unless the reader is lenient (the document carries
 a newer minor version than this code knows): then it is skipped, its dotted path
 lands in the parsed record's ``unknown_fields`` and in the process-wide count
-that ``unknown_field_counts()`` returns. Writing (``to_dict``) is plain JSON;
+that ``unknown_field_counts()`` returns (bounded: the first ``MAX_COUNTED`` distinct
+fields are counted by name, later ones as ``"other"``, so a sender inventing keys
+cannot grow it). Writing (``to_dict``) is plain JSON;
 writers check what they write with a strict read.
 """
 
@@ -32,10 +34,14 @@ from edge_agent._check import is_json_type, obj, type_names
 _SCALARS = {"str": (str,), "int": (int,), "float": (float,), "bool": (bool,)}
 _counts: Counter = Counter()
 _counts_lock = threading.Lock()
+MAX_COUNTED = 100  # distinct unknown fields counted by name; the rest count as OTHER
+OTHER = "other"
+KEY_CHARS = 200  # a counted name is cut to this many characters
 
 
 def unknown_field_counts() -> dict[str, int]:
-    """How often each unknown field was ignored in this process, as ``"<contract>:<path>"``."""
+    """How often each unknown field was ignored in this process, as ``"<contract>:<path>"``
+    (at most ``MAX_COUNTED`` of them, the fields met later summed as ``"other"``)."""
     with _counts_lock:
         return dict(_counts)
 
@@ -48,9 +54,13 @@ def reset_unknown_field_counts() -> None:
 
 def count_unknown(contract: str, paths: tuple[str, ...]) -> None:
     """Add one ignored occurrence of each path to the process-wide count."""
-    if paths:
-        with _counts_lock:
-            _counts.update(f"{contract}:{path}" for path in paths)
+    if not paths:
+        return
+    with _counts_lock:
+        for key in (f"{contract}:{path}"[:KEY_CHARS] for path in paths):
+            if key not in _counts and len(_counts) - (OTHER in _counts) >= MAX_COUNTED:
+                key = OTHER
+            _counts[key] += 1
 
 
 def meta(check: Callable[[Any], str | None] | None = None, key: str | None = None) -> dict:
