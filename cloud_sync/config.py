@@ -9,6 +9,7 @@ cloud's own MQTT password (``mqtt-service.password``, mode 0600).
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -38,19 +39,53 @@ def default_db_url(data_dir: Path | None = None) -> str:
 
 
 class Retention(BaseModel):
-    """How much history the store keeps; a background job deletes what is older or over."""
+    """How much history the store keeps; a background job (leader only, every
+    ``interval_s``) deletes what is older or over, in short transactions.
+
+    Telemetry, status and cmd/result rows are capped per device and kind, so one noisy
+    device never pushes out another's history; the default telemetry cap is twice what
+    a device sends at ``ingest.telemetry_interval_s`` over ``telemetry_max_age_s``.
+    Ages and caps left at their defaults are raised to the drift rule's lookback (and
+    triggers to the cooldown) where a policy needs more; a value set shorter is a
+    config error (see ``CloudConfig``). ``unknown_field_counters`` caps the
+    ``unknown_field:*`` counters: the top N by count plus ``unknown_field:other``.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    telemetry_max_age_s: float = Field(30 * DAY, gt=0)
-    telemetry_max_rows: int = Field(5_000_000, gt=0)
+    telemetry_max_age_s: float = Field(14 * DAY, gt=0)
+    """Age limit of every ``messages`` row (telemetry, status, cmd/result)."""
+    telemetry_max_rows_per_device: int = Field(241_920, gt=0)
+    status_max_rows_per_device: int = Field(1_000, gt=0)
+    results_max_rows_per_device: int = Field(1_000, gt=0)
     samples_max_age_s: float = Field(90 * DAY, gt=0)
     samples_max_rows: int = Field(200_000, gt=0)
     quarantine_max_age_s: float = Field(14 * DAY, gt=0)
     quarantine_max_rows: int = Field(10_000, gt=0)
     gaps_max_age_s: float = Field(30 * DAY, gt=0)
     gaps_max_rows: int = Field(100_000, gt=0)
+    drift_scores_max_age_s: float = Field(14 * DAY, gt=0)
+    triggers_max_age_s: float = Field(90 * DAY, gt=0)
+    """Triggers with their finished actions and the actions' attempts."""
+    rollouts_max_age_s: float = Field(90 * DAY, gt=0)
+    """Finished rollouts (done, rolled back) with their devices and events."""
+    exports_max_age_s: float = Field(30 * DAY, gt=0)
+    exports_max_bytes: int = Field(10 * 2 ** 30, gt=0)
+    """The samples exports folder (``<data_dir>/exports``): oldest files go first."""
+    unknown_field_counters: int = Field(100, ge=1, le=10_000)
+    delete_batch_rows: int = Field(4_000, ge=10)
+    """The most rows one delete transaction takes; batches shrink while one takes
+    longer than ``delete_batch_target_s``, so the write lock is never held long."""
+    delete_batch_target_s: float = Field(0.05, gt=0, le=1)
     interval_s: float = Field(300.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, doc: Any) -> Any:
+        if isinstance(doc, dict) and "telemetry_max_rows" in doc:
+            raise ValueError("telemetry_max_rows is now telemetry_max_rows_per_device (a cap "
+                             "per device and kind, so one device cannot push out the others)")
+        return doc
 
 
 class Ingest(BaseModel):
@@ -107,6 +142,11 @@ class CloudConfig(BaseModel):
     triggers: Triggers = Field(default_factory=Triggers)
     rollouts: RolloutSettings = Field(default_factory=RolloutSettings)
 
+    @model_validator(mode="after")
+    def _retention_keeps_the_lookback(self) -> CloudConfig:
+        object.__setattr__(self, "retention", bounded_retention(self))
+        return self
+
     @property
     def db_url(self) -> str:
         """The database URL to use: ``db`` if given, else the SQLite file in the data folder."""
@@ -140,6 +180,47 @@ class CloudConfig(BaseModel):
         doc = read_config_file(path) if path else {}
         doc.update({k: v for k, v in flags.items() if v not in (None, [], ())})
         return cls.from_dict(doc)
+
+
+def _policies(triggers: Triggers) -> list[Any]:
+    return [triggers.default] + [triggers.policy_for(f) for f in triggers.fleets]
+
+
+def drift_lookback_s(triggers: Triggers) -> float:
+    """How far back the drift controller reads telemetry: ``window_s x (n + 1)`` of the
+    longest policy (the span ``cloud_sync.triggers.controller`` reads)."""
+    return max(p.window_s * (p.n + 1) for p in _policies(triggers))
+
+
+def _at_least(retention: Retention, given: set[str], name: str, least: float,
+              why: str) -> Retention:
+    value = getattr(retention, name)
+    if value >= least:
+        return retention
+    if name in given:  # a ConfigError is not a ValueError: pydantic lets it through as is
+        raise ConfigError(f"cloud config field 'retention.{name}' ({value:g}) keeps less than "
+                          f"{why}; set it to at least {least:g} or leave it out")
+    return retention.model_copy(update={name: type(value)(least)})
+
+
+def bounded_retention(cfg: CloudConfig) -> Retention:
+    """``cfg.retention`` with its defaults raised to what the drift rule and the trigger
+    cooldown need (the telemetry cap following the age and the telemetry interval);
+    ConfigError, one line, where a value the user set keeps less."""
+    retention, given = cfg.retention, set(cfg.retention.model_fields_set)
+    lookback, interval = drift_lookback_s(cfg.triggers), cfg.ingest.telemetry_interval_s
+    retention = _at_least(retention, given, "telemetry_max_age_s", lookback,
+                          f"the drift rule's lookback ({lookback:g} s: window_s x (n + 1))")
+    retention = _at_least(retention, given, "triggers_max_age_s",
+                          max(p.cooldown_s for p in _policies(cfg.triggers)),
+                          "the triggers' cooldown_s (the last trigger holds back the next)")
+    rows = "telemetry_max_rows_per_device"
+    if rows not in given:
+        least = math.ceil(2 * retention.telemetry_max_age_s / interval)
+        return retention.model_copy(update={rows: least})
+    return _at_least(retention, given, rows, math.ceil(lookback / interval),
+                     f"a device's telemetry over the drift rule's lookback ({lookback:g} s at "
+                     f"ingest.telemetry_interval_s {interval:g} s)")
 
 
 def read_config_file(path: Path) -> dict[str, Any]:

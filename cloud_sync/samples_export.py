@@ -6,6 +6,9 @@ own dtype; only samples of the most common shape are kept, the others counted in
 ``reason``, ``device``, ``time`` (Unix seconds), ``seq`` and ``meta`` (a JSON
 string: filters, counts). Loads with plain ``numpy.load`` (no pickles). At most
 ``limit`` samples, the newest, are exported (the store's retention bounds the rest).
+
+Exports accumulate in ``<data_dir>/exports`` (one .npz and one evidence file per
+trigger); ``prune_exports`` (run by retention) bounds that folder by age and size.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from cloud_sync.errors import CloudError
 from cloud_sync.store.schema import samples
 
 DEFAULT_LIMIT = 10_000
+KEEP_NEWER_S = 3600.0  # the size cap never takes files younger: an action may be reading them
 
 
 @dataclass(frozen=True)
@@ -96,3 +100,29 @@ def export_samples(conn: Connection, f: SampleFilter, out: Path) -> dict[str, An
         meta=np.array(json.dumps(meta)))
     os.replace(tmp, out)
     return meta
+
+
+def prune_exports(folder: Path, max_age_s: float, max_bytes: int, now: float,
+                  keep_newer_s: float = KEEP_NEWER_S) -> int:
+    """Delete the files of ``folder`` modified more than ``max_age_s`` ago, then the
+    oldest others while the folder holds more than ``max_bytes`` (files younger than
+    ``keep_newer_s`` stay); returns how many were deleted."""
+    files = []
+    for path in Path(folder).glob("*") if Path(folder).is_dir() else ():
+        try:
+            st = path.stat()
+        except OSError:  # deleted meanwhile
+            continue
+        if path.is_file():
+            files.append((st.st_mtime, st.st_size, path))
+    files.sort()
+    total = sum(size for _mtime, size, _path in files)
+    deleted = 0
+    for mtime, size, path in files:
+        too_old = now - mtime > max_age_s
+        if not too_old and (total <= max_bytes or now - mtime < keep_newer_s):
+            continue
+        path.unlink(missing_ok=True)
+        total -= size
+        deleted += 1
+    return deleted

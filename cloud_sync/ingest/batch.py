@@ -22,6 +22,7 @@ from cloud_sync.registry import Sighting, record_seen, record_status
 from cloud_sync.store import arrays, bump_counters, insert_messages, insert_samples
 from cloud_sync.store.rows import JsonDoc, message_row, sample_row
 from cloud_sync.store.schema import devices, messages, quarantine
+from cloud_sync.store.unknown_fields import cap_unknown_fields
 from edge_agent import protocol
 
 REVIVED_STATES = ("stale", "offline")  # a non-status message ends these (see serve/jobs.py)
@@ -54,9 +55,9 @@ def write_batch(conn: Connection, items: Sequence[Accepted | Rejected], cfg: Clo
     if rejected:
         _quarantine(conn, rejected, settings.quarantine_payload_bytes, now, result.counts)
         cap_quarantine(conn, cfg.retention.quarantine_max_rows)
-    for item in accepted:
-        for path in item.unknown_fields:
-            result.counts[f"unknown_field:{item.kind}:{path}"[:96]] += 1
+    result.counts.update(cap_unknown_fields(  # top N + other: devices may invent keys
+        conn, [(a.kind, path) for a in accepted for path in a.unknown_fields],
+        cfg.retention.unknown_field_counters))
     bump_counters(conn, result.counts, now)
     return result
 

@@ -19,7 +19,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from cloud_sync.config import CloudConfig
-from cloud_sync.store import apply_retention, transaction
+from cloud_sync.store import transaction
+from cloud_sync.store.retention import RetentionJob
 from cloud_sync.store.schema import devices
 from edge_agent.errors import EdgekitError
 
@@ -81,8 +82,8 @@ def housekeeping_jobs(cfg: CloudConfig) -> list[tuple[float, Job, str]]:
     """The silence rule and retention."""
     return [(cfg.ingest.state_interval_s,
              _in_transaction(lambda c, now: mark_silent(c, cfg, now)), "silence"),
-            (cfg.retention.interval_s,
-             _in_transaction(lambda c, now: apply_retention(c, cfg.retention, now)), "retention")]
+            (cfg.retention.interval_s,  # batches of short transactions of its own
+             RetentionJob(cfg.retention, cfg.data_dir / "exports"), "retention")]
 
 
 def trigger_jobs(cfg: CloudConfig) -> list[tuple[float, Job, str]]:

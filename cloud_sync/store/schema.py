@@ -201,6 +201,7 @@ drift_scores = sa.Table(  # one score of one window (device or pooled fleet) of 
     sa.UniqueConstraint("scope_key", "model_name", "model_version", "kind", "window_start",
                         name=sa.sql.elements.conv("uq_drift_scores_window")),
     sa.Index(None, "fleet", "window_end"),
+    sa.Index(None, "window_end"),  # retention deletes by age across fleets
 )
 
 triggers = sa.Table(  # a fired retraining trigger; dedupe_key makes firing happen once

@@ -27,7 +27,7 @@ def test_defaults_derive_from_the_data_dir(monkeypatch, tmp_path):
     assert cfg.db_url == f"sqlite:///{tmp_path / 'edgekit.db'}"
     assert cfg.artifacts_dir == tmp_path / "artifacts"
     assert cfg.service_password_file == tmp_path / "mqtt-service.password"
-    assert cfg.workers == 1 and cfg.retention.telemetry_max_rows > 0
+    assert cfg.workers == 1 and cfg.retention.telemetry_max_rows_per_device > 0
 
 
 def test_flags_override_the_file(tmp_path):
@@ -41,7 +41,8 @@ def test_flags_override_the_file(tmp_path):
 @pytest.mark.parametrize("doc, message", [
     ({"wokers": 2}, "field 'wokers'"),
     ({"workers": 0}, "field 'workers'"),
-    ({"retention": {"telemetry_max_rows": -1}}, "field 'retention.telemetry_max_rows'"),
+    ({"retention": {"telemetry_max_rows_per_device": -1}},
+     "field 'retention.telemetry_max_rows_per_device'"),
 ])
 def test_bad_settings_name_the_field(tmp_path, doc, message):
     path = tmp_path / "cloud.json"
