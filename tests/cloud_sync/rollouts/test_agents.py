@@ -5,6 +5,8 @@ with the rest never receiving it; a device whose update fails counts against the
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.cloud_sync.rollouts.fleet import Fleet, make_uniform_onnx, pack, rows, wait_for
@@ -137,5 +139,73 @@ def test_serve_killed_during_the_bake_resumes_the_rollout(fleet, make_onnx_bundl
         assert len(commits) == len(DEVICES)  # each device installed once
         states = [e["state"] for e in doc["timeline"]]
         assert states.count("canary") == 1 and states.count("done") == 1
+    finally:
+        engine.dispose()
+
+
+def _publish_as(fleet, username: str, password: str | None, topic: str, payload: bytes) -> None:
+    """One QoS 1 message on the fleet's broker with this login."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5,
+                         client_id=f"test-{username}-{time.monotonic_ns()}")
+    client.username_pw_set(username, password)
+    host, port = fleet.broker.url.split("//")[1].split(":")
+    client.connect(host, int(port))
+    client.loop_start()
+    try:
+        info = client.publish(topic, payload, qos=1)
+        info.wait_for_publish(10)
+        assert info.is_published(), topic
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def _results(engine, cmd_id: str) -> list[dict]:
+    import json
+
+    docs = [r[0] if isinstance(r[0], dict) else json.loads(r[0]) for r in rows(
+        engine, "SELECT payload FROM messages WHERE kind = 'cmd/result' ORDER BY id")]
+    return [d for d in docs if d.get("cmd_id") == cmd_id]
+
+
+@pytest.mark.slow
+def test_forged_results_and_stale_rollbacks_change_nothing(fleet, make_onnx_bundle, tmp_path):
+    """d0 (the canary) answers d1's update cmd_id on its own topic before d1 is sent it:
+    d1 counts only its own answers. Then a rollback naming v1, which no device runs any
+    more, reaches the real d0 agent: refused, d0 stays on v2."""
+    from cloud_sync.config import CloudConfig
+    from cloud_sync.rollouts.commands import Outgoing, publish, rollback_doc
+    from edge_agent import protocol
+
+    fleet.start(make_onnx_bundle("1"))
+    engine = _engine(fleet)
+    try:
+        _ready(fleet, engine)
+        fleet.publish(make_onnx_bundle("2"))
+        rid = fleet.rollout("start", "--model", "tiny", "--version", "2", "--devices",
+                            "d0,d1", "--canary", "1", "--bake", "3", "--waves", "100")["id"]
+        d1_cmd = next(d["cmd_id"] for d in fleet.rollout("status", str(rid))["devices"]
+                      if d["device_id"] == "d1")
+        forged = protocol.CommandResult(
+            device_id="d0", seq=10 ** 9, ts=time.time(), cmd_id=d1_cmd, type="update", ok=True,
+            detail={"phase": "committed", "final": True, "version": "2", "forged": True})
+        _publish_as(fleet, "d0", fleet.passwords["d0"],
+                    protocol.topic("lab", "d0", protocol.CMD_RESULT), forged.to_json())
+        wait_for(lambda: _results(engine, d1_cmd), 30, "the forged result stored")
+        doc = _finish(fleet, rid)
+        assert doc["state"] == "done", (doc["verdict"], doc["devices"])
+        d1 = next(d for d in doc["devices"] if d["device_id"] == "d1")
+        assert d1["state"] == "committed" and "forged" not in d1["result"]["detail"], d1
+        cfg = CloudConfig(data_dir=tmp_path / "data", broker=fleet.broker.url)
+        stale = rollback_doc("stale-rb-1", time.time(), 600, "1")
+        assert publish(cfg, [Outgoing("lab", "d0", stale)], time.time()) == 1
+        answer = wait_for(lambda: _results(engine, "stale-rb-1"), 30, "d0's answer")[-1]
+        assert not answer["ok"] and answer["detail"]["running_version"] == "2", answer
+        assert "leave version 1, but this device runs version 2" in answer["error"]
+        time.sleep(1.5)  # a few telemetry windows: still v2
+        assert rows(engine, "SELECT model_version FROM devices WHERE id = 'd0'")[0][0] == "2"
     finally:
         engine.dispose()
