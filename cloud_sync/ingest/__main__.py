@@ -2,13 +2,15 @@
 
 Runs until SIGTERM/SIGINT, then finishes and acknowledges the batch in hand and
 disconnects, keeping its broker session. Exit status 2 on a configuration or broker
-refusal (one line on stderr), so a supervisor can tell it from a crash.
+refusal (one line on stderr), so a supervisor can tell it from a crash; 1 when its
+writer thread died (the supervisor starts a fresh worker). ``cloud serve`` hands the
+config over on stdin (``--config-stdin``, see ``handover.py``), never on the command
+line, where any local user could read its secrets.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
@@ -30,7 +32,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--slot", type=int, default=0, help="worker slot (stable client id)")
     parser.add_argument("--client-id-prefix", default=None)
     parser.add_argument("--config", type=Path, default=None, help="JSON/YAML cloud config")
-    parser.add_argument("--config-json", default=None, help="the whole config as JSON")
+    parser.add_argument("--config-stdin", action="store_true",
+                        help="read the config (and secrets) from stdin, as 'cloud serve' sends")
     parser.add_argument("--db", default=None)
     parser.add_argument("--broker", default=None)
     return parser.parse_args(argv)
@@ -42,17 +45,18 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("EDGEKIT_LOG_LEVEL", "INFO"),
                         format=f"%(asctime)s ingest[{args.slot}] %(levelname)s %(message)s")
     from cloud_sync.config import CloudConfig
+    from cloud_sync.ingest import handover
     from cloud_sync.ingest.mqtt import broker_for
-    from cloud_sync.ingest.worker import IngestWorker, tune_gc
+    from cloud_sync.ingest.worker import IngestWorker, WriterDied, tune_gc
     from cloud_sync.store import open_store
 
     try:
-        base = json.loads(args.config_json) if args.config_json else None
+        base, secrets = handover.read(sys.stdin.buffer) if args.config_stdin else (None, {})
         cfg = CloudConfig.from_dict(base) if base is not None else CloudConfig.load(args.config)
         cfg = CloudConfig.from_dict({**cfg.model_dump(exclude_none=True),
                                      **{k: v for k, v in (("db", args.db),
                                                           ("broker", args.broker)) if v}})
-        broker = broker_for(cfg, os.environ)
+        broker = broker_for(cfg, {**os.environ, **secrets})
         engine = open_store(cfg.db_url)
     except EdgekitError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -66,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     except EdgekitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except WriterDied as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     finally:
         engine.dispose()
     return 0

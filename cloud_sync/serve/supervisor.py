@@ -1,7 +1,9 @@
 """Ingest worker processes: start N, restart any that dies (with backoff), stop them all.
 
-Each worker is ``python -m cloud_sync.ingest --slot I`` with the whole config as JSON,
-so slot I always has the same MQTT client id (and broker session). Workers get
+Each worker is ``python -m cloud_sync.ingest --slot I --config-stdin``, so slot I always
+has the same MQTT client id (and broker session). The config and the MQTT password go
+to the worker through its stdin and its environment holds no secret
+(``ingest/handover.py``): no other local user can read them from ``/proc``. Workers get
 ``PR_SET_PDEATHSIG`` (Linux): if ``serve`` itself is killed, they get SIGTERM too,
 so no orphan keeps a session. A worker that ran for ``HEALTHY_S`` has its backoff reset.
 """
@@ -10,8 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -20,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 
 from cloud_sync.config import CloudConfig
+from cloud_sync.ingest import handover
 from edge_agent.mqtt_link import backoff_delay
 
 log = logging.getLogger(__name__)
@@ -58,8 +61,7 @@ class WorkerSupervisor:
 
     def command(self, slot: int) -> list[str]:
         """The command line of one worker."""
-        cmd = [sys.executable, "-m", "cloud_sync.ingest", "--slot", str(slot),
-               "--config-json", json.dumps(self.cfg.model_dump(mode="json"))]
+        cmd = [sys.executable, "-m", "cloud_sync.ingest", "--slot", str(slot), "--config-stdin"]
         return cmd + (["--client-id-prefix", self.prefix] if self.prefix else [])
 
     def start(self) -> None:
@@ -76,8 +78,15 @@ class WorkerSupervisor:
             return [s.proc.pid for s in self.slots if s.proc and s.proc.poll() is None]
 
     def _spawn(self, slot: Slot) -> None:
-        slot.proc = subprocess.Popen(self.command(slot.index), preexec_fn=_die_with_parent)
+        slot.proc = subprocess.Popen(self.command(slot.index), stdin=subprocess.PIPE,
+                                     env=handover.worker_env(self.cfg, os.environ),
+                                     preexec_fn=_die_with_parent)
         slot.started = time.monotonic()
+        try:
+            with slot.proc.stdin:
+                slot.proc.stdin.write(handover.encode(self.cfg, os.environ))
+        except OSError as exc:  # it died at once; _watch restarts it
+            log.warning("ingest worker %d did not take its config: %s", slot.index, exc)
         log.info("ingest worker %d started (pid %d)", slot.index, slot.proc.pid)
 
     def _watch(self) -> None:
