@@ -53,9 +53,9 @@ class Retention(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    telemetry_max_age_s: float = Field(14 * DAY, gt=0)
+    telemetry_max_age_s: float = Field(7 * DAY, gt=0)
     """Age limit of every ``messages`` row (telemetry, status, cmd/result)."""
-    telemetry_max_rows_per_device: int = Field(241_920, gt=0)
+    telemetry_max_rows_per_device: int = Field(120_960, gt=0)
     status_max_rows_per_device: int = Field(1_000, gt=0)
     results_max_rows_per_device: int = Field(1_000, gt=0)
     samples_max_age_s: float = Field(90 * DAY, gt=0)

@@ -13,10 +13,10 @@ from edge_agent.errors import ConfigError
 DAY = 86400.0
 
 
-def test_defaults_keep_two_weeks_and_twice_a_devices_telemetry_over_them():
+def test_defaults_keep_a_week_and_twice_a_devices_telemetry_over_it():
     r = CloudConfig.from_dict({}).retention
-    assert r.telemetry_max_age_s == 14 * DAY
-    assert r.telemetry_max_rows_per_device == 2 * 14 * 8640  # 10 s telemetry interval
+    assert r.telemetry_max_age_s == 7 * DAY
+    assert r.telemetry_max_rows_per_device == 2 * 7 * 8640  # 10 s telemetry interval
     assert r.status_max_rows_per_device == r.results_max_rows_per_device == 1000
 
 
