@@ -96,12 +96,14 @@ def _refuse_held(conn: Connection, ids: set[str]) -> None:
         parts.append(f"rollout {rid} ({what}) holds {', '.join(devs[:5])}{more}")
     first = min(held)
     raise RolloutConflict(f"{'; '.join(parts)}: a device is in one open rollout at a time; "
-                          f"wait until it ends or abort it ('edgekit rollout abort {first}')")
+                          f"wait until it ends, or abort it ('edgekit rollout abort {first}') "
+                          "and start again once it has rolled back")
 
 
 def _insert_devices(conn: Connection, values: list[dict[str, Any]]) -> None:
     """Insert the rollout's devices; the unique partial index refuses any device another
-    open rollout holds (one created concurrently included): RolloutConflict naming it."""
+    open rollout holds (one created concurrently included): RolloutConflict naming it.
+    Rows go in device-id order, so two racing inserts wait on each other, never deadlock."""
     try:
         with conn.begin_nested():  # on a conflict the transaction stays usable to name it
             conn.execute(sa.insert(rollout_devices), values)
