@@ -206,7 +206,7 @@ class Agent:
         self.publish(proto.SAMPLES, lambda seq: proto.Sample(
             device_id=self.cfg.device_id, seq=seq, ts=time.time(), model=model, reason=reason,
             prediction={"class": int(classes[i]), "confidence": float(conf[i])},
-            input=block).to_json())
+            input=block, incarnation=self.outbox.incarnation).to_json())
 
     def model_info(self) -> dict[str, Any]:
         """Name and version of the model being served."""
@@ -226,7 +226,8 @@ class Agent:
                         detail: dict[str, Any]) -> bytes:
         return proto.Status(device_id=self.cfg.device_id, seq=seq, ts=time.time(), state=state,
                             reason=reason, model=self.model_info(), agent_version=__version__,
-                            profile=self.profile, detail=detail).to_json()
+                            profile=self.profile, detail=detail,
+                            incarnation=self.outbox.incarnation).to_json()
 
     def _next_status_seq(self) -> int:
         """The next seq of this connection's status block (a fresh block if it ran out)."""
@@ -275,7 +276,8 @@ class Agent:
             window_s=window.seconds, inferences=window.inferences, errors=window.errors,
             latency_ms=window.latency_ms, confidence=window.confidence,
             class_counts=window.class_counts, input_hist=window.input_hist,
-            outbox=outbox, system=SystemFigures(**system)).to_json())
+            outbox=outbox, system=SystemFigures(**system),
+            incarnation=self.outbox.incarnation).to_json())
 
     def on_message(self, topic: str, payload: bytes) -> None:
         """MQTT callback: journal a command (the link acknowledges it after this returns).

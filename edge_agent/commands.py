@@ -177,12 +177,12 @@ class CommandHandler:
         h = self.host
         if error is not None and len(error) > MAX_ERROR_CHARS:
             error = error[:MAX_ERROR_CHARS] + "…"
-        device_id = h.device_id
+        device_id, incarnation = h.device_id, h.journal.outbox.incarnation
 
         def build(seq: int) -> bytes:
             return proto.CommandResult(device_id=device_id, seq=seq, ts=time.time(),
                                        cmd_id=cmd_id[:64], type=ctype[:32], ok=ok, error=error,
-                                       detail=detail).to_json()
+                                       detail=detail, incarnation=incarnation).to_json()
         if h.journal.state(cmd_id) is not None:
             h.journal.answer(cmd_id, h.topic(proto.CMD_RESULT), build)
         else:

@@ -12,6 +12,13 @@ starting at 1, stored in the same transaction as the message. A seq is never
 reused, across restarts and crashes alike; a put that fails (``build`` raised, or
 the message is too big) rolls back and consumes nothing.
 
+Incarnation: seqs are only as durable as this file. A new file (first start, a
+file lost or moved away, a re-imaged device) starts every counter at 1 again, so
+it also gets a new random :attr:`Outbox.incarnation`, stored in the file and
+carried in every message (``incarnation``), and the cloud deduplicates and counts
+gaps per ``(device, incarnation, kind, seq)``. An outbox of an older agent gets
+its incarnation when this agent first opens it.
+
 Drop policy: telemetry and samples are time series and the newest matter most,
 so when the outbox is over its caps it drops the OLDEST messages first:
 
@@ -32,6 +39,7 @@ One process at a time should own a given file.
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 import threading
 import time
@@ -42,7 +50,8 @@ from typing import Callable
 
 from edge_agent.errors import EdgekitError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+INCARNATION_BYTES = 8  # 16 hex characters: the chance two outboxes of a device share one is nil
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -57,6 +66,7 @@ CREATE INDEX IF NOT EXISTS messages_created ON messages(created);
 CREATE TABLE IF NOT EXISTS seqs (kind TEXT PRIMARY KEY, last INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO counters VALUES ('dropped', 0), ('dropped_bytes', 0);
+CREATE TABLE IF NOT EXISTS identity (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS commands (
     cmd_id TEXT PRIMARY KEY,
     type TEXT NOT NULL,
@@ -110,6 +120,9 @@ class Outbox:
         self.max_age_s = float(max_age_s)
         self._lock = threading.RLock()  # re-entrant: a build() may call stats()
         self._db = _open(self.path)
+        self.incarnation: str = self._db.execute(
+            "SELECT value FROM identity WHERE name = 'incarnation'").fetchone()[0]
+        """This file's random id: new whenever the file (and so every seq counter) is new."""
         self._load_totals()
 
     # -- writing ---------------------------------------------------------------------------
@@ -372,4 +385,6 @@ def _migrate(db: sqlite3.Connection, path: Path) -> None:
         raise OutboxError(f"outbox {path} has schema version {version}, newer than this "
                           f"agent's {SCHEMA_VERSION}; upgrade the agent")
     db.executescript(_SCHEMA)
+    db.execute("INSERT OR IGNORE INTO identity VALUES ('incarnation', ?)",
+               (secrets.token_hex(INCARNATION_BYTES),))
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

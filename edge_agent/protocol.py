@@ -9,12 +9,17 @@ Topics (MQTT v5, QoS 1 throughout)::
     edgekit/<fleet>/<device>/cmd/result   device -> cloud  one answer per command
 
 Every message carries ``v``, the protocol version ``"MAJOR.MINOR"`` (now
-``PROTOCOL_VERSION`` = ``"1.1"``; the integer ``1`` of the first release reads as
-``"1.0"``). Every device message also carries ``device_id``, ``seq`` and ``ts``
-(Unix seconds). ``seq`` is monotonic per device and per topic kind and survives
-restarts, so the cloud deduplicates at-least-once deliveries by
-``(device_id, kind, seq)`` and sees gaps. Payloads over ``MAX_PAYLOAD_BYTES``
-are refused before parsing. Stdlib only.
+``PROTOCOL_VERSION`` = ``"1.2"``; the integer ``1`` of the first release reads as
+``"1.0"``). Every device message also carries ``device_id``, ``seq``, ``ts``
+(Unix seconds) and, since 1.2, ``incarnation``. ``seq`` is monotonic per device
+and per topic kind and survives restarts as long as the device's outbox file
+does; ``incarnation`` is the random id of that file (``edge_agent.outbox``), new
+when the file is (a lost outbox, a re-imaged device), when every seq starts at 1
+again. So the cloud deduplicates at-least-once deliveries by
+``(device_id, incarnation, kind, seq)``, sees gaps per incarnation, and takes a
+device's state from its newest incarnation. A message without the field (1.0,
+1.1) reads as incarnation ``""``. Payloads over ``MAX_PAYLOAD_BYTES`` are refused
+before parsing. Stdlib only.
 
 Versions: a reader refuses an unknown major with one line. It reads a newer
 minor leniently: unknown fields (at any depth, command arguments included) are
@@ -52,10 +57,12 @@ from edge_agent.contracts.version import Version, check_readable, parse_version
 from edge_agent.contracts.vocab import QOS  # noqa: F401  (re-exported: one QoS for all topics)
 from edge_agent.errors import ProtocolError
 
-PROTOCOL_VERSION = Version(1, 1)
+PROTOCOL_VERSION = Version(1, 2)
 TOPIC_ROOT = "edgekit"
 MAX_PAYLOAD_BYTES = 1 << 20
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_INCARNATION = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+LEGACY_INCARNATION = ""  # what a message without ``incarnation`` (before 1.2) belongs to
 
 TELEMETRY, SAMPLES, STATUS, CMD, CMD_RESULT = "telemetry", "samples", "status", "cmd", "cmd/result"
 KINDS = (TELEMETRY, SAMPLES, STATUS, CMD, CMD_RESULT)
@@ -164,9 +171,24 @@ def _http_url(value: str) -> str | None:
         "must be an http:// or https:// URL"
 
 
+def _incarnation(value: str) -> str | None:
+    return None if value == LEGACY_INCARNATION or _INCARNATION.match(value) else \
+        "must be 1-32 letters, digits, '_' or '-' (or empty)"
+
+
+def incarnation_field() -> Any:
+    """The ``incarnation`` field of a device message: the sender's outbox id (1.2; before
+    that absent, read as ``""``). Declared last in each message, as it has a default."""
+    return field(default=LEGACY_INCARNATION, metadata=meta(_incarnation))
+
+
 @dataclass
 class DeviceMessage(Message):
-    """A device -> cloud message: who sent it, its per-kind ``seq`` and when (Unix seconds)."""
+    """A device -> cloud message: who sent it, its per-kind ``seq`` and when (Unix seconds).
+
+    Every kind also ends with ``incarnation`` (``incarnation_field()``): the random id of
+    the outbox whose counters gave ``seq``; ``seq`` is unique per (device, incarnation, kind).
+    """
 
     device_id: str = field(metadata=meta(_device_id))
     seq: int = field(metadata=meta(non_negative))
@@ -190,6 +212,7 @@ class Telemetry(DeviceMessage):
     input_hist: InputHist | None = None
     outbox: OutboxFigures = field(default_factory=OutboxFigures)
     system: SystemFigures = field(default_factory=SystemFigures)
+    incarnation: str = incarnation_field()
 
     def problem(self) -> tuple[str, str] | None:
         bad = next((k for k, v in self.class_counts.items() if v < 0), None)
@@ -209,6 +232,7 @@ class Sample(DeviceMessage):
     reason: str = field(metadata=meta(one_of(*SAMPLE_REASONS)))
     prediction: Prediction
     input: EncodedInput
+    incarnation: str = incarnation_field()
 
 
 STATES = ("online", "offline", "updating", "degraded")
@@ -231,6 +255,7 @@ class Status(DeviceMessage):
     detail: dict[str, Any] = field(default_factory=dict)
     reason: str = ""
     profile: str = ""
+    incarnation: str = incarnation_field()
 
 
 class _Args(Record):
@@ -328,6 +353,7 @@ class CommandResult(DeviceMessage):
     ok: bool
     error: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+    incarnation: str = incarnation_field()
 
 
 MESSAGE_TYPES: dict[str, type[Message]] = {

@@ -43,6 +43,7 @@ TS = 1767225600.25
 EDGES10 = [round(i / 10, 1) for i in range(11)]
 MODEL = ModelRef(name="digits", version="3")
 BINS = [0.0, 0.25, 0.5, 0.75, 1.0]
+INCARNATION = "9c41d2e07b5a3f18"  # the device's outbox id (edge_agent.outbox)
 
 
 def _telemetry() -> p.Telemetry:
@@ -57,7 +58,8 @@ def _telemetry() -> p.Telemetry:
         input_hist=InputHist(bin_edges=BINS, channel_axis=1, below=[12], above=[3],
                              per_channel=[[40210, 8811, 9030, 18734]]),
         outbox=OutboxFigures(queued=0, queued_bytes=0, dropped=0, dropped_bytes=0),
-        system=SystemFigures(cpu_percent=23.5, rss_mb=61.2, temp_c=48.3, disk_free_mb=11873.4))
+        system=SystemFigures(cpu_percent=23.5, rss_mb=61.2, temp_c=48.3, disk_free_mb=11873.4),
+        incarnation=INCARNATION)
 
 
 def _sample() -> p.Sample:
@@ -65,7 +67,8 @@ def _sample() -> p.Sample:
     return p.Sample(device_id="pi-017", seq=311, ts=TS, model=MODEL, reason="low_confidence",
                     prediction=Prediction(class_index=7, confidence=0.41),
                     input=EncodedInput(dtype="float32", shape=[1, 1, 2, 2],
-                                       data=base64.b64encode(raw).decode("ascii")))
+                                       data=base64.b64encode(raw).decode("ascii")),
+                    incarnation=INCARNATION)
 
 
 def _commands() -> dict[str, p.Command]:
@@ -87,10 +90,10 @@ def example_messages() -> dict[str, p.Message]:
     """One message of every kind (and every command type), by title."""
     status = p.Status(device_id="pi-017", seq=52, ts=TS, state="online", model=MODEL,
                       agent_version="0.1.0", detail={"probation": False}, reason="",
-                      profile="rpi4")
+                      profile="rpi4", incarnation=INCARNATION)
     result = p.CommandResult(device_id="pi-017", seq=97, ts=TS, cmd_id="c-7f3a", type="update",
                              ok=True, detail={"phase": "probation", "final": False,
-                                              "version": "4"})
+                                              "version": "4"}, incarnation=INCARNATION)
     return {"telemetry": _telemetry(), "samples": _sample(), "status": status, **_commands(),
             "cmd/result": result}
 
@@ -163,6 +166,13 @@ fields, at any depth, are skipped, listed on the parsed object
 `edge_agent.contracts.unknown_field_counts()` (`"<kind>:<path>"` -> count). A
 document of the reader's own or an older minor is read strictly, and writers are
 strict: an unknown field there is an error naming it.
+
+Device messages: `seq` counts per device and kind in the device's outbox file, and
+`incarnation` (protocol 1.2) is that file's random id, new when the file is (a lost
+outbox, a re-imaged device: every `seq` starts at 1 again). The cloud deduplicates
+on (device, incarnation, kind, seq), counts gaps per incarnation and takes the
+device's state from its newest incarnation; a message without `incarnation` (1.0,
+1.1) belongs to the empty incarnation `""`.
 
 Topics: `edgekit/<fleet>/<device>/<kind>`, QoS {qos}; `status` is retained.
 """

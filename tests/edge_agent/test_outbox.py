@@ -50,6 +50,30 @@ def test_seq_is_monotonic_per_kind_and_survives_reopen(tmp_path):
     box.close()
 
 
+def test_a_new_file_is_a_new_incarnation_and_it_survives_reopen(tmp_path):
+    box = Outbox(tmp_path / "o.sqlite")
+    first = box.incarnation
+    assert len(first) == 16 and int(first, 16) >= 0
+    box.close()
+    again = Outbox(tmp_path / "o.sqlite")
+    assert again.incarnation == first
+    again.close()
+    (tmp_path / "o.sqlite").unlink()  # lost or moved away: seqs start at 1 again...
+    fresh = Outbox(tmp_path / "o.sqlite")
+    assert put(fresh) == 1 and fresh.incarnation != first  # ...under a new incarnation
+    assert Outbox(tmp_path / "other.sqlite").incarnation not in (first, fresh.incarnation)
+
+
+def test_an_outbox_of_the_previous_schema_gets_an_incarnation_and_keeps_its_seqs(tmp_path):
+    db = sqlite3.connect(tmp_path / "o.sqlite")
+    db.executescript("CREATE TABLE seqs (kind TEXT PRIMARY KEY, last INTEGER NOT NULL);"
+                     "INSERT INTO seqs VALUES ('telemetry', 41); PRAGMA user_version = 2;")
+    db.close()
+    box = Outbox(tmp_path / "o.sqlite")
+    assert put(box) == 42 and len(box.incarnation) == 16
+    assert box.query("PRAGMA user_version") == [(outbox_module.SCHEMA_VERSION,)]
+
+
 def test_seq_is_never_reused_after_ack(outbox):
     seqs = [put(outbox) for _ in range(3)]
     for row in outbox.pending(10):

@@ -46,7 +46,33 @@ EXAMPLES = [
 def test_every_message_round_trips(message):
     again = p.decode(message.KIND, message.to_json())
     assert again == message
-    assert json.loads(message.to_json())["v"] == str(p.PROTOCOL_VERSION) == "1.1"
+    assert json.loads(message.to_json())["v"] == str(p.PROTOCOL_VERSION) == "1.2"
+
+
+DEVICE_EXAMPLES = [m for m in EXAMPLES if isinstance(m, p.DeviceMessage)]
+
+
+@pytest.mark.parametrize("message", DEVICE_EXAMPLES, ids=lambda m: m.KIND)
+def test_every_device_message_carries_its_incarnation(message):
+    message.incarnation = "9c41d2e07b5a3f18"
+    doc = json.loads(message.to_json())
+    assert doc["incarnation"] == "9c41d2e07b5a3f18"
+    assert p.decode(message.KIND, message.to_json()).incarnation == "9c41d2e07b5a3f18"
+
+
+@pytest.mark.parametrize("message", DEVICE_EXAMPLES, ids=lambda m: m.KIND)
+@pytest.mark.parametrize("version", ["1.1", 1])
+def test_a_message_from_before_incarnations_reads_as_the_legacy_one(message, version):
+    doc = {**message.to_dict(), "v": version}
+    del doc["incarnation"]
+    read = p.MESSAGE_TYPES[message.KIND].from_dict(doc)
+    assert read.incarnation == p.LEGACY_INCARNATION == "" and read.unknown_fields == ()
+
+
+@pytest.mark.parametrize("bad", ["has space", "x" * 33, "dots.not.allowed", 7])
+def test_a_bad_incarnation_is_refused(bad):
+    with pytest.raises(ProtocolError, match="field 'incarnation' must be"):
+        p.Telemetry.from_dict({**telemetry().to_dict(), "incarnation": bad})
 
 
 @pytest.mark.parametrize("kind", p.KINDS)
