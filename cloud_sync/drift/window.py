@@ -140,12 +140,13 @@ def aggregate(messages: Iterable[Telemetry], scope: str, start: float,
               end: float) -> WindowCounts | None:
     """The messages with ``start <= ts < end`` summed into one window (None if there are none).
 
-    A repeated ``(device_id, seq)`` (at-least-once delivery) is counted once.
+    A repeated ``(device_id, incarnation, seq)`` (at-least-once delivery) is counted once;
+    a re-imaged device's seqs start again under a new incarnation and count anew.
     """
-    seen: set[tuple[str, int]] = set()
+    seen: set[tuple[str, str, int]] = set()
     parts = []
     for message in messages:
-        key = (message.device_id, message.seq)
+        key = (message.device_id, message.incarnation, message.seq)
         if start <= message.ts < end and key not in seen:
             seen.add(key)
             parts.append(from_telemetry(message, scope))

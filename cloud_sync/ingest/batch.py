@@ -2,8 +2,16 @@
 quarantine and counters, each in one statement (or a few) for the whole batch.
 
 Order matters across workers on PostgreSQL: every batch takes its row locks in the
-same order (seq heads, devices, counters), each sorted by key, so concurrent batches
+same order (devices, seq heads, counters), each sorted by key, so concurrent batches
 wait for each other but never deadlock.
+
+Incarnations (protocol 1.2): a device's seqs are unique per outbox incarnation, so rows,
+duplicates and gaps are keyed by (device, incarnation, kind, seq). The device's row
+follows its newest incarnation: one of which nothing was stored before (a re-imaged
+device, a lost outbox) becomes the row's ``incarnation`` at once, and only statuses of
+the row's incarnation are applied, whatever their seqs, so late messages of an older
+incarnation never overwrite what the device runs now. That is decided with the device
+rows locked first, so two workers never decide it differently.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from cloud_sync.config import CloudConfig
 from cloud_sync.ingest import gaps
 from cloud_sync.ingest.classify import FLEET_MISMATCH, UNKNOWN_DEVICE, Accepted, Rejected
 from cloud_sync.registry import Sighting, record_seen, record_status
+from cloud_sync.registry.devices import set_incarnations
 from cloud_sync.store import arrays, bump_counters, insert_messages, insert_samples
 from cloud_sync.store.rows import JsonDoc, message_row, sample_row
 from cloud_sync.store.schema import devices, messages, quarantine
@@ -49,9 +58,10 @@ def write_batch(conn: Connection, items: Sequence[Accepted | Rejected], cfg: Clo
     rejected = [i for i in items if isinstance(i, Rejected)]
     accepted, refused = _check_registration(conn, accepted, settings.registration_open)
     rejected += refused
+    followed = _follow_incarnations(conn, accepted, now)
     _store_rows(conn, accepted, result.counts)
     _track_gaps(conn, accepted, result.counts, now)
-    _update_registry(conn, accepted, now)
+    _update_registry(conn, accepted, followed, now)
     if rejected:
         _quarantine(conn, rejected, settings.quarantine_payload_bytes, now, result.counts)
         cap_quarantine(conn, cfg.retention.quarantine_max_rows)
@@ -101,11 +111,11 @@ STATE_READERS: dict[str, Callable[[Connection, list[str], Sequence[str]], list[s
 
 def _store_rows(conn: Connection, accepted: list[Accepted], counts: Counter) -> None:
     """Insert per kind (one statement each), so accepted and duplicate counts are exact."""
-    unique = {(a.device_id, a.kind, a.seq): a for a in accepted}
+    unique = {(a.device_id, a.message.incarnation, a.kind, a.seq): a for a in accepted}
     counts["duplicate"] += len(accepted) - len(unique)
     by_kind: dict[str, list[Accepted]] = {}
     for key in sorted(unique):
-        by_kind.setdefault(key[1], []).append(unique[key])
+        by_kind.setdefault(key[2], []).append(unique[key])
     for kind, group in sorted(by_kind.items()):
         new = ROW_WRITERS[kind](conn, group)
         counts[f"accepted:{kind}"] += new
@@ -138,7 +148,7 @@ def _track_gaps(conn: Connection, accepted: list[Accepted], counts: Counter,
     seqs: dict[gaps.Key, list[int]] = {}
     for a in accepted:
         if a.kind != protocol.STATUS:
-            seqs.setdefault((a.device_id, a.kind), []).append(a.seq)
+            seqs.setdefault((a.device_id, a.message.incarnation, a.kind), []).append(a.seq)
     report = gaps.track(conn, seqs, now)
     for kind, n in report.missing.items():
         counts[f"gap_missing:{kind}"] += n
@@ -146,17 +156,44 @@ def _track_gaps(conn: Connection, accepted: list[Accepted], counts: Counter,
         counts[f"gap_filled:{kind}"] += n
 
 
-def _update_registry(conn: Connection, accepted: list[Accepted], now: float) -> None:
+def _follow_incarnations(conn: Connection, accepted: list[Accepted], now: float
+                         ) -> dict[str, str]:
+    """Lock (and auto-register) the batch's devices; ``device -> incarnation`` its row
+    follows after this batch: the stored one, or a never-seen one of this batch (the
+    last received, when several are)."""
+    if not accepted:
+        return {}
+    seen = sorted({(a.device_id, a.fleet) for a in accepted})
+    stored = record_seen(conn, [Sighting(d, f, now) for d, f in seen])
+    others = {(a.device_id, a.message.incarnation) for a in accepted
+              if a.message.incarnation != stored[a.device_id]}
+    fresh = others - gaps.seen_incarnations(conn, others)
+    latest: dict[str, Accepted] = {}
+    for a in accepted:
+        if (a.device_id, a.message.incarnation) in fresh and _later(a, latest.get(a.device_id)):
+            latest[a.device_id] = a
+    newest = {d: a.message.incarnation for d, a in latest.items()}
+    set_incarnations(conn, newest)
+    return {**stored, **newest}
+
+
+def _later(a: Accepted, b: Accepted | None) -> bool:
+    return b is None or (a.received.received_at, a.message.ts) > \
+        (b.received.received_at, b.message.ts)
+
+
+def _update_registry(conn: Connection, accepted: list[Accepted], followed: dict[str, str],
+                     now: float) -> None:
+    """Apply each device's newest status of the incarnation its row follows."""
     if not accepted:
         return
     newest: dict[str, Accepted] = {}
     for a in accepted:
-        if a.kind == protocol.STATUS and (a.device_id not in newest
-                                          or a.seq > newest[a.device_id].seq):
+        if a.kind == protocol.STATUS and a.message.incarnation == followed[a.device_id] and (
+                a.device_id not in newest or a.seq > newest[a.device_id].seq):
             newest[a.device_id] = a
-    apply = gaps.status_heads(conn, {d: a.seq for d, a in newest.items()}, now)
-    seen = sorted({(a.device_id, a.fleet) for a in accepted})
-    record_seen(conn, [Sighting(d, f, now) for d, f in seen])
+    apply = gaps.status_heads(conn, {(d, a.message.incarnation): a.seq
+                                     for d, a in newest.items()}, now)
     _revive(conn, [a for a in accepted if a.kind != protocol.STATUS and a.device_id not in apply])
     for device_id in sorted(apply):
         _apply_status(conn, newest[device_id].message)

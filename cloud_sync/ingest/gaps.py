@@ -1,6 +1,9 @@
-"""Sequence heads and gaps: which seqs of a (device, kind) never arrived.
+"""Sequence heads and gaps: which seqs of a (device, incarnation, kind) never arrived.
 
-``seq_heads`` holds the highest seq stored per (device, kind). For each batch, seqs
+Seqs count in a device's outbox file; a new file (a re-imaged device, a lost outbox)
+counts from 1 again under a new ``incarnation`` (protocol 1.2; ``""`` before), so every
+key here includes it: a new incarnation opens no gap and is no duplicate of the old one.
+``seq_heads`` holds the highest seq stored per (device, incarnation, kind). For each batch, seqs
 above the head that skip numbers open gaps (``seq_gaps`` rows, ``from_seq..to_seq``
 inclusive); a late seq at or below the head closes (or splits) the gap holding it, so
 out-of-order arrival leaves no false gap. The first seqs ever seen of a pair open no
@@ -11,7 +14,8 @@ same seqs.
 
 Status messages are not gap-checked (the agent reserves a block of status seqs per
 connection, so they jump on purpose); their head orders them: ``status_heads`` tells
-which statuses are newer than the last one applied.
+which statuses are newer than the last one applied. ``seen_incarnations`` tells which
+incarnations of a device the store already knows (any head of theirs exists).
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from cloud_sync.store import arrays
 from cloud_sync.store.schema import seq_gaps, seq_heads
 from cloud_sync.store.writes import UPSERTS
 
-Key = tuple[str, str]  # (device_id, kind)
+Key = tuple[str, str, str]  # (device_id, incarnation, kind)
+KEY_COLUMNS = (seq_heads.c.device_id, seq_heads.c.incarnation, seq_heads.c.kind)
 
 
 @dataclass
@@ -52,10 +57,9 @@ def read_heads(conn: Connection, keys: Iterable[Key]) -> dict[Key, int]:
 
 def _read_heads(conn: Connection, keys: list[Key]) -> dict[Key, int]:
     """Portable: SQLite's ``BEGIN IMMEDIATE`` already holds the only write lock."""
-    query = (sa.select(seq_heads.c.device_id, seq_heads.c.kind, seq_heads.c.head)
-             .where(sa.tuple_(seq_heads.c.device_id, seq_heads.c.kind).in_(keys))
-             .order_by(seq_heads.c.device_id, seq_heads.c.kind))
-    return {(d, k): h for d, k, h in conn.execute(query)}
+    query = (sa.select(*KEY_COLUMNS, seq_heads.c.head)
+             .where(sa.tuple_(*KEY_COLUMNS).in_(keys)).order_by(*KEY_COLUMNS))
+    return {(d, i, k): h for d, i, k, h in conn.execute(query)}
 
 
 def write_heads(conn: Connection, heads: Mapping[Key, int], now: float) -> None:
@@ -68,12 +72,12 @@ def write_heads(conn: Connection, heads: Mapping[Key, int], now: float) -> None:
 def _write_heads(conn: Connection, heads: Mapping[Key, int], now: float) -> None:
     stmt = UPSERTS[conn.dialect.name](seq_heads)
     stmt = stmt.on_conflict_do_update(
-        index_elements=["device_id", "kind"],
+        index_elements=["device_id", "incarnation", "kind"],
         set_={"head": sa.case((stmt.excluded.head > seq_heads.c.head, stmt.excluded.head),
                               else_=seq_heads.c.head),
               "updated_at": stmt.excluded.updated_at})
-    conn.execute(stmt, [{"device_id": d, "kind": k, "head": h, "updated_at": now}
-                        for (d, k), h in sorted(heads.items())])
+    conn.execute(stmt, [{"device_id": d, "incarnation": i, "kind": k, "head": h,
+                         "updated_at": now} for (d, i, k), h in sorted(heads.items())])
 
 
 HEAD_READERS: dict[str, Callable[[Connection, list[Key]], dict[Key, int]]] = {
@@ -100,9 +104,9 @@ def track(conn: Connection, seqs: Mapping[Key, list[int]], now: float) -> GapRep
         head = heads.get(key)
         base = min(batch) - 1 if head is None else head
         for low, high in missing_ranges(base, [s for s in batch if s > base]):
-            new_gaps.append({"device_id": key[0], "kind": key[1], "from_seq": low,
-                             "to_seq": high, "detected_at": now})
-            report.add(report.missing, key[1], high - low + 1)
+            new_gaps.append({"device_id": key[0], "incarnation": key[1], "kind": key[2],
+                             "from_seq": low, "to_seq": high, "detected_at": now})
+            report.add(report.missing, key[2], high - low + 1)
         if head is not None and min(batch) <= head:
             late[key] = sorted({s for s in batch if s <= head})
         new_heads[key] = max(batch) if head is None else max(head, max(batch))
@@ -115,7 +119,7 @@ def track(conn: Connection, seqs: Mapping[Key, list[int]], now: float) -> GapRep
 def _insert_gaps(conn: Connection, rows: list[dict]) -> None:
     if rows:
         stmt = UPSERTS[conn.dialect.name](seq_gaps).on_conflict_do_nothing(
-            index_elements=["device_id", "kind", "from_seq"])
+            index_elements=["device_id", "incarnation", "kind", "from_seq"])
         conn.execute(stmt, rows)
 
 
@@ -124,24 +128,40 @@ def _fill_gaps(conn: Connection, late: Mapping[Key, list[int]], report: GapRepor
     """Split or delete the gaps that late seqs fall into (duplicates fall into none)."""
     if not late:
         return
-    query = sa.select(seq_gaps).where(
-        sa.tuple_(seq_gaps.c.device_id, seq_gaps.c.kind).in_(sorted(late)))
+    query = sa.select(seq_gaps).where(sa.tuple_(
+        seq_gaps.c.device_id, seq_gaps.c.incarnation, seq_gaps.c.kind).in_(sorted(late)))
     for gap in conn.execute(query).all():
-        inside = [s for s in late[(gap.device_id, gap.kind)] if gap.from_seq <= s <= gap.to_seq]
+        inside = [s for s in late[(gap.device_id, gap.incarnation, gap.kind)]
+                  if gap.from_seq <= s <= gap.to_seq]
         if not inside:
             continue
         conn.execute(sa.delete(seq_gaps).where(seq_gaps.c.id == gap.id))
         rest = missing_ranges(gap.from_seq - 1, [*inside, gap.to_seq + 1])
-        _insert_gaps(conn, [{"device_id": gap.device_id, "kind": gap.kind, "from_seq": low,
-                             "to_seq": high, "detected_at": gap.detected_at} for low, high in rest])
+        _insert_gaps(conn, [{"device_id": gap.device_id, "incarnation": gap.incarnation,
+                             "kind": gap.kind, "from_seq": low, "to_seq": high,
+                             "detected_at": gap.detected_at} for low, high in rest])
         report.add(report.filled, gap.kind, len(inside))
 
 
-def status_heads(conn: Connection, newest: Mapping[str, int], now: float) -> set[str]:
-    """Devices whose newest status in the batch (``device -> seq``) beats the stored one;
-    their heads are raised."""
-    keys = {(d, "status"): s for d, s in newest.items()}
+def status_heads(conn: Connection, newest: Mapping[tuple[str, str], int], now: float
+                 ) -> set[str]:
+    """Devices whose newest status in the batch (``(device, incarnation) -> seq``) beats
+    the stored one of that incarnation; their heads are raised."""
+    keys = {(d, i, "status"): s for (d, i), s in newest.items()}
     heads = read_heads(conn, keys)
     newer = {k: s for k, s in keys.items() if heads.get(k) is None or s > heads[k]}
     write_heads(conn, newer, now)
-    return {d for d, _kind in newer}
+    return {d for d, _i, _kind in newer}
+
+
+def seen_incarnations(conn: Connection, pairs: Iterable[tuple[str, str]]
+                      ) -> set[tuple[str, str]]:
+    """Those (device, incarnation) pairs of which some message was stored before (a head
+    exists). Called with the devices' rows locked (``registry.record_seen``), before this
+    batch writes heads, so it sees every other batch's heads of these devices."""
+    pairs = sorted(set(pairs))
+    if not pairs:
+        return set()
+    query = (sa.select(seq_heads.c.device_id, seq_heads.c.incarnation).distinct()
+             .where(sa.tuple_(seq_heads.c.device_id, seq_heads.c.incarnation).in_(pairs)))
+    return {(d, i) for d, i in conn.execute(query)}

@@ -4,12 +4,16 @@ A device's MQTT username is its id. ``add_device`` makes a password, keeps only 
 Mosquitto hash and returns the password once. Ingest calls ``record_seen`` (batch
 upsert: auto-registers unknown devices) and ``record_status``. All functions take a
 Connection inside the caller's transaction (``store.transaction``).
+
+``incarnation`` is the newest outbox incarnation seen of the device (protocol 1.2; ``""``
+before): ingest applies only that incarnation's statuses (``ingest.batch``), so a
+re-imaged device whose seqs start again at 1 still updates its row.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -43,6 +47,7 @@ class Device:
     agent_version: str | None = None
     first_seen: float | None = None
     last_seen: float | None = None
+    incarnation: str = ""
 
     @classmethod
     def from_row(cls, row: Any) -> Device:
@@ -141,14 +146,18 @@ def remove_device(conn: Connection, device_id: str) -> Device:
     return device
 
 
-def record_seen(conn: Connection, sightings: Sequence[Sighting]) -> None:
-    """Auto-register unknown devices and widen ``first_seen``/``last_seen`` (one batch upsert)."""
+def record_seen(conn: Connection, sightings: Sequence[Sighting]) -> dict[str, str]:
+    """Auto-register unknown devices and widen ``first_seen``/``last_seen`` (one batch upsert).
+
+    Returns ``device -> incarnation`` as stored; the rows stay locked until commit (on
+    PostgreSQL), so what the caller decides from them no other writer decides at once."""
     if not sightings:
-        return
-    SEEN_WRITERS.get(conn.dialect.name, _record_seen)(conn, _spans(sightings))
+        return {}
+    return SEEN_WRITERS.get(conn.dialect.name, _record_seen)(conn, _spans(sightings))
 
 
-def _record_seen(conn: Connection, spans: dict[str, tuple[str, float, float]]) -> None:
+def _record_seen(conn: Connection, spans: dict[str, tuple[str, float, float]]
+                 ) -> dict[str, str]:
     stmt = UPSERTS[conn.dialect.name](devices)
     new, old = stmt.excluded, devices.c
     stmt = stmt.on_conflict_do_update(index_elements=["id"], set_={
@@ -157,15 +166,22 @@ def _record_seen(conn: Connection, spans: dict[str, tuple[str, float, float]]) -
                              else_=old.last_seen),
         "first_seen": sa.case((old.first_seen.is_(None), new.first_seen),
                               (new.first_seen < old.first_seen, new.first_seen),
-                              else_=old.first_seen)})
-    conn.execute(stmt, [{"id": device, "fleet": fleet, "registered_by": "auto",
-                         "state": "online", "first_seen": first, "last_seen": last,
-                         "created_at": first}
-                        for device, (fleet, first, last) in spans.items()])
+                              else_=old.first_seen)}).returning(old.id, old.incarnation)
+    return dict(conn.execute(stmt, [{"id": device, "fleet": fleet, "registered_by": "auto",
+                                     "state": "online", "first_seen": first,
+                                     "last_seen": last, "created_at": first}
+                                    for device, (fleet, first, last) in spans.items()]).all())
 
 
-SEEN_WRITERS: dict[str, Callable[[Connection, dict[str, tuple[str, float, float]]], None]] = {
-    "postgresql": arrays.record_seen}
+SEEN_WRITERS: dict[str, Callable[[Connection, dict[str, tuple[str, float, float]]],
+                                 dict[str, str]]] = {"postgresql": arrays.record_seen}
+
+
+def set_incarnations(conn: Connection, newest: Mapping[str, str]) -> None:
+    """Make ``newest[device]`` the incarnation each device's row follows from now on."""
+    for device_id, incarnation in sorted(newest.items()):
+        conn.execute(sa.update(devices).where(devices.c.id == device_id)
+                     .values(incarnation=incarnation))
 
 
 def _spans(sightings: Sequence[Sighting]) -> dict[str, tuple[str, float, float]]:

@@ -18,20 +18,21 @@ from collections.abc import Mapping, Sequence
 
 from sqlalchemy.engine import Connection
 
-Key = tuple[str, str]  # (device_id, kind)
+Key = tuple[str, str, str]  # (device_id, incarnation, kind)
 
 _READ_HEADS = """
-SELECT h.device_id, h.kind, h.head FROM seq_heads AS h
-JOIN unnest(%(devices)s::text[], %(kinds)s::text[]) AS k(device_id, kind)
-  ON h.device_id = k.device_id AND h.kind = k.kind
-ORDER BY h.device_id, h.kind
+SELECT h.device_id, h.incarnation, h.kind, h.head FROM seq_heads AS h
+JOIN unnest(%(devices)s::text[], %(incarnations)s::text[], %(kinds)s::text[])
+  AS k(device_id, incarnation, kind)
+  ON h.device_id = k.device_id AND h.incarnation = k.incarnation AND h.kind = k.kind
+ORDER BY h.device_id, h.incarnation, h.kind
 FOR UPDATE OF h"""
 
 _WRITE_HEADS = """
-INSERT INTO seq_heads (device_id, kind, head, updated_at)
-SELECT * FROM unnest(%(devices)s::text[], %(kinds)s::text[], %(heads)s::bigint[],
-                     %(at)s::float8[])
-ON CONFLICT (device_id, kind) DO UPDATE
+INSERT INTO seq_heads (device_id, incarnation, kind, head, updated_at)
+SELECT * FROM unnest(%(devices)s::text[], %(incarnations)s::text[], %(kinds)s::text[],
+                     %(heads)s::bigint[], %(at)s::float8[])
+ON CONFLICT (device_id, incarnation, kind) DO UPDATE
   SET head = GREATEST(seq_heads.head, EXCLUDED.head), updated_at = EXCLUDED.updated_at"""
 
 _RECORD_SEEN = """
@@ -41,7 +42,8 @@ FROM unnest(%(ids)s::text[], %(fleets)s::text[], %(first)s::float8[], %(last)s::
   AS s(id, fleet, first_seen, last_seen)
 ON CONFLICT (id) DO UPDATE
   SET last_seen = GREATEST(devices.last_seen, EXCLUDED.last_seen),
-      first_seen = LEAST(devices.first_seen, EXCLUDED.first_seen)"""
+      first_seen = LEAST(devices.first_seen, EXCLUDED.first_seen)
+RETURNING id, incarnation"""
 
 _FLEETS = """
 SELECT d.id, d.fleet FROM devices AS d JOIN unnest(%(ids)s::text[]) AS u(id) ON d.id = u.id"""
@@ -53,26 +55,30 @@ WHERE d.state = ANY(%(states)s::text[])"""
 
 def read_heads(conn: Connection, keys: Sequence[Key]) -> dict[Key, int]:
     """Heads of ``keys`` (sorted, unique), locked ``FOR UPDATE`` in key order."""
-    rows = conn.exec_driver_sql(_READ_HEADS, {"devices": [d for d, _k in keys],
-                                              "kinds": [k for _d, k in keys]})
-    return {(d, k): h for d, k, h in rows}
+    rows = conn.exec_driver_sql(_READ_HEADS, {"devices": [d for d, _i, _k in keys],
+                                              "incarnations": [i for _d, i, _k in keys],
+                                              "kinds": [k for _d, _i, k in keys]})
+    return {(d, i, k): h for d, i, k, h in rows}
 
 
 def write_heads(conn: Connection, heads: Mapping[Key, int], now: float) -> None:
     """Raise heads to the given values (never lowers one); rows written in key order."""
     keys = sorted(heads)
     conn.exec_driver_sql(_WRITE_HEADS, {
-        "devices": [d for d, _k in keys], "kinds": [k for _d, k in keys],
-        "heads": [heads[key] for key in keys], "at": [now] * len(keys)})
+        "devices": [d for d, _i, _k in keys], "incarnations": [i for _d, i, _k in keys],
+        "kinds": [k for _d, _i, k in keys], "heads": [heads[key] for key in keys],
+        "at": [now] * len(keys)})
 
 
-def record_seen(conn: Connection, spans: Mapping[str, tuple[str, float, float]]) -> None:
+def record_seen(conn: Connection, spans: Mapping[str, tuple[str, float, float]]
+                ) -> dict[str, str]:
     """Upsert ``device -> (fleet, first, last)``: new devices auto-registered ``online``,
-    known ones' ``first_seen``/``last_seen`` widened (PostgreSQL's LEAST/GREATEST skip NULL)."""
+    known ones' ``first_seen``/``last_seen`` widened (PostgreSQL's LEAST/GREATEST skip NULL).
+    Returns each device's stored ``incarnation`` (its row now locked until commit)."""
     ids = sorted(spans)
-    conn.exec_driver_sql(_RECORD_SEEN, {
+    return dict(conn.exec_driver_sql(_RECORD_SEEN, {
         "ids": ids, "fleets": [spans[i][0] for i in ids],
-        "first": [spans[i][1] for i in ids], "last": [spans[i][2] for i in ids]})
+        "first": [spans[i][1] for i in ids], "last": [spans[i][2] for i in ids]}).all())
 
 
 def fleets_of(conn: Connection, ids: Sequence[str]) -> dict[str, str]:

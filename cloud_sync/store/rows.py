@@ -70,9 +70,9 @@ def message_row(fleet: str | None, kind: str, message: Message | dict[str, Any],
     name, version = _model(msg)
     row = dict.fromkeys(MESSAGE_COLUMNS)
     row.update(EXTRACTORS.get(kind, lambda _msg: {})(msg))
-    row.update(device_id=msg.device_id, fleet=fleet, kind=kind, seq=msg.seq, ts=msg.ts,
-               received_at=received_at, model_name=name, model_version=version,
-               payload=payload)
+    row.update(device_id=msg.device_id, fleet=fleet, incarnation=msg.incarnation, kind=kind,
+               seq=msg.seq, ts=msg.ts, received_at=received_at, model_name=name,
+               model_version=version, payload=payload)
     return row
 
 
@@ -83,9 +83,10 @@ def sample_row(fleet: str | None, message: protocol.Sample | dict[str, Any],
     name, version = _model(msg)
     payload = msg.to_dict()
     payload["input"] = {k: v for k, v in payload["input"].items() if k != "data"}
-    return {"device_id": msg.device_id, "fleet": fleet, "seq": msg.seq, "ts": msg.ts,
-            "received_at": received_at, "model_name": name, "model_version": version,
-            "reason": msg.reason, "pred_class": msg.prediction.class_index,
+    return {"device_id": msg.device_id, "fleet": fleet, "incarnation": msg.incarnation,
+            "seq": msg.seq, "ts": msg.ts, "received_at": received_at, "model_name": name,
+            "model_version": version, "reason": msg.reason,
+            "pred_class": msg.prediction.class_index,
             "pred_confidence": msg.prediction.confidence, "input_dtype": msg.input.dtype,
             "input_shape": list(msg.input.shape), "input_data": base64.b64decode(msg.input.data),
             "payload": payload}

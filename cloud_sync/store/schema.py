@@ -27,6 +27,7 @@ TIME = sa.Double
 ID = sa.String(64)
 NAME = sa.String(128)
 VERSION = sa.String(64)
+INCARNATION = sa.String(32)  # a device outbox's random id; "" for messages before protocol 1.2
 
 devices = sa.Table(
     "devices", metadata,
@@ -42,6 +43,7 @@ devices = sa.Table(
     sa.Column("first_seen", TIME),
     sa.Column("last_seen", TIME),
     sa.Column("created_at", TIME, nullable=False),
+    sa.Column("incarnation", INCARNATION, nullable=False, server_default=""),  # the newest seen
     sa.CheckConstraint("registered_by IN ('auto', 'cli')", name="registered_by"),
     sa.Index(None, "state", "last_seen"),  # the silence rule's scan (serve/jobs.py)
 )
@@ -53,11 +55,12 @@ service_accounts = sa.Table(  # the cloud's own broker users (ingest, controller
     sa.Column("created_at", TIME, nullable=False),
 )
 
-messages = sa.Table(  # telemetry, status and cmd/result, one row per (device, kind, seq)
+messages = sa.Table(  # telemetry, status, cmd/result: a row per (device, incarnation, kind, seq)
     "messages", metadata,
     sa.Column("id", ROW_ID, primary_key=True, autoincrement=True),
     sa.Column("device_id", ID, nullable=False),
     sa.Column("fleet", ID),
+    sa.Column("incarnation", INCARNATION, nullable=False, server_default=""),
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("seq", sa.BigInteger, nullable=False),
     sa.Column("ts", TIME, nullable=False),
@@ -72,15 +75,16 @@ messages = sa.Table(  # telemetry, status and cmd/result, one row per (device, k
     sa.Column("latency_p99", sa.Float),
     sa.Column("confidence_mean", sa.Float),
     sa.Column("payload", JSON, nullable=False),
-    sa.UniqueConstraint("device_id", "kind", "seq"),
+    sa.UniqueConstraint("device_id", "incarnation", "kind", "seq"),
     sa.Index(None, "device_id", "kind", "ts"),
 )
 
-samples = sa.Table(  # inputs kept for retraining, one row per (device, seq)
+samples = sa.Table(  # inputs kept for retraining, one row per (device, incarnation, seq)
     "samples", metadata,
     sa.Column("id", ROW_ID, primary_key=True, autoincrement=True),
     sa.Column("device_id", ID, nullable=False),
     sa.Column("fleet", ID),
+    sa.Column("incarnation", INCARNATION, nullable=False, server_default=""),
     sa.Column("seq", sa.BigInteger, nullable=False),
     sa.Column("ts", TIME, nullable=False),
     sa.Column("received_at", TIME, nullable=False, index=True),
@@ -93,7 +97,7 @@ samples = sa.Table(  # inputs kept for retraining, one row per (device, seq)
     sa.Column("input_shape", JSON, nullable=False),
     sa.Column("input_data", sa.LargeBinary, nullable=False),
     sa.Column("payload", JSON, nullable=False),  # the message without input.data
-    sa.UniqueConstraint("device_id", "seq"),
+    sa.UniqueConstraint("device_id", "incarnation", "seq"),
     sa.Index(None, "model_name", "model_version", "ts"),
 )
 
@@ -101,16 +105,18 @@ seq_gaps = sa.Table(  # seqs that never arrived: from_seq..to_seq inclusive
     "seq_gaps", metadata,
     sa.Column("id", ROW_ID, primary_key=True, autoincrement=True),
     sa.Column("device_id", ID, nullable=False),
+    sa.Column("incarnation", INCARNATION, nullable=False, server_default=""),
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("from_seq", sa.BigInteger, nullable=False),
     sa.Column("to_seq", sa.BigInteger, nullable=False),
     sa.Column("detected_at", TIME, nullable=False, index=True),
-    sa.UniqueConstraint("device_id", "kind", "from_seq"),
+    sa.UniqueConstraint("device_id", "incarnation", "kind", "from_seq"),
 )
 
-seq_heads = sa.Table(  # highest seq stored per (device, kind): gap detection without scans
+seq_heads = sa.Table(  # highest seq stored per (device, incarnation, kind): gaps without scans
     "seq_heads", metadata,
     sa.Column("device_id", ID, primary_key=True),
+    sa.Column("incarnation", INCARNATION, primary_key=True, server_default=""),
     sa.Column("kind", sa.String(16), primary_key=True),
     sa.Column("head", sa.BigInteger, nullable=False),
     sa.Column("updated_at", TIME, nullable=False),

@@ -22,8 +22,8 @@ from cloud_sync.store.schema import ingest_stats, messages, samples
 
 UPSERTS: dict[str, Callable[[sa.Table], Any]] = {
     "sqlite": sqlite.insert, "postgresql": postgresql.insert}
-MESSAGE_KEY = ("device_id", "kind", "seq")
-SAMPLE_KEY = ("device_id", "seq")
+MESSAGE_KEY = ("device_id", "incarnation", "kind", "seq")
+SAMPLE_KEY = ("device_id", "incarnation", "seq")
 
 
 def _data_columns(table: sa.Table) -> list[str]:
@@ -80,12 +80,12 @@ def insert_ignoring_duplicates(conn: Connection, table: sa.Table, rows: Sequence
 
 
 def insert_messages(conn: Connection, rows: Sequence[dict]) -> int:
-    """Store telemetry/status/result rows idempotently on (device_id, kind, seq)."""
+    """Store telemetry/status/result rows idempotently on (device_id, incarnation, kind, seq)."""
     return insert_ignoring_duplicates(conn, messages, rows, MESSAGE_KEY)
 
 
 def insert_samples(conn: Connection, rows: Sequence[dict]) -> int:
-    """Store sample rows idempotently on (device_id, seq)."""
+    """Store sample rows idempotently on (device_id, incarnation, seq)."""
     return insert_ignoring_duplicates(conn, samples, rows, SAMPLE_KEY)
 
 

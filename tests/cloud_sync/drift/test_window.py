@@ -43,6 +43,12 @@ def test_aggregate_sums_counts_weights_the_mean_and_drops_repeats():
     assert aggregate(msgs, "d1", 20.0, 30.0) is None
 
 
+def test_aggregate_counts_the_same_seq_of_another_incarnation():
+    old, new = telemetry(seq=1, ts=1, n=10), telemetry(seq=1, ts=3, n=30)
+    old.incarnation, new.incarnation = "0ld", "4e3"  # the outbox was lost in between
+    assert aggregate([old, new, new], "d1", 0.0, 5.0).inferences == 40
+
+
 def test_pool_needs_one_model_and_one_bin_layout():
     a, b = from_telemetry(telemetry("a")), from_telemetry(telemetry("b", seq=0))
     fleet = pool([a, b], "fleet:f")

@@ -16,17 +16,21 @@ def telemetry(device: str, seq: int, **over) -> bytes:
     return json.dumps(doc).encode()
 
 
-def status(device: str, seq: int, state: str = "online") -> bytes:
-    """A valid status payload."""
+def status(device: str, seq: int, state: str = "online", **over) -> bytes:
+    """A valid status payload (``over``: other fields, e.g. ``incarnation``)."""
     msg = example_messages()["status"]
     msg.device_id, msg.seq, msg.state = device, seq, state
+    for name, value in over.items():
+        setattr(msg, name, value)
     return msg.to_json()
 
 
-def sample(device: str, seq: int) -> bytes:
-    """A valid sample payload."""
+def sample(device: str, seq: int, **over) -> bytes:
+    """A valid sample payload (``over``: other fields, e.g. ``incarnation``)."""
     msg = example_messages()["samples"]
     msg.device_id, msg.seq = device, seq
+    for name, value in over.items():
+        setattr(msg, name, value)
     return msg.to_json()
 
 

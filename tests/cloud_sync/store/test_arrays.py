@@ -22,20 +22,24 @@ def pg(pg_admin_url):
 
 
 def test_heads_are_read_and_raised_as_the_portable_form_does(pg):
-    keys = [("d1", "telemetry"), ("d1", "samples"), ("d2", "telemetry")]
+    keys = [("d1", "", "telemetry"), ("d1", "", "samples"), ("d2", "", "telemetry"),
+            ("d2", "b7", "telemetry")]
     with transaction(pg) as conn:
-        arrays.write_heads(conn, {keys[0]: 5, keys[2]: 9}, 1.0)
+        arrays.write_heads(conn, {keys[0]: 5, keys[2]: 9, keys[3]: 2}, 1.0)
         arrays.write_heads(conn, {keys[0]: 3, keys[2]: 12}, 2.0)  # a head is never lowered
         wanted = sorted(keys)
         assert arrays.read_heads(conn, wanted) == gaps._read_heads(conn, wanted) == {
-            ("d1", "telemetry"): 5, ("d2", "telemetry"): 12}
+            ("d1", "", "telemetry"): 5, ("d2", "", "telemetry"): 12,
+            ("d2", "b7", "telemetry"): 2}
 
 
 def test_record_seen_registers_new_devices_and_widens_known_ones(pg):
     with transaction(pg) as conn:
         add_device(conn, "known", "f", now=100.0)  # registered, never seen: NULL times
-        arrays.record_seen(conn, {"known": ("f", 50.0, 60.0), "new": ("f", 70.0, 80.0)})
-        arrays.record_seen(conn, {"known": ("f", 55.0, 40.0), "new": ("f", 65.0, 90.0)})
+        first = arrays.record_seen(conn, {"known": ("f", 50.0, 60.0), "new": ("f", 70.0, 80.0)})
+        registry.set_incarnations(conn, {"new": "b7"})
+        again = arrays.record_seen(conn, {"known": ("f", 55.0, 40.0), "new": ("f", 65.0, 90.0)})
+        assert (first, again) == ({"known": "", "new": ""}, {"known": "", "new": "b7"})
         known, new = get_device(conn, "known"), get_device(conn, "new")
     assert (known.first_seen, known.last_seen, known.registered_by) == (50.0, 60.0, "cli")
     assert (new.first_seen, new.last_seen, new.state, new.registered_by) == (

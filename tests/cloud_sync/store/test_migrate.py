@@ -73,3 +73,32 @@ def test_a_failing_migration_is_one_clear_error(db_url, monkeypatch):
     monkeypatch.setattr(command, "upgrade", broken)
     with pytest.raises(StoreError, match=r"migrating database .* failed: disk full"):
         upgrade(create_engine(db_url))
+
+
+def test_0005_keeps_earlier_rows_as_the_legacy_incarnation_and_downgrades(db_url):
+    from alembic import command
+
+    from cloud_sync.store.migrate import alembic_config
+
+    engine = create_engine(db_url)
+    upgrade(engine, "0004")
+    insert = ("INSERT INTO messages (device_id, fleet, {inc}kind, seq, ts, received_at, payload) "
+              "VALUES ('pi-1', 'lab', {val}'telemetry', 5, 1.0, 1.0, '{{}}')")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO seq_heads VALUES ('pi-1', 'telemetry', 5, 1.0)")
+        conn.exec_driver_sql(insert.format(inc="", val=""))
+    upgrade(engine, "0005")
+    with engine.begin() as conn:
+        assert conn.exec_driver_sql("SELECT incarnation, head FROM seq_heads").all() == [("", 5)]
+        conn.exec_driver_sql(insert.format(inc="incarnation, ", val="'b7', "))  # a new outbox
+        conn.exec_driver_sql("INSERT INTO seq_heads (device_id, incarnation, kind, head, "
+                             "updated_at) VALUES ('pi-1', 'b7', 'telemetry', 5, 2.0)")
+    with engine.connect() as conn:
+        command.downgrade(alembic_config(conn), "0004")
+        conn.commit()
+    with engine.connect() as conn:  # back to one row per (device, kind, seq): the newest
+        assert conn.exec_driver_sql("SELECT count(*) FROM messages").scalar() == 1
+        assert conn.exec_driver_sql("SELECT head, updated_at FROM seq_heads").all() == [
+            (5, 2.0)]
+    assert upgrade(engine) == head_revision()
+    engine.dispose()
