@@ -6,6 +6,12 @@ connection; ``renew`` checks the connection is alive and otherwise steps down.
 SQLite (one host): the ``leader_lock`` row, taken when absent, expired or already ours,
 with an expiry of ``ttl_s`` renewed every ``ttl_s / 3``; a leader that stops renewing
 is replaced after at most ``ttl_s``. Either way two instances never both lead.
+
+A job about to write asks ``confirm()``, which checks the lock on the spot rather than
+trusting the last renewal: a leader that was paused (SIGSTOP, a VM freeze) while its
+session was ended and another instance took over finds out before it writes.
+Connections use TCP keepalives (``store/engine.py``), so a leader whose host dies
+loses its session, and the lock, within about a minute.
 """
 
 from __future__ import annotations
@@ -40,18 +46,21 @@ def default_holder() -> str:
 
 
 class _AdvisoryLock:
-    """PostgreSQL: a session advisory lock on a connection kept for it."""
+    """PostgreSQL: a session advisory lock on a connection kept for it. Advisory locks
+    belong to the whole database, so the key names the deployment's schema too: two
+    deployments in two schemas of one database each elect their own leader."""
 
     def __init__(self, engine: Engine, name: str) -> None:
-        self.engine, self.key = engine, lock_key(name)
+        self.engine, self.name = engine, name
         self.conn: Connection | None = None
 
     def try_acquire(self) -> bool:
         try:
             if self.conn is None:
                 self.conn = self.engine.connect()
+            schema = self.conn.execute(sa.text("SELECT current_schema()")).scalar()
             got = self.conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"),
-                                    {"k": self.key}).scalar()
+                                    {"k": lock_key(f"{schema}:{self.name}")}).scalar()
             self.conn.commit()
         except sa.exc.SQLAlchemyError:
             self._drop()
@@ -70,7 +79,7 @@ class _AdvisoryLock:
     def release(self) -> None:
         if self.conn is not None:
             try:
-                self.conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": self.key})
+                self.conn.execute(sa.text("SELECT pg_advisory_unlock_all()"))
                 self.conn.commit()
             except sa.exc.SQLAlchemyError:
                 pass
@@ -133,14 +142,25 @@ class Leadership:
         self._lock = (_AdvisoryLock(engine, name) if engine.dialect.name == "postgresql"
                       else _LeaseRow(engine, name, self.holder, ttl_s))
         self._leader = threading.Event()
+        self._guard = threading.RLock()  # one lock connection, used by several threads
 
     @property
     def is_leader(self) -> bool:
         """True while this instance holds the lock."""
         return self._leader.is_set()
 
+    def confirm(self) -> bool:
+        """Whether we lead, checked with the database now (for a job about to write);
+        steps down if the lock is gone. Never acquires."""
+        with self._guard:
+            return self.is_leader and self.step()
+
     def step(self) -> bool:
         """One attempt: acquire (or renew) the lock; returns whether we lead now."""
+        with self._guard:
+            return self._step()
+
+    def _step(self) -> bool:
         try:
             now_leader = self._lock.renew() if self.is_leader else self._lock.try_acquire()
         except sa.exc.SQLAlchemyError as exc:
@@ -164,5 +184,6 @@ class Leadership:
 
     def release(self) -> None:
         """Give the lock up (if held)."""
-        self._lock.release()
-        self._leader.clear()
+        with self._guard:
+            self._lock.release()
+            self._leader.clear()

@@ -46,7 +46,10 @@ def mark_silent(conn: Connection, cfg: CloudConfig, now: float) -> dict[str, int
 
 class Housekeeping:
     """Runs each job when due (retention every ``retention.interval_s``, the silence rule
-    every ``ingest.state_interval_s``; or the ``jobs`` given) while ``leading()`` is true."""
+    every ``ingest.state_interval_s``; or the ``jobs`` given) while ``leading()`` is true.
+
+    ``leading`` is asked right before each job runs, so it should check with the
+    database (``Leadership.confirm``), not a flag set at the last renewal."""
 
     def __init__(self, cfg: CloudConfig, engine: Engine, leading: Callable[[], bool],
                  jobs: list[tuple[float, Job, str]] | None = None) -> None:

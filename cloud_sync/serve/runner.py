@@ -75,15 +75,15 @@ def serve(cfg: CloudConfig, options: ServeOptions) -> None:
     workers = WorkerSupervisor(cfg, options.client_id_prefix)
     leadership = Leadership(engine)
     threads = [threading.Thread(target=leadership.run, args=(stop,), name="edgekit-leader"),
-               threading.Thread(target=Housekeeping(cfg, engine, lambda: leadership.is_leader)
+               threading.Thread(target=Housekeeping(cfg, engine, leadership.confirm)
                                 .run, args=(stop,), name="edgekit-housekeeping"),
-               threading.Thread(target=Housekeeping(cfg, engine, lambda: leadership.is_leader,
+               threading.Thread(target=Housekeeping(cfg, engine, leadership.confirm,
                                                     trigger_jobs(cfg)).run,
                                 args=(stop,), name="edgekit-controller"),
-               threading.Thread(target=Housekeeping(cfg, engine, lambda: leadership.is_leader,
+               threading.Thread(target=Housekeeping(cfg, engine, leadership.confirm,
                                                     action_jobs(cfg)).run,
                                 args=(stop,), name="edgekit-actions"),
-               threading.Thread(target=Housekeeping(cfg, engine, lambda: leadership.is_leader,
+               threading.Thread(target=Housekeeping(cfg, engine, leadership.confirm,
                                                     rollout_jobs(cfg)).run,
                                 args=(stop,), name="edgekit-rollouts")]
     try:

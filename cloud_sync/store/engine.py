@@ -6,10 +6,19 @@
 never fail on a stale snapshot). ``postgresql://`` and ``postgres://`` are mapped to
 ``postgresql+psycopg://``; a search path can be given the libpq way, e.g.
 ``postgresql://u@h/db?options=-csearch_path%3Dmyschema``.
+
+PostgreSQL connections probe a silent peer with TCP keepalives on both ends
+(``PG_KEEPALIVES``: libpq's on ours, the session's ``tcp_keepalives_*`` on the
+server's), so when a host dies without closing its sockets the other side knows
+within about a minute, not the kernel's two hours: the server then ends a dead
+leader's session and its advisory lock goes to another instance. Each connection is
+named ``edgekit-<pid>`` (``application_name``, unless the URL names one), so
+``pg_stat_activity`` shows which process holds what.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -109,9 +118,34 @@ def _sqlite_on_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+PG_KEEPALIVES = {"idle": 20, "interval": 10, "count": 4}  # a dead peer is dropped in ~60 s
+PG_USER_TIMEOUT_MS = 60_000  # unacknowledged data (a query to a dead server) fails as fast
+
+
+def pg_connect_args(url: URL) -> dict[str, object]:
+    """libpq parameters of every connection: timeouts, keepalives, our name."""
+    args: dict[str, object] = {
+        "connect_timeout": 10, "keepalives": 1, "tcp_user_timeout": PG_USER_TIMEOUT_MS,
+        **{f"keepalives_{k}": v for k, v in PG_KEEPALIVES.items()}}
+    if "application_name" not in url.query:
+        args["application_name"] = f"edgekit-{os.getpid()}"
+    return args
+
+
 def _postgresql_engine(url: URL, **options: object) -> Engine:
     options = {"pool_pre_ping": True, **options}
-    return sa.create_engine(url, connect_args={"connect_timeout": 10}, **options)
+    engine = sa.create_engine(url, connect_args=pg_connect_args(url), **options)
+    event.listen(engine, "connect", _postgresql_on_connect)
+    return engine
+
+
+def _postgresql_on_connect(dbapi_conn, _record) -> None:
+    """The server side's keepalives for this session (any user may set them)."""
+    with dbapi_conn.cursor() as cursor:
+        for name, value in PG_KEEPALIVES.items():
+            cursor.execute(f"SET tcp_keepalives_{name} = {int(value)}")
+        cursor.execute(f"SET tcp_user_timeout = {PG_USER_TIMEOUT_MS}")
+    dbapi_conn.commit()
 
 
 DIALECT_ENGINES: dict[str, Callable[..., Engine]] = {

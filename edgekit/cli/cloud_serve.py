@@ -24,7 +24,11 @@ def serve(db: str = typer.Option(None, "--db", help="Database URL: sqlite:///FIL
           closed: bool = typer.Option(False, "--closed-registration", help="Quarantine "
                                       "messages of devices not added with 'cloud device add'."),
           config: Path = typer.Option(None, "--config", help="JSON or YAML cloud settings."),
-          no_http: bool = typer.Option(False, "--no-http", help="Run ingest only.")) -> None:
+          no_http: bool = typer.Option(False, "--no-http", help="Run ingest only."),
+          client_id_prefix: str = typer.Option(None, "--client-id-prefix", help="MQTT client "
+                                               "id prefix of the ingest workers (default: "
+                                               "edgekit-ingest-HOST); give each serve on one "
+                                               "host its own.")) -> None:
     """Run the cloud: N MQTT ingest workers, retention, device states, the HTTP API."""
     from cloud_sync.config import CloudConfig
     from cloud_sync.serve.runner import ServeOptions
@@ -41,7 +45,8 @@ def serve(db: str = typer.Option(None, "--db", help="Database URL: sqlite:///FIL
         raise ConfigError("serve needs the public key that signs your bundles: --pubkey "
                           "KEY.pub (make one with 'edgekit keys generate')")
     logging.getLogger().setLevel(logging.INFO)
-    run_serve(cfg, ServeOptions(http=None if no_http else _http_address(cfg, http)))
+    run_serve(cfg, ServeOptions(http=None if no_http else _http_address(cfg, http),
+                                client_id_prefix=client_id_prefix))
 
 
 def _http_address(cfg, http: str | None) -> str | None:
