@@ -22,7 +22,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -380,7 +380,7 @@ def build_report(ctx: ReportContext, results: dict[str, SearchResult], bundles: 
         if result.chosen is None:
             entry["reason"] = _failure_reason(result)
         profiles[name] = entry
-    return {"created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    return {"created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "duration_s": round(duration, 1), "model": req.model,
             "weights": str(req.weights) if req.weights else None, "data": req.data,
             "metric": prep.inputs.metric_name, "baseline_metric": round(prep.gate_baseline, 6),

@@ -4,7 +4,7 @@ build-time metrics, lineage and reference statistics."""
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ def write_chosen_bundle(outcome: Outcome, profile_name: str, inputs: BuildInputs
                           runtime=target.runtime_options()),
         files={}, inputs=_with_layout(model.session.inputs),
         outputs=_with_layout(model.session.outputs),
-        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         created_by=f"edgekit {agent_version} build",
         preprocessing=inputs.preprocessing, labels=list(inputs.labels),
         metrics=Metrics.from_dict(metrics, "metrics"), lineage=lineage,

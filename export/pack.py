@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Union
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -24,7 +25,7 @@ from export.introspect import format_of, precision_of
 from export.refstats import reference_stats
 from hardware_profiles import OnnxTarget, Profile, TfliteTarget
 
-Target = OnnxTarget | TfliteTarget
+Target = Union[OnnxTarget, TfliteTarget]  # a run-time alias: Python 3.9 has no `A | B` here
 
 
 @dataclass
@@ -86,8 +87,8 @@ def _reference(session: Session, data: np.ndarray | None) -> ReferenceStats:
         raise BundleError("reference data must be finite floats (the model's float input, "
                           "before any quantization)")
     item = tuple(spec.shape[1:])
-    if x.ndim != len(spec.shape) or any(d is not None and d != n
-                                        for d, n in zip(item, x.shape[1:], strict=True)):
+    if x.ndim != len(spec.shape) or any(d is not None and d != n  # same length: ndim checked
+                                        for d, n in zip(item, x.shape[1:])):
         raise BundleError(f"reference data has shape {list(x.shape)}; the model takes "
                           f"{spec.shape} (give N samples: [N, {', '.join(map(str, item))}])")
     if len(session.inputs) != 1 or len(x) < 2:
@@ -132,7 +133,7 @@ def _write(req: PackRequest, fmt: str, target: Target, session: Session,
         target=TargetInfo(format=fmt, precision=target.precision,
                           runtime=target.runtime_options()),
         files={}, inputs=session.inputs, outputs=session.outputs,
-        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         created_by=f"edgekit {agent_version} bundle pack",
         labels=list(req.labels),
         metrics=Metrics(size_bytes=size),

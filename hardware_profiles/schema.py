@@ -4,9 +4,9 @@ A profile says what a device is and what it can run; code reads capabilities
 from here and never branches on a device's name.
 """
 
-from __future__ import annotations
-
-from typing import Annotated, Any, Literal
+# No ``from __future__ import annotations``: pydantic evaluates these annotations at run time,
+# and the device runs Python 3.9, so unions are spelled Optional[...] / Union[...].
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -35,7 +35,7 @@ class _Strict(BaseModel):
 class Cpu(_Strict):
     model: str
     cores: int = Field(ge=1, le=256)
-    freq_mhz: int | None = Field(default=None, ge=100)
+    freq_mhz: Optional[int] = Field(default=None, ge=100)
     features: list[str] = Field(default_factory=list, description="e.g. neon, dotprod, fp16, avx2")
 
 
@@ -115,7 +115,7 @@ class TfliteTarget(_Strict):
         return {"delegate": self.delegate, "threads": self.threads}
 
 
-Target = Annotated[OnnxTarget | TfliteTarget, Field(discriminator="format")]
+Target = Annotated[Union[OnnxTarget, TfliteTarget], Field(discriminator="format")]
 
 
 class Profile(_Strict):
@@ -133,7 +133,7 @@ class Profile(_Strict):
     host_timing: HostTiming = "rank_only"
 
     @model_validator(mode="after")
-    def _host_timing_fits_targets(self) -> Profile:
+    def _host_timing_fits_targets(self) -> "Profile":
         if self.host_timing != "not_representative" and not all(
                 t.cpu_only() for t in self.targets):
             raise ValueError("host_timing must be not_representative: a target uses a GPU "
@@ -144,6 +144,6 @@ class Profile(_Strict):
         """The model formats this device can run, best first, without repeats."""
         return list(dict.fromkeys(t.format for t in self.targets))
 
-    def targets_for(self, fmt: str) -> list[OnnxTarget | TfliteTarget]:
+    def targets_for(self, fmt: str) -> list[Union[OnnxTarget, TfliteTarget]]:
         """The targets of one format, in the profile's order of preference."""
         return [t for t in self.targets if t.format == fmt]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 
 EPOCH_MIN, EPOCH_MAX = 946_684_800, 4_102_444_800  # 2000 .. 2100: a number read as a time
@@ -20,13 +20,13 @@ def iso(ts: float | None) -> str:
     """UTC ISO 8601 of Unix seconds ('' for None)."""
     if ts is None:
         return ""
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
 
 
 def span(start: float, end: float) -> str:
     """'2026-11-22 06:38:00 → 06:39:00 UTC' (the end's date only when it differs)."""
-    a = datetime.fromtimestamp(start, UTC)
-    b = datetime.fromtimestamp(end, UTC)
+    a = datetime.fromtimestamp(start, timezone.utc)
+    b = datetime.fromtimestamp(end, timezone.utc)
     tail = b.strftime("%H:%M:%S" if a.date() == b.date() else "%Y-%m-%d %H:%M:%S")
     return f"{a:%Y-%m-%d %H:%M:%S} → {tail} UTC"
 
