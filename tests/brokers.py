@@ -215,7 +215,7 @@ def _certificate(subject, issuer, public_key, signing_key, is_ca: bool):
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
 
-    now = datetime.datetime.now(datetime.UTC)
+    now = datetime.datetime.now(datetime.timezone.utc)
     builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
                .public_key(public_key).serial_number(x509.random_serial_number())
                .not_valid_before(now - datetime.timedelta(minutes=5))

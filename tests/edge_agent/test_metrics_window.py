@@ -82,7 +82,7 @@ def test_buffered_single_inferences_count_exactly_what_one_pass_would(rng):
     xs = rng.uniform(-0.2, 1.2, (2 * BATCH + 7, 1, 2, 4, 4)).astype(np.float32)
     outs = rng.standard_normal((len(xs), 1, 5)).astype(np.float32)
     outs[3, 0, 1] = np.nan
-    for x, out in zip(xs, outs, strict=True):
+    for x, out in zip(xs, outs):
         metrics.record(1.0, x, out)
     window = metrics.close_window()
     good = np.isfinite(outs[:, 0]).all(axis=1)
@@ -90,7 +90,7 @@ def test_buffered_single_inferences_count_exactly_what_one_pass_would(rng):
     counts = channel_counts(xs[:, 0], np.asarray(edges), axis=1)
     assert window.inferences == len(xs) and window.non_finite == 1
     assert window.class_counts == {str(c): int(n) for c, n in
-                                   zip(*np.unique(classes, return_counts=True), strict=True)}
+                                   zip(*np.unique(classes, return_counts=True))}
     assert window.confidence.mean == pytest.approx(float(conf.mean()), abs=1e-5)
     assert window.input_hist.per_channel == counts[:, 1:-1].tolist()
     assert window.input_hist.below == counts[:, 0].tolist()
@@ -109,7 +109,7 @@ def test_large_inputs_are_histogrammed_on_a_strided_sample_that_reports_its_size
     assert stride > 1 and 224 % stride and all(stride % d for d in range(2, stride))
     per_image = len(range(0, 224 * 224, stride))
     totals = [b + sum(row) + a
-              for b, row, a in zip(hist.below, hist.per_channel, hist.above, strict=True)]
+              for b, row, a in zip(hist.below, hist.per_channel, hist.above)]
     assert totals == [8 * per_image] * 3  # the counts say how much was counted
     full = channel_counts(x, np.asarray(edges))[:, 1:-1]
     share = np.asarray(hist.per_channel) / np.asarray(hist.per_channel).sum(1, keepdims=True)
