@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = CloudConfig.from_dict({**cfg.model_dump(exclude_none=True),
                                      **{k: v for k, v in (("db", args.db),
                                                           ("broker", args.broker)) if v}})
-        broker = broker_for(cfg, {**os.environ, **secrets})
+        os.environ.update(secrets)  # not in /proc/PID/environ: that is the initial block
+        broker = broker_for(cfg, os.environ)
         engine = open_store(cfg.db_url)
     except EdgekitError as exc:
         print(f"error: {exc}", file=sys.stderr)

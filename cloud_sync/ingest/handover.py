@@ -4,9 +4,10 @@ A command line (``/proc/PID/cmdline``, ``ps``) is readable by every local user, 
 environment (``/proc/PID/environ``) by the same user and root, and both end up in crash
 reports and process listings. So ``cloud serve`` starts each worker with a plain
 command line and an environment stripped of secrets (``worker_env``), and writes the
-whole config plus the one secret variable a worker needs (the cloud's MQTT password)
-as one JSON document to the worker's stdin, a pipe only the two processes hold
-(``encode`` / ``read``).
+whole config plus the secret variables a worker may need (the cloud's MQTT password,
+libpq's ``PGPASSWORD``) as one JSON document to the worker's stdin, a pipe only the two
+processes hold (``encode`` / ``read``). The worker puts those into its ``os.environ``;
+``/proc/PID/environ`` shows only the environment it was started with.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from cloud_sync.ingest.mqtt import PASSWORD_ENV
 from edge_agent.errors import ConfigError
 
 SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIAL|PRIVATE|_KEY$", re.I)
-WORKER_SECRETS = (PASSWORD_ENV,)  # the secrets a worker needs: handed over on stdin
+WORKER_SECRETS = (PASSWORD_ENV, "PGPASSWORD")  # what a worker may need: sent on stdin
 
 
 def secret_env_names(cfg: CloudConfig, environ: Mapping[str, str]) -> set[str]:

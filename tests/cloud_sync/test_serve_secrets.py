@@ -22,7 +22,7 @@ from tests.cloud_sync.test_serve import _children
 
 SECRETS = {"db": "Db-Pa55word-x9", "api_token": "ApiT0ken-x9", "webhook": "HookSecret-x9",
            "hook_env": "HookEnvSecret-x9", "mqtt": "MqttPa55-x9", "env_token": "EnvT0ken-x9",
-           "artifact": "ArtifactUrlSecret-x9"}
+           "artifact": "ArtifactUrlSecret-x9", "pg_env": "PgEnvPa55-x9"}
 
 
 def _config(tmp_path: Path, db_url: str, broker: Mosquitto) -> Path:
@@ -42,7 +42,8 @@ def _config(tmp_path: Path, db_url: str, broker: Mosquitto) -> Path:
 def _secret_env() -> dict[str, str]:
     return {"EDGEKIT_CLOUD_MQTT_PASSWORD": SECRETS["mqtt"], "ACME_HOOK": SECRETS["hook_env"],
             "EDGEKIT_API_TOKEN": SECRETS["env_token"],
-            "EDGEKIT_ARTIFACT_URL_SECRET": SECRETS["artifact"]}
+            "EDGEKIT_ARTIFACT_URL_SECRET": SECRETS["artifact"],
+            "PGPASSWORD": SECRETS["pg_env"]}  # trust auth: ignored, yet handed over
 
 
 def _leaks(text: str) -> list[str]:
