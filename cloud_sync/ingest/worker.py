@@ -168,7 +168,8 @@ def write_resilient(engine: Engine, judged: Sequence[Judged], cfg: CloudConfig) 
     """Write in one transaction, retrying contention (``retry.CONTENTION``) a few times;
     on any other failure split the batch, and quarantine a single message the store
     refuses. ``retry.StoreUnavailable`` propagates: the caller retries the whole batch."""
-    for attempt in range(retry.CONTENTION_RETRIES + 1):
+    attempt = 0
+    while True:
         try:
             with transaction(engine) as conn:
                 return write_batch(conn, judged, cfg, time.time()).counts
@@ -176,13 +177,13 @@ def write_resilient(engine: Engine, judged: Sequence[Judged], cfg: CloudConfig) 
             kind = retry.transient_kind(exc)
             if kind == retry.UNAVAILABLE:
                 raise retry.StoreUnavailable(describe(exc)) from exc
-            if kind != retry.CONTENTION or attempt == retry.CONTENTION_RETRIES:
+            if kind != retry.CONTENTION or attempt >= retry.CONTENTION_RETRIES:
                 return _split(engine, judged, cfg, exc)
             delay = backoff_delay(attempt, *retry.BACKOFF)
             log.warning("ingest: store contention (%s); retrying %d messages in %.1f s",
                         describe(exc), len(judged), delay)
-            time.sleep(delay)
-    raise AssertionError("unreachable")
+        time.sleep(delay)
+        attempt += 1
 
 
 def _split(engine: Engine, judged: Sequence[Judged], cfg: CloudConfig,
