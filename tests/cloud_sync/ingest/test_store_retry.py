@@ -93,3 +93,25 @@ def test_a_connection_ended_during_copy_is_retried(db_url, engine, make_cfg, pub
         _check_all_stored_none_quarantined(engine)
     finally:
         worker.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_contention_that_never_ends_is_retried_a_bounded_number_of_times(db_url, engine,
+                                                                        make_cfg, publisher):
+    url = db_url + "%20-clock_timeout%3D100"
+    worker_engine = open_store(url)
+    lock = TableLock(engine)
+    worker = ThreadWorker(make_cfg(db=url), worker_engine).start()
+    try:
+        publisher.send([(m.topic("pi-1"), m.telemetry("pi-1", 1))])
+        wait_until(lambda: count(engine, "SELECT count(*) FROM quarantine WHERE reason = "
+                                         "'store_error'") == 1, 60,
+                   "the message quarantined after its retries (the worker not stalled)")
+        lock.release()
+        publisher.send([(m.topic("pi-1"), m.telemetry("pi-1", 2))])
+        wait_until(lambda: count(engine, "SELECT count(*) FROM messages") == 1, 30,
+                   "the next message stored")
+    finally:
+        worker.stop()
+        worker_engine.dispose()
