@@ -7,11 +7,14 @@ wait for each other but never deadlock.
 
 Incarnations (protocol 1.2): a device's seqs are unique per outbox incarnation, so rows,
 duplicates and gaps are keyed by (device, incarnation, kind, seq). The device's row
-follows its newest incarnation: one of which nothing was stored before (a re-imaged
-device, a lost outbox) becomes the row's ``incarnation`` at once, and only statuses of
-the row's incarnation are applied, whatever their seqs, so late messages of an older
-incarnation never overwrite what the device runs now. That is decided with the device
-rows locked first, so two workers never decide it differently.
+follows its newest incarnation: a status of an incarnation that never had a status
+applied (a re-imaged device, a lost outbox: its seqs start at 1 again) is applied
+whatever its seq, and the row's ``incarnation`` becomes that one; from then on only
+its statuses count, ordered by seq, so a late status of an older incarnation (the last
+will of the connection before the re-image) changes nothing. Only statuses switch: a
+stray message of some other incarnation (a forged result, say) is stored under its
+own incarnation and leaves the row alone. This is decided with the device rows locked
+first, so two workers never decide it differently.
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ def write_batch(conn: Connection, items: Sequence[Accepted | Rejected], cfg: Clo
     rejected = [i for i in items if isinstance(i, Rejected)]
     accepted, refused = _check_registration(conn, accepted, settings.registration_open)
     rejected += refused
-    followed = _follow_incarnations(conn, accepted, now)
+    followed = _lock_devices(conn, accepted, now)
     _store_rows(conn, accepted, result.counts)
     _track_gaps(conn, accepted, result.counts, now)
     _update_registry(conn, accepted, followed, now)
@@ -156,47 +159,51 @@ def _track_gaps(conn: Connection, accepted: list[Accepted], counts: Counter,
         counts[f"gap_filled:{kind}"] += n
 
 
-def _follow_incarnations(conn: Connection, accepted: list[Accepted], now: float
-                         ) -> dict[str, str]:
-    """Lock (and auto-register) the batch's devices; ``device -> incarnation`` its row
-    follows after this batch: the stored one, or a never-seen one of this batch (the
-    last received, when several are)."""
+def _lock_devices(conn: Connection, accepted: list[Accepted], now: float) -> dict[str, str]:
+    """Auto-register the batch's devices and widen their seen times, which locks their
+    rows first (see the module docstring); ``device -> incarnation`` their rows follow."""
     if not accepted:
         return {}
     seen = sorted({(a.device_id, a.fleet) for a in accepted})
-    stored = record_seen(conn, [Sighting(d, f, now) for d, f in seen])
-    others = {(a.device_id, a.message.incarnation) for a in accepted
-              if a.message.incarnation != stored[a.device_id]}
-    fresh = others - gaps.seen_incarnations(conn, others)
-    latest: dict[str, Accepted] = {}
-    for a in accepted:
-        if (a.device_id, a.message.incarnation) in fresh and _later(a, latest.get(a.device_id)):
-            latest[a.device_id] = a
-    newest = {d: a.message.incarnation for d, a in latest.items()}
-    set_incarnations(conn, newest)
-    return {**stored, **newest}
-
-
-def _later(a: Accepted, b: Accepted | None) -> bool:
-    return b is None or (a.received.received_at, a.message.ts) > \
-        (b.received.received_at, b.message.ts)
+    return record_seen(conn, [Sighting(d, f, now) for d, f in seen])
 
 
 def _update_registry(conn: Connection, accepted: list[Accepted], followed: dict[str, str],
                      now: float) -> None:
-    """Apply each device's newest status of the incarnation its row follows."""
+    """Apply each device's newest status (``_statuses_to_apply``), raise its head and
+    follow its incarnation."""
     if not accepted:
         return
-    newest: dict[str, Accepted] = {}
-    for a in accepted:
-        if a.kind == protocol.STATUS and a.message.incarnation == followed[a.device_id] and (
-                a.device_id not in newest or a.seq > newest[a.device_id].seq):
-            newest[a.device_id] = a
-    apply = gaps.status_heads(conn, {(d, a.message.incarnation): a.seq
-                                     for d, a in newest.items()}, now)
+    apply = _statuses_to_apply(conn, accepted, followed)
+    gaps.write_heads(conn, {(d, a.message.incarnation, protocol.STATUS): a.seq
+                            for d, a in apply.items()}, now)
+    set_incarnations(conn, {d: a.message.incarnation for d, a in apply.items()
+                            if a.message.incarnation != followed[d]})
     _revive(conn, [a for a in accepted if a.kind != protocol.STATUS and a.device_id not in apply])
     for device_id in sorted(apply):
-        _apply_status(conn, newest[device_id].message)
+        _apply_status(conn, apply[device_id].message)
+
+
+def _statuses_to_apply(conn: Connection, accepted: list[Accepted], followed: dict[str, str]
+                       ) -> dict[str, Accepted]:
+    """Per device, the status to apply: the newest of an incarnation that never had one
+    applied (the last received, if several), else the followed incarnation's newest
+    when its seq is above that incarnation's head."""
+    newest: dict[tuple[str, str], Accepted] = {}
+    for a in accepted:
+        key = (a.device_id, a.message.incarnation)
+        if a.kind == protocol.STATUS and (key not in newest or a.seq > newest[key].seq):
+            newest[key] = a
+    heads = gaps.read_heads(conn, [(d, i, protocol.STATUS) for d, i in newest])
+    best: dict[str, tuple[tuple, Accepted]] = {}
+    for (device_id, incarnation), a in newest.items():
+        head = heads.get((device_id, incarnation, protocol.STATUS))
+        fresh = incarnation != followed[device_id] and head is None
+        if fresh or (incarnation == followed[device_id] and (head is None or a.seq > head)):
+            rank = (fresh, a.received.received_at, a.message.ts)
+            if device_id not in best or rank > best[device_id][0]:
+                best[device_id] = (rank, a)
+    return {device_id: a for device_id, (_rank, a) in best.items()}
 
 
 def _revive(conn: Connection, heard: list[Accepted]) -> None:

@@ -13,9 +13,8 @@ writers), so two workers holding messages of the same device never both judge th
 same seqs.
 
 Status messages are not gap-checked (the agent reserves a block of status seqs per
-connection, so they jump on purpose); their head orders them: ``status_heads`` tells
-which statuses are newer than the last one applied. ``seen_incarnations`` tells which
-incarnations of a device the store already knows (any head of theirs exists).
+connection, so they jump on purpose); their head, raised only for statuses applied to
+the registry (``ingest.batch``), orders them.
 """
 
 from __future__ import annotations
@@ -142,26 +141,3 @@ def _fill_gaps(conn: Connection, late: Mapping[Key, list[int]], report: GapRepor
                              "detected_at": gap.detected_at} for low, high in rest])
         report.add(report.filled, gap.kind, len(inside))
 
-
-def status_heads(conn: Connection, newest: Mapping[tuple[str, str], int], now: float
-                 ) -> set[str]:
-    """Devices whose newest status in the batch (``(device, incarnation) -> seq``) beats
-    the stored one of that incarnation; their heads are raised."""
-    keys = {(d, i, "status"): s for (d, i), s in newest.items()}
-    heads = read_heads(conn, keys)
-    newer = {k: s for k, s in keys.items() if heads.get(k) is None or s > heads[k]}
-    write_heads(conn, newer, now)
-    return {d for d, _i, _kind in newer}
-
-
-def seen_incarnations(conn: Connection, pairs: Iterable[tuple[str, str]]
-                      ) -> set[tuple[str, str]]:
-    """Those (device, incarnation) pairs of which some message was stored before (a head
-    exists). Called with the devices' rows locked (``registry.record_seen``), before this
-    batch writes heads, so it sees every other batch's heads of these devices."""
-    pairs = sorted(set(pairs))
-    if not pairs:
-        return set()
-    query = (sa.select(seq_heads.c.device_id, seq_heads.c.incarnation).distinct()
-             .where(sa.tuple_(seq_heads.c.device_id, seq_heads.c.incarnation).in_(pairs)))
-    return {(d, i) for d, i in conn.execute(query)}

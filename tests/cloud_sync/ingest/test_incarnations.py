@@ -94,11 +94,29 @@ def test_the_registry_follows_the_newest_incarnation_whatever_its_seqs(engine):
     assert _device(engine) == ("updating", "1") and _followed(engine) == NEW
 
 
-def test_a_new_incarnation_met_first_by_telemetry_is_followed_and_old_statuses_ignored(engine):
+def test_only_a_status_switches_the_row_to_a_new_incarnation(engine):
     _write(engine, [_status("pi-1", 3 << 20, OLD), *_telemetry("pi-1", [40], OLD)])
     _write(engine, [*_telemetry("pi-1", [1], NEW), _status("pi-1", (3 << 20) + 1, OLD,
                                                            "degraded")])
-    assert _device(engine) == ("online", "3") and _followed(engine) == NEW
+    assert _device(engine) == ("degraded", "3")  # NEW has said nothing of its state yet
+    _write(engine, [_status("pi-1", 1, NEW, "online", "1")])  # though NEW's telemetry is known
+    assert _device(engine) == ("online", "1") and _followed(engine) == NEW
+    forged = example_messages()["cmd/result"]
+    forged.device_id, forged.seq, forged.incarnation = "pi-1", 10 ** 9, "f0rged"
+    counts = _write(engine, [(m.topic("pi-1", "cmd/result"), forged.to_json())])
+    assert counts["accepted:cmd/result"] == 1 and _followed(engine) == NEW  # stored, no switch
+    _write(engine, [_status("pi-1", 2, NEW, "updating", "1"),
+                    _status("pi-1", (3 << 20) + 2, OLD, "offline", "3")])
+    assert _device(engine) == ("updating", "1") and _followed(engine) == NEW
+
+
+def test_of_two_new_incarnations_in_one_batch_the_last_received_is_followed(engine):
+    _write(engine, [_status("pi-1", 5, OLD, "online", "3")])
+    judged = [classify(Received(*_status("pi-1", 9, "aaa", "offline", "2"), 100.0)),
+              classify(Received(*_status("pi-1", 1, "bbb", "online", "4"), 101.0))]
+    with transaction(engine) as conn:
+        write_batch(conn, judged, CFG, 101.0)
+    assert _device(engine) == ("online", "4") and _followed(engine) == "bbb"
 
 
 def test_messages_without_an_incarnation_still_ingest_as_the_legacy_one(engine):
@@ -115,6 +133,10 @@ def test_messages_without_an_incarnation_still_ingest_as_the_legacy_one(engine):
     assert _rows(engine, "SELECT incarnation, seq FROM messages WHERE kind = 'telemetry'") == [
         ("", 7)]
     assert _device(engine) == ("online", "3") and _followed(engine) == ""
-    counts = _write(engine, _telemetry("pi-1", [7], NEW))  # the upgraded agent's own seq 7
+    counts = _write(engine, [*_telemetry("pi-1", [7], NEW),  # the upgraded agent's seq 7
+                             _status("pi-1", 1, NEW, "online", "4")])
     assert counts["accepted:telemetry"] == 1 and "duplicate" not in counts
-    assert _followed(engine) == NEW
+    assert _device(engine) == ("online", "4") and _followed(engine) == NEW
+    _write(engine, [(m.topic("pi-1", "status"), json.dumps({**status, "seq": 2 << 20,
+                                                             "state": "offline"}).encode())])
+    assert _device(engine) == ("online", "4")  # a late legacy last will changes nothing
