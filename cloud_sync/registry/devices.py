@@ -5,9 +5,10 @@ Mosquitto hash and returns the password once. Ingest calls ``record_seen`` (batc
 upsert: auto-registers unknown devices) and ``record_status``. All functions take a
 Connection inside the caller's transaction (``store.transaction``).
 
-``incarnation`` is the newest outbox incarnation seen of the device (protocol 1.2; ``""``
-before): ingest applies only that incarnation's statuses (``ingest.batch``), so a
-re-imaged device whose seqs start again at 1 still updates its row.
+``incarnation`` is the device's newest outbox incarnation (protocol 1.2; ``""`` before),
+the one whose statuses the row shows: ingest switches it on the first status of an
+incarnation that never had one applied (``ingest.batch``), so a re-imaged device whose
+seqs start again at 1 still updates its row.
 """
 
 from __future__ import annotations
