@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from cloud_sync.rollouts.policy import Thresholds
+from cloud_sync.store.chunks import rows_in_chunks
 from cloud_sync.store.schema import messages
 
 
@@ -61,16 +62,18 @@ def figures(conn: Connection, device_ids: list[str], version: str | None, start:
     if not device_ids:
         return out
     m = messages.c
-    query = sa.select(m.device_id, m.ts, m.inferences, m.errors, m.latency_p95,
+
+    def query(ids: list[str]) -> sa.Select:
+        q = sa.select(m.device_id, m.ts, m.inferences, m.errors, m.latency_p95,
                       m.confidence_mean, m.payload).where(
-        m.kind == "telemetry", m.device_id.in_(device_ids), m.ts >= start, m.ts < end)
-    if version is not None:
-        query = query.where(m.model_version == version)
-    elif exclude is not None:
-        query = query.where(m.model_version != exclude)
+            m.kind == "telemetry", m.device_id.in_(ids), m.ts >= start, m.ts < end)
+        if version is not None:
+            return q.where(m.model_version == version)
+        return q if exclude is None else q.where(m.model_version != exclude)
+
     p95s, confs = [], []
     per_device: dict[str, list[tuple[float, int]]] = {}
-    for row in conn.execute(query):
+    for row in rows_in_chunks(conn, device_ids, query):
         doc, n = _payload(row.payload), row.inferences or 0
         out.last_seen[row.device_id] = max(out.last_seen.get(row.device_id, 0.0), row.ts)
         out.inferences += n

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 
 from cloud_sync.rollouts.commands import Outgoing, cmd_id, due, rollback_doc, update_doc
 from cloud_sync.rollouts.policy import RolloutPolicy
+from cloud_sync.store.chunks import rows_in_chunks
 from cloud_sync.store.schema import devices, messages, rollout_devices
 
 FINISHED = ("committed", "failed", "rolled_back")
@@ -50,9 +51,9 @@ def results(conn: Connection, device_ids: list[str], since: float) -> Found:
         return {}
     m = messages.c
     out: Found = {}
-    for row in conn.execute(sa.select(m.device_id, m.payload).where(
-            m.kind == "cmd/result", m.device_id.in_(device_ids), m.received_at >= since)
-            .order_by(m.ts, m.seq)):
+    for row in rows_in_chunks(conn, device_ids, lambda ids: sa.select(m.device_id, m.payload)
+                              .where(m.kind == "cmd/result", m.device_id.in_(ids),
+                                     m.received_at >= since).order_by(m.ts, m.seq)):
         doc = _payload(row.payload)
         out.setdefault((row.device_id, str(doc.get("cmd_id"))), []).append(doc)
     return out
@@ -88,7 +89,8 @@ def collect(step: Step, rows: list[Any], found: Found) -> None:
 
 
 def _device_info(conn: Connection, ids: list[str]) -> dict[str, Any]:
-    return {r.id: r for r in conn.execute(sa.select(devices).where(devices.c.id.in_(ids)))}
+    return {r.id: r for r in rows_in_chunks(
+        conn, ids, lambda chunk: sa.select(devices).where(devices.c.id.in_(chunk)))}
 
 
 def send_updates(step: Step, r: Any, rows: list[Any], policy: RolloutPolicy,

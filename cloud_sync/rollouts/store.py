@@ -12,6 +12,7 @@ from cloud_sync.errors import CloudError
 from cloud_sync.registry.models import get_model
 from cloud_sync.rollouts.commands import cmd_id
 from cloud_sync.rollouts.policy import RolloutPolicy
+from cloud_sync.store.chunks import rows_in_chunks
 from cloud_sync.store.schema import devices, rollout_devices, rollout_events, rollouts
 
 TERMINAL = ("done", "rolled_back")
@@ -36,7 +37,8 @@ def event(conn: Connection, rollout_id: int, state: str, message: str, now: floa
 def _targets(conn: Connection, fleet: str | None, device_ids: list[str] | None) -> list[Any]:
     d = devices.c
     if device_ids:
-        rows = list(conn.execute(sa.select(devices).where(d.id.in_(device_ids))))
+        rows = list(rows_in_chunks(conn, sorted(set(device_ids)),
+                                   lambda ids: sa.select(devices).where(d.id.in_(ids))))
         missing = sorted(set(device_ids) - {r.id for r in rows})
         if missing:
             raise RolloutError(f"unknown device(s): {', '.join(missing)}")
