@@ -19,6 +19,13 @@ carried in every message (``incarnation``), and the cloud deduplicates and count
 gaps per ``(device, incarnation, kind, seq)``. An outbox of an older agent gets
 its incarnation when this agent first opens it.
 
+Schema version: only a change an older agent cannot live with bumps
+``SCHEMA_VERSION`` (an older agent refuses a newer file, and the operator's way out,
+moving the file away, loses what it holds). Additive tables such as ``identity``
+keep the version: ``_SCHEMA`` is idempotent and runs on every open, and an older
+agent opening the file ignores what it does not know (a downgraded agent then sends
+without an incarnation, which the cloud reads as the legacy one).
+
 Drop policy: telemetry and samples are time series and the newest matter most,
 so when the outbox is over its caps it drops the OLDEST messages first:
 
@@ -50,7 +57,10 @@ from typing import Callable
 
 from edge_agent.errors import EdgekitError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 2  # not 3 for the additive identity table: see "Schema version" above
+# Versions an interim build stamped on a file whose layout is this one (identity added
+# under 3): opened as this version and stamped back, so no agent refuses them.
+_SAME_LAYOUT_AS_CURRENT = frozenset({3})
 INCARNATION_BYTES = 8  # 16 hex characters: the chance two outboxes of a device share one is nil
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -381,7 +391,7 @@ def _open(path: Path) -> sqlite3.Connection:
 
 def _migrate(db: sqlite3.Connection, path: Path) -> None:
     version = db.execute("PRAGMA user_version").fetchone()[0]
-    if version > SCHEMA_VERSION:
+    if version > SCHEMA_VERSION and version not in _SAME_LAYOUT_AS_CURRENT:
         raise OutboxError(f"outbox {path} has schema version {version}, newer than this "
                           f"agent's {SCHEMA_VERSION}; upgrade the agent")
     db.executescript(_SCHEMA)

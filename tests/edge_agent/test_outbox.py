@@ -71,7 +71,39 @@ def test_an_outbox_of_the_previous_schema_gets_an_incarnation_and_keeps_its_seqs
     db.close()
     box = Outbox(tmp_path / "o.sqlite")
     assert put(box) == 42 and len(box.incarnation) == 16
-    assert box.query("PRAGMA user_version") == [(outbox_module.SCHEMA_VERSION,)]
+    assert box.query("PRAGMA user_version") == [(2,)]
+
+
+def test_the_incarnation_table_keeps_schema_version_2_so_an_older_agent_opens_the_file(
+        tmp_path):
+    # An agent of before the incarnation (schema 2) refuses a file stamped newer than 2,
+    # and the operator's way out (moving the file away) loses what it holds. The identity
+    # table is additive, so a file this agent writes must still read as version 2.
+    box = Outbox(tmp_path / "o.sqlite")
+    assert put(box) == 1
+    first = box.incarnation
+    box.close()
+    db = sqlite3.connect(tmp_path / "o.sqlite")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 2  # what an older agent checks
+    db.close()
+    again = Outbox(tmp_path / "o.sqlite")
+    assert again.incarnation == first and put(again) == 2
+    assert again.query("PRAGMA user_version") == [(2,)]
+    again.close()
+
+
+def test_a_file_an_interim_build_stamped_3_opens_and_keeps_its_incarnation(tmp_path):
+    box = Outbox(tmp_path / "o.sqlite")
+    assert put(box) == 1
+    first = box.incarnation
+    box.close()
+    db = sqlite3.connect(tmp_path / "o.sqlite")
+    db.execute("PRAGMA user_version = 3")  # what the build that bumped the version wrote
+    db.close()
+    again = Outbox(tmp_path / "o.sqlite")
+    assert again.incarnation == first and put(again) == 2
+    assert again.query("PRAGMA user_version") == [(2,)]
+    again.close()
 
 
 def test_seq_is_never_reused_after_ack(outbox):
