@@ -205,9 +205,11 @@ def test_forged_results_and_stale_rollbacks_change_nothing(fleet, make_onnx_bund
         answer = wait_for(lambda: _results(engine, "stale-rb-1"), 30, "d0's answer")[-1]
         assert not answer["ok"] and answer["detail"]["running_version"] == "2", answer
         assert "leave version 1, but this device runs version 2" in answer["error"]
-        time.sleep(1.5)  # a few telemetry windows: still v2, as d0 itself reports
-        latest = rows(engine, "SELECT model_version FROM messages WHERE device_id = 'd0' AND "
-                              "kind = 'telemetry' ORDER BY id DESC LIMIT 1")
-        assert latest[0][0] == "2", rows(engine, "SELECT * FROM devices WHERE id = 'd0'")
+        newer = wait_for(  # telemetry d0 sent after it answered: still v2, as d0 reports
+            lambda: rows(engine, "SELECT model_version FROM messages WHERE device_id = 'd0' "
+                                 "AND kind = 'telemetry' AND ts > :ts", ts=answer["ts"]),
+            30, "telemetry from d0 newer than its rollback answer",
+            lambda: rows(engine, "SELECT * FROM devices WHERE id = 'd0'"))
+        assert {version for (version,) in newer} == {"2"}, newer
     finally:
         engine.dispose()

@@ -116,16 +116,31 @@ def test_devices_are_free_again_once_the_rollout_ends(fleet):
 
 
 def test_two_creates_at_once_cannot_both_win(fleet, monkeypatch):
-    """Both pass the library's check before either inserts: the database decides. On
-    PostgreSQL the second insert waits for the first transaction, then fails on the
-    index; on SQLite the second transaction cannot begin until the first commits."""
+    """The database decides, not the library's check: that check (``_refuse_held`` before
+    the inserts) lets both through here, as it would two creates whose checks both ran
+    before either inserted. On PostgreSQL both transactions are open and past it before
+    either inserts: the second insert waits for the first transaction, then fails on the
+    unique index. On SQLite the second transaction begins only after the first commits;
+    its check would refuse it, so only the index can. The loser's error still names the
+    winner (``_refuse_held`` after the index refused the insert, which stays real)."""
     barrier = threading.Barrier(2)
-    real = rollout_store._insert_devices
+    real_insert, real_refuse = rollout_store._insert_devices, rollout_store._refuse_held
+    checked = threading.local()
+    calls: list[str] = []
+
+    def refuse_only_after_the_index(conn, ids):
+        if not getattr(checked, "once", False):  # each create's check, before its inserts
+            checked.once = True
+            calls.append("check skipped")
+            return
+        calls.append("named after the index refused")
+        real_refuse(conn, ids)
 
     def insert_after_both_checked(conn, values):
         with contextlib.suppress(threading.BrokenBarrierError):
             barrier.wait(timeout=3)  # SQLite: the other thread is still waiting to BEGIN
-        real(conn, values)
+        real_insert(conn, values)
+    monkeypatch.setattr(rollout_store, "_refuse_held", refuse_only_after_the_index)
     monkeypatch.setattr(rollout_store, "_insert_devices", insert_after_both_checked)
     outcomes: list[object] = []
 
@@ -143,6 +158,7 @@ def test_two_creates_at_once_cannot_both_win(fleet, monkeypatch):
     lost = [o for o in outcomes if isinstance(o, RolloutConflict)]
     assert len(won) == 1 and len(lost) == 1, outcomes
     assert f"rollout {won[0]} (tiny 2" in str(lost[0]) and "holds b" in str(lost[0])
+    assert sorted(calls) == ["check skipped", "check skipped", "named after the index refused"]
     with fleet.connect() as conn:
         assert conn.execute(sa.text("SELECT COUNT(*) FROM rollouts")).scalar() == 1
         assert conn.execute(sa.text("SELECT COUNT(*) FROM rollout_devices")).scalar() == 2
