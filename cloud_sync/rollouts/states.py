@@ -1,8 +1,10 @@
-"""How rollout and device states read to a person (stdlib only: the CLI's ``rollout``
-commands use it without the cloud's database packages)."""
+"""Rollout states shared without imports, and how rollout and device states read to a
+person (stdlib only: the CLI's ``rollout`` commands use it without the cloud's database
+packages, and the store's retention without importing the rollout machinery)."""
 
 from __future__ import annotations
 
+TERMINAL = ("done", "rolled_back")  # a finished rollout: its devices are released
 STOPPED = ("halted", "rolling_back", "rolled_back")  # a rollout that sends nothing more
 
 

@@ -12,10 +12,10 @@ from cloud_sync.errors import CloudError
 from cloud_sync.registry.models import get_model
 from cloud_sync.rollouts.commands import cmd_id
 from cloud_sync.rollouts.policy import RolloutPolicy
+from cloud_sync.rollouts.states import TERMINAL as TERMINAL  # re-exported (machine)
 from cloud_sync.store.chunks import rows_in_chunks
 from cloud_sync.store.schema import devices, rollout_devices, rollout_events, rollouts
 
-TERMINAL = ("done", "rolled_back")
 HALTABLE = ("pending", "canary", "wave", "baking")
 
 

@@ -49,12 +49,18 @@ class Housekeeping:
     every ``ingest.state_interval_s``; or the ``jobs`` given) while ``leading()`` is true.
 
     ``leading`` is asked right before each job runs, so it should check with the
-    database (``Leadership.confirm``), not a flag set at the last renewal."""
+    database (``Leadership.confirm``), not a flag set at the last renewal. When it says
+    yes after a no (or for the first time), this process has (re)gained leadership:
+    every job with a ``reset()`` (``RetentionJob``) forgets its earlier passes first,
+    since another instance may have led in between. It is asked each time a job is due
+    (the silence rule's every few seconds), so only a loss and a regain both between two
+    asks go unseen."""
 
     def __init__(self, cfg: CloudConfig, engine: Engine, leading: Callable[[], bool],
                  jobs: list[tuple[float, Job, str]] | None = None) -> None:
         self.cfg, self.engine, self.leading = cfg, engine, leading
         self.jobs = housekeeping_jobs(cfg) if jobs is None else jobs
+        self.led = False  # what ``leading()`` said last
 
     def run(self, stop: threading.Event) -> None:
         """Run each job when due until ``stop``; a failing job is logged and retried later."""
@@ -63,8 +69,19 @@ class Housekeeping:
             for i, (every, job, name) in enumerate(self.jobs):
                 if time.monotonic() >= due[i]:
                     due[i] = time.monotonic() + every
-                    if self.leading():
+                    if self.check_leading():
                         self._run(job, name)
+
+    def check_leading(self) -> bool:
+        """Ask ``leading()``; on a yes after a no, reset the jobs that keep state."""
+        leading = self.leading()
+        if leading and not self.led:
+            for _every, job, _name in self.jobs:
+                reset = getattr(job, "reset", None)
+                if callable(reset):
+                    reset()
+        self.led = leading
+        return leading
 
     def _run(self, job: Job, name: str) -> None:
         try:

@@ -9,10 +9,19 @@ unknown-field counters to the top N (``unknown_fields``) and prunes the samples 
 folder (``samples_export.prune_exports``).
 
 Every delete runs in batches, each its own short write transaction (``Batches``):
-SQLite has one writer, and ingest waits while a delete holds the lock. A batch that
-took longer than ``delete_batch_target_s`` halves the next; one far quicker doubles it
-(from a quarter of ``delete_batch_rows`` up to all of it). What to delete is read
-outside the write lock.
+SQLite has one writer, and ingest waits while a delete holds the lock. A batch is one
+statement, ``DELETE ... WHERE key IN (SELECT key ... ORDER BY ... LIMIT size)``, so its
+rows are chosen inside the write transaction, and the time a batch holds the lock
+includes finding them. A batch that took longer than ``delete_batch_target_s`` (by the
+``Batches`` clock) halves the next; one under a quarter of it doubles the next (from a
+quarter of ``delete_batch_rows`` up to all of it). Read before the deletes, outside the
+write lock, is only how far they go: a count rule's newest row to drop, the per-device
+counts and each candidate's cap-th newest row.
+
+Sequence heads (``seq_heads``, a row per device, incarnation and kind) go once older
+than the gaps' age (``updated_at`` before now minus ``gaps_max_age_s``) and not of the
+incarnation their device's registry row follows (``devices.incarnation``): a lost
+outbox or a re-imaged device leaves its old heads behind, and they would pile up.
 
 Per-device caps without counting every device each pass: a pass counts only the rows
 received since the previous pass (``MARGIN_S`` of overlap). A (device, kind) that got
@@ -20,7 +29,9 @@ more than its cap's share of that span (cap x span / age) is a candidate, and so
 trimmed within the last age; a candidate gets the exact check, its cap-th newest row by
 ``ts`` through the (device_id, kind, ts) index. A (device, kind) that was never a
 candidate got at most its share in every span, so at most its cap within the age. The
-first pass of a ``RetentionJob`` counts every row once.
+first pass of a ``RetentionJob`` counts every row once, and so does the first after
+``reset()``, which ``serve`` calls whenever this process (re)gains leadership: another
+instance may have led (and trimmed) in between.
 """
 
 from __future__ import annotations
@@ -37,10 +48,12 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from cloud_sync import samples_export  # a module: it imports the store's schema in turn
 from cloud_sync.config import Retention
+from cloud_sync.rollouts.states import TERMINAL
 from cloud_sync.store.engine import transaction
 from cloud_sync.store.schema import (
     action_attempts,
     actions,
+    devices,
     drift_scores,
     messages,
     quarantine,
@@ -49,6 +62,7 @@ from cloud_sync.store.schema import (
     rollouts,
     samples,
     seq_gaps,
+    seq_heads,
     triggers,
 )
 from cloud_sync.store.unknown_fields import fold_unknown_fields
@@ -56,16 +70,18 @@ from cloud_sync.store.unknown_fields import fold_unknown_fields
 MARGIN_S = 60.0  # overlap of consecutive count spans: a row committed late is still counted
 MIN_BATCH = 10
 OPEN_ACTIONS = ("pending", "running")
-FINISHED_ROLLOUTS = ("done", "rolled_back")  # cloud_sync.rollouts.store.TERMINAL
+Clock = Callable[[], float]
 
 
 @dataclass(frozen=True)
 class AgeRule:
-    """Rows of ``table`` whose ``time_column`` is older than the ``max_age_field`` go."""
+    """Rows of ``table`` whose ``time_column`` is older than the ``max_age_field`` go,
+    except those matching ``keep`` (when given)."""
 
     table: sa.Table
     time_column: str
     max_age_field: str
+    keep: ColumnElement | None = None
 
 
 @dataclass(frozen=True)
@@ -79,11 +95,16 @@ class TreeRule:
     children: tuple[tuple[sa.Table, Callable[[sa.Select], ColumnElement]], ...]
 
 
+_FOLLOWED_HEAD = sa.select(devices.c.id).where(
+    devices.c.id == seq_heads.c.device_id,
+    devices.c.incarnation == seq_heads.c.incarnation).exists()  # the registry row's
+
 AGE_RULES = (
     AgeRule(messages, "received_at", "telemetry_max_age_s"),
     AgeRule(samples, "received_at", "samples_max_age_s"),
     AgeRule(quarantine, "received_at", "quarantine_max_age_s"),
     AgeRule(seq_gaps, "detected_at", "gaps_max_age_s"),
+    AgeRule(seq_heads, "updated_at", "gaps_max_age_s", keep=_FOLLOWED_HEAD),
     AgeRule(drift_scores, "window_end", "drift_scores_max_age_s"),
 )
 COUNT_RULES = ((samples, "samples_max_rows"), (quarantine, "quarantine_max_rows"),
@@ -100,7 +121,7 @@ def _old_triggers(cutoff: float) -> ColumnElement:
 
 
 def _old_rollouts(cutoff: float) -> ColumnElement:
-    return sa.and_(rollouts.c.state.in_(FINISHED_ROLLOUTS), rollouts.c.updated_at < cutoff)
+    return sa.and_(rollouts.c.state.in_(TERMINAL), rollouts.c.updated_at < cutoff)
 
 
 TREE_RULES = (
@@ -116,7 +137,8 @@ TREE_RULES = (
 
 @dataclass
 class Batches:
-    """Deletes in short write transactions, sized to take about ``target_s`` each."""
+    """Deletes in short write transactions, sized to take about ``target_s`` each as
+    timed by ``clock`` (seconds; a test gives a fake one)."""
 
     engine: Engine
     max_rows: int
@@ -124,6 +146,7 @@ class Batches:
     size: int = 0
     longest_s: float = 0.0
     transactions: int = 0
+    clock: Clock = time.perf_counter
 
     def __post_init__(self) -> None:  # start small: the first batch is not timed yet
         self.size = self.size or max(MIN_BATCH, self.max_rows // 4)
@@ -132,20 +155,23 @@ class Batches:
                order: list[ColumnElement]) -> int:
         """Delete the rows of ``table`` matching ``where``, first by ``order``; returns
         how many."""
+        key = list(table.primary_key.columns)
         total = 0
         while True:
             size = self.size
-            ids = sa.select(table.c.id).where(*where).order_by(*order).limit(size)
-            done = self._run(sa.delete(table).where(table.c.id.in_(ids.scalar_subquery())))
+            chosen = sa.select(*key).where(*where).order_by(*order).limit(size)
+            match = (key[0].in_(chosen.scalar_subquery()) if len(key) == 1
+                     else sa.tuple_(*key).in_(chosen))
+            done = self._run(sa.delete(table).where(match))
             total += done
             if done < size:
                 return total
 
     def _run(self, statement: sa.Delete) -> int:
-        start = time.perf_counter()
+        start = self.clock()
         with transaction(self.engine) as conn:
             done = conn.execute(statement).rowcount
-        took = time.perf_counter() - start
+        took = self.clock() - start
         self.transactions += 1
         self.longest_s = max(self.longest_s, took)
         if took > self.target_s:
@@ -158,18 +184,27 @@ class Batches:
 @dataclass
 class RetentionJob:
     """The retention pass the leader runs every ``Retention.interval_s``; it remembers
-    when it last ran and which devices it trimmed (see the module's docstring)."""
+    when it last ran and which devices it trimmed (see the module's docstring) until
+    ``reset``."""
 
     retention: Retention
     exports_dir: Path | None = None
     last_pass: float | None = None
     watch: dict[tuple[str, str], float] = field(default_factory=dict)
+    clock: Clock = time.perf_counter  # times each delete batch
+
+    def reset(self) -> None:
+        """Forget the previous passes (another instance may have led since): the next
+        pass counts every row once."""
+        self.last_pass = None
+        self.watch = {}
 
     def __call__(self, engine: Engine, now: float) -> dict[str, Any]:
         """One pass; returns rows deleted per table and how long the longest delete
         transaction took."""
         r = self.retention
-        batches = Batches(engine, r.delete_batch_rows, r.delete_batch_target_s)
+        batches = Batches(engine, r.delete_batch_rows, r.delete_batch_target_s,
+                          clock=self.clock)
         deleted: dict[str, Any] = {}
         for rule in AGE_RULES:
             cutoff = now - getattr(r, rule.max_age_field)
@@ -222,7 +257,8 @@ def _add(deleted: dict[str, Any], table: sa.Table, n: int) -> None:
 
 def _delete_old(batches: Batches, rule: AgeRule, cutoff: float) -> int:
     column = rule.table.c[rule.time_column]
-    return batches.delete(rule.table, [column < cutoff], [column])
+    where = [column < cutoff] + ([] if rule.keep is None else [~rule.keep])
+    return batches.delete(rule.table, where, [column])
 
 
 def _delete_over(engine: Engine, batches: Batches, table: sa.Table, max_rows: int) -> int:

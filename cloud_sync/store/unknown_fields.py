@@ -15,6 +15,7 @@ from collections.abc import Iterable
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from cloud_sync.store.chunks import chunked
 from cloud_sync.store.engine import transaction
 from cloud_sync.store.schema import ingest_stats
 from cloud_sync.store.writes import bump_counters
@@ -22,7 +23,6 @@ from cloud_sync.store.writes import bump_counters
 PREFIX = "unknown_field:"
 OTHER = PREFIX + "other"
 KEY_CHARS = 96  # ingest_stats.counter's width
-CHUNK = 500  # names per IN list
 
 
 def counter_name(kind: str, path: str) -> str:
@@ -62,11 +62,10 @@ def fold_unknown_fields(engine: Engine, limit: int, now: float) -> int:
     ``unknown_field:other`` and delete them (a transaction per chunk); returns how many."""
     with engine.connect() as conn:
         over = _stored(conn)[limit:]
-    for start in range(0, len(over), CHUNK):
-        chunk = over[start:start + CHUNK]
+    for chunk in chunked([name for name, _value in over]):  # IN_CHUNK names per transaction
         with transaction(engine) as conn:
             gone = conn.execute(sa.delete(ingest_stats).where(
-                ingest_stats.c.counter.in_([name for name, _v in chunk]))
+                ingest_stats.c.counter.in_(chunk))
                 .returning(ingest_stats.c.value)).scalars().all()
             bump_counters(conn, {OTHER: sum(gone)}, now)
     return len(over)

@@ -1,25 +1,30 @@
 """Retention: rows past their age, over their count or over their device's cap go; the rest
-stay; every table that grows is covered; deletes run in short transactions."""
+stay; every table that grows is covered; deletes run in short transactions whose size
+follows how long the last one took."""
 
 from __future__ import annotations
 
-import time
+import threading
+from dataclasses import dataclass, field
 
 import pytest
 import sqlalchemy as sa
 
-from cloud_sync.config import Retention
+from cloud_sync.config import CloudConfig, Retention
+from cloud_sync.serve.jobs import Housekeeping
 from cloud_sync.store import apply_retention, insert_messages, message_row, transaction
-from cloud_sync.store.retention import RetentionJob
+from cloud_sync.store.retention import Batches, RetentionJob
 from cloud_sync.store.schema import (
     action_attempts,
     actions,
+    devices,
     drift_scores,
     messages,
     quarantine,
     rollout_devices,
     rollout_events,
     rollouts,
+    seq_heads,
     triggers,
 )
 from tests.cloud_sync.store.test_writes import status, telemetry
@@ -161,21 +166,70 @@ def test_finished_rollouts_go_by_age_with_their_devices_and_events(engine):
     assert _count(engine, rollout_devices) == 2
 
 
-class _WriteTimer:
-    """The length of every write transaction, from BEGIN to COMMIT (SQLite's write lock)."""
+def _heads(engine) -> set[tuple[str, str, str]]:
+    h = seq_heads.c
+    with engine.connect() as conn:
+        return set(conn.execute(sa.select(h.device_id, h.incarnation, h.kind)).all())
+
+
+def test_old_heads_of_incarnations_no_longer_followed_go(engine):
+    """A lost outbox or a re-imaged device leaves a head per kind of its old incarnation;
+    after the gaps' age those go, the followed incarnation's heads (and recent ones) stay."""
+    with transaction(engine) as conn:
+        conn.execute(sa.insert(devices).values(id="pi-1", fleet="lab", registered_by="auto",
+                                               created_at=0.0, incarnation="new"))
+        conn.execute(sa.insert(seq_heads), [
+            {"device_id": d, "incarnation": i, "kind": k, "head": 5, "updated_at": at}
+            for d, i, k, at in [
+                ("pi-1", "new", "telemetry", 100.0),  # followed: stays however old
+                ("pi-1", "new", "status", 100.0),
+                ("pi-1", "newest", "telemetry", 4_500.0),  # recent: stays
+                ("pi-1", "old", "telemetry", 100.0), ("pi-1", "old", "status", 100.0),
+                ("pi-1", "", "telemetry", 100.0),  # before incarnations
+                ("gone", "x", "telemetry", 100.0),  # no registry row left
+                *[("pi-1", f"lost-{n}", "telemetry", 100.0 + n) for n in range(25)]]])
+    retention = Retention(gaps_max_age_s=1_000.0, delete_batch_rows=10)  # batches of 10 keys
+    deleted = apply_retention(engine, retention, now=5_000.0)
+    assert _heads(engine) == {("pi-1", "new", "telemetry"), ("pi-1", "new", "status"),
+                              ("pi-1", "newest", "telemetry")}
+    assert deleted["seq_heads"] == 29
+    assert apply_retention(engine, retention, now=5_000.0)["seq_heads"] == 0
+
+
+class _RowsPerTransaction:
+    """How many rows each write transaction deleted (those that deleted any)."""
 
     def __init__(self, engine) -> None:
-        self.lengths: list[float] = []
-        self._start = 0.0
+        self.rows: list[int] = []
+        self._now = 0
         sa.event.listen(engine, "begin", self._begin)
+        sa.event.listen(engine, "after_cursor_execute", self._executed)
         sa.event.listen(engine, "commit", self._commit)
 
     def _begin(self, conn) -> None:
-        self._start = time.perf_counter()
+        self._now = 0
+
+    def _executed(self, conn, cursor, statement, parameters, context, executemany) -> None:
+        if statement.lstrip().upper().startswith("DELETE"):
+            self._now += cursor.rowcount
 
     def _commit(self, conn) -> None:
-        if conn.get_execution_options().get("edgekit_write"):
-            self.lengths.append(time.perf_counter() - self._start)
+        if conn.get_execution_options().get("edgekit_write") and self._now:
+            self.rows.append(self._now)
+
+
+class _ScriptedClock:
+    """A clock under which the n-th delete transaction takes ``took[n]`` seconds (the
+    last value for every later one): ``Batches`` reads it at each one's start and end."""
+
+    def __init__(self, took: list[float]) -> None:
+        self.took, self.now, self.reads = took, 0.0, 0
+
+    def __call__(self) -> float:
+        if self.reads % 2:  # the end of a transaction
+            self.now += self.took[min(self.reads // 2, len(self.took) - 1)]
+        self.reads += 1
+        return self.now
 
 
 def _fill(engine, n: int) -> None:
@@ -186,28 +240,52 @@ def _fill(engine, n: int) -> None:
                                    for s in range(start, min(n, start + 10_000))])
 
 
-def test_deletes_hold_the_write_lock_briefly_even_on_a_large_table(engine):
-    _fill(engine, 60_000)
-    timer = _WriteTimer(engine)
-    deleted = apply_retention(engine, Retention(telemetry_max_age_s=100.0), now=59_100.0)
-    assert deleted["messages"] == 59_000
-    assert len(timer.lengths) > 5 and max(timer.lengths) < 0.1, timer.lengths
-    assert deleted["longest_transaction_s"] < 0.1
+def test_a_large_delete_runs_as_many_transactions_of_at_most_the_batch_size(engine):
+    """Structure, not wall time (that is ``benchmarks/retention_batches.py``): with batches
+    timed as quick, a 5,900-row delete is 31 transactions of at most 200 rows, so no
+    single one holds SQLite's write lock for the whole delete."""
+    _fill(engine, 6_000)
+    per_transaction = _RowsPerTransaction(engine)
+    job = RetentionJob(Retention(telemetry_max_age_s=100.0, delete_batch_rows=200),
+                       clock=_ScriptedClock([0.0]))
+    deleted = job(engine, now=6_000.0)
+    assert deleted["messages"] == 5_900 and sum(per_transaction.rows) == 5_900
+    assert max(per_transaction.rows) <= 200
+    assert per_transaction.rows[:3] == [50, 100, 200]  # a quarter first, then doubling
+    assert len(per_transaction.rows) == 31
 
 
-def test_one_big_delete_would_hold_it_many_times_longer(engine):
-    """The control for the test above: on SQLite (one writer: ingest waits for the lock)
-    the same delete in one transaction holds the lock several times longer than the
-    longest batch (about 140 ms against 20 ms here). PostgreSQL locks only the deleted
-    rows, so there a long delete holds up nobody's inserts."""
-    if engine.dialect.name != "sqlite":
-        pytest.skip("PostgreSQL has no database-wide write lock")
-    _fill(engine, 60_000)
-    batched = _WriteTimer(engine)
-    apply_retention(engine, Retention(telemetry_max_age_s=100.0), now=59_100.0)
-    sa.event.remove(engine, "commit", batched._commit)
-    _fill(engine, 59_000)
-    single = _WriteTimer(engine)
-    with transaction(engine) as conn:
-        conn.execute(sa.delete(messages).where(messages.c.received_at < 59_000.0))
-    assert single.lengths[-1] > 3 * max(batched.lengths), (single.lengths, batched.lengths)
+def test_a_slow_batch_halves_the_next_and_a_quick_one_doubles_it(engine):
+    _fill(engine, 1_000)
+    per_transaction = _RowsPerTransaction(engine)
+    batches = Batches(engine, max_rows=400, target_s=0.05,
+                      clock=_ScriptedClock([0.2, 0.2, 0.03, 0.001]))  # slow, slow, on target
+    column = messages.c.received_at
+    assert batches.delete(messages, [column < 1_000.0], [column]) == 1_000
+    assert per_transaction.rows == [100, 50, 25, 25, 50, 100, 200, 400, 50]
+    assert batches.transactions == 9 and batches.longest_s == pytest.approx(0.2)
+
+
+def test_retention_starts_afresh_whenever_this_process_regains_leadership(engine):
+    """README: the first pass after a leader starts counts everything once. ``serve``
+    builds its ``RetentionJob`` once; leading, then not, then again, the job must not
+    carry its last pass over the time another instance may have led."""
+
+    @dataclass
+    class Recorded(RetentionJob):
+        started_with: list = field(default_factory=list)
+
+        def __call__(self, engine, now):
+            self.started_with.append(self.last_pass)
+            return super().__call__(engine, now)
+
+    job, answers, stop = Recorded(Retention()), [True, False, True], threading.Event()
+
+    def leading() -> bool:
+        answer = answers.pop(0)
+        if not answers:
+            stop.set()  # the loop still runs the job it asked for, then ends
+        return answer
+
+    Housekeeping(CloudConfig(), engine, leading, [(0.0, job, "retention")]).run(stop)
+    assert job.started_with == [None, None]  # not [None, <the first pass>]
