@@ -4,10 +4,14 @@ A batch stays unacknowledged while it is retried, so the broker keeps its messag
 a failure that is not transient is the batch's own fault and is split down to the one
 message the store refuses (quarantined as ``store_error``). The errors come wrapped by
 SQLAlchemy, or raw from psycopg on the COPY path (``store/writes.py`` drives the
-driver's cursor itself), so both are read by their SQLSTATE:
+driver's cursor itself), so both are read by their SQLSTATE; SQLite's errors carry no
+SQLSTATE and are read by their result code (``sqlite_errorcode``, Python 3.11):
 
 - ``UNAVAILABLE``: the database cannot be used now (connection lost or refused, server
-  shutting down, out of connections or disk; SQLite busy). Retried until it comes back.
+  shutting down, out of connections or disk; SQLite busy, locked, I/O error, disk full,
+  file cannot be opened: ``SQLITE_UNAVAILABLE``). Retried until it comes back. Any other
+  SQLite error ("too many SQL variables", "no such table", a malformed file...) is not
+  transient: retrying it forever would stall the worker.
 - ``CONTENTION``: this transaction lost against another (deadlock, serialization
   failure, lock or statement timeout). Retried ``CONTENTION_RETRIES`` times, then the
   batch is split as for any other failure, so a message that always times out cannot
@@ -16,6 +20,7 @@ driver's cursor itself), so both are read by their SQLSTATE:
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 
 import sqlalchemy as sa
@@ -24,6 +29,12 @@ UNAVAILABLE, CONTENTION = "unavailable", "contention"
 CONTENTION_STATES = {"40001": "serialization failure", "40P01": "deadlock detected",
                      "55P03": "lock timeout", "57014": "statement timeout"}
 UNAVAILABLE_CLASSES = ("08", "53", "57P")  # connection; insufficient resources; shutdown
+# SQLite primary result codes (an extended code's low byte): BUSY, LOCKED, IOERR, FULL, CANTOPEN
+SQLITE_UNAVAILABLE = {5: "SQLITE_BUSY", 6: "SQLITE_LOCKED", 10: "SQLITE_IOERR",
+                      13: "SQLITE_FULL", 14: "SQLITE_CANTOPEN"}
+# psycopg's own refusals of a statement (raised as OperationalError, without SQLSTATE):
+# the statement's fault, not the connection's
+PSYCOPG_REFUSALS = ("number of parameters must be between",)
 CONTENTION_RETRIES = 6
 BACKOFF = (0.2, 10.0)  # first and longest wait between tries, seconds
 
@@ -35,6 +46,8 @@ class StoreUnavailable(Exception):
 def transient_kind(exc: BaseException) -> str | None:
     """``UNAVAILABLE``, ``CONTENTION`` or None (not transient) for a store failure."""
     for err in _chain(exc):
+        if isinstance(err, sqlite3.Error):
+            return UNAVAILABLE if _sqlite_unavailable(err) else None
         state = getattr(err, "sqlstate", None)
         if state in CONTENTION_STATES:
             return CONTENTION
@@ -44,9 +57,18 @@ def transient_kind(exc: BaseException) -> str | None:
             return UNAVAILABLE
     if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
         return UNAVAILABLE
-    if isinstance(exc, sa.exc.OperationalError) and not _has_sqlstate(exc):
-        return UNAVAILABLE  # SQLite busy/locked, a server that cannot be reached
+    if isinstance(exc, sa.exc.OperationalError) and not _has_driver_error(exc):
+        return UNAVAILABLE  # a server that cannot be reached (no driver error to read)
     return None
+
+
+def _sqlite_unavailable(err: sqlite3.Error) -> bool:
+    """Whether a SQLite error says the file cannot be used now (busy, locked, I/O, full,
+    cannot open), by its result code; without one (pysqlite's own errors), never."""
+    code = getattr(err, "sqlite_errorcode", None)
+    if code is None:
+        return False
+    return (code & 0xFF) in SQLITE_UNAVAILABLE
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -67,8 +89,11 @@ def _is_lost_connection(err: BaseException) -> bool:
         import psycopg
     except ImportError:
         return False
-    return isinstance(err, psycopg.OperationalError)
+    return isinstance(err, psycopg.OperationalError) and not any(
+        refusal in str(err) for refusal in PSYCOPG_REFUSALS)
 
 
-def _has_sqlstate(exc: BaseException) -> bool:
-    return any(getattr(err, "sqlstate", None) for err in _chain(exc))
+def _has_driver_error(exc: BaseException) -> bool:
+    """Whether a driver's own error (judged above) is in the chain: a SQLSTATE, or psycopg's."""
+    return any(getattr(err, "sqlstate", None) or type(err).__module__.startswith("psycopg")
+               for err in _chain(exc))
