@@ -10,7 +10,8 @@ out-of-order arrival leaves no false gap. The first seqs ever seen of a pair ope
 gap below them. Heads are read ``FOR UPDATE`` in key order (PostgreSQL, in one
 statement: ``store.arrays``; SQLite's ``BEGIN IMMEDIATE`` already serialises
 writers), so two workers holding messages of the same device never both judge the
-same seqs.
+same seqs. The portable reads' ``IN`` lists of (device, incarnation, kind) run in chunks
+(``store.chunks``): a large batch would pass the stores' bound-parameter caps.
 
 Status messages are not gap-checked (the agent reserves a block of status seqs per
 connection, so they jump on purpose); their head, raised only for statuses applied to
@@ -26,6 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from cloud_sync.store import arrays
+from cloud_sync.store.chunks import rows_in_chunks
 from cloud_sync.store.schema import seq_gaps, seq_heads
 from cloud_sync.store.writes import UPSERTS
 
@@ -56,9 +58,11 @@ def read_heads(conn: Connection, keys: Iterable[Key]) -> dict[Key, int]:
 
 def _read_heads(conn: Connection, keys: list[Key]) -> dict[Key, int]:
     """Portable: SQLite's ``BEGIN IMMEDIATE`` already holds the only write lock."""
-    query = (sa.select(*KEY_COLUMNS, seq_heads.c.head)
-             .where(sa.tuple_(*KEY_COLUMNS).in_(keys)).order_by(*KEY_COLUMNS))
-    return {(d, i, k): h for d, i, k, h in conn.execute(query)}
+    def query(chunk: list[Key]) -> sa.Select:
+        return (sa.select(*KEY_COLUMNS, seq_heads.c.head)
+                .where(sa.tuple_(*KEY_COLUMNS).in_(chunk)).order_by(*KEY_COLUMNS))
+
+    return {(d, i, k): h for d, i, k, h in rows_in_chunks(conn, keys, query)}
 
 
 def write_heads(conn: Connection, heads: Mapping[Key, int], now: float) -> None:
@@ -127,9 +131,11 @@ def _fill_gaps(conn: Connection, late: Mapping[Key, list[int]], report: GapRepor
     """Split or delete the gaps that late seqs fall into (duplicates fall into none)."""
     if not late:
         return
-    query = sa.select(seq_gaps).where(sa.tuple_(
-        seq_gaps.c.device_id, seq_gaps.c.incarnation, seq_gaps.c.kind).in_(sorted(late)))
-    for gap in conn.execute(query).all():
+    def query(chunk: list[Key]) -> sa.Select:
+        return sa.select(seq_gaps).where(sa.tuple_(
+            seq_gaps.c.device_id, seq_gaps.c.incarnation, seq_gaps.c.kind).in_(chunk))
+
+    for gap in list(rows_in_chunks(conn, sorted(late), query)):
         inside = [s for s in late[(gap.device_id, gap.incarnation, gap.kind)]
                   if gap.from_seq <= s <= gap.to_seq]
         if not inside:
