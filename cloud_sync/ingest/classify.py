@@ -6,15 +6,17 @@ topic's device. Registration (unknown device, wrong fleet) needs the store and i
 per batch in ``batch.py``. Pure functions: no I/O, never raise for bad input.
 
 JSON is read strictly: ``NaN``/``Infinity`` literals (not JSON, and refused by
-PostgreSQL's ``jsonb``) and documents nested deeper than ``MAX_DEPTH`` (protocol
-messages are a few levels deep; a deeper one would exhaust the stack of whatever walks
-it later, and ``json.loads`` itself raises ``RecursionError`` past about a thousand)
-are ``bad_json``.
+PostgreSQL's ``jsonb``), numbers that overflow a float (``1e999`` would become infinity:
+refused by ``jsonb``, stored by SQLite as non-JSON ``Infinity``) and documents nested
+deeper than ``MAX_DEPTH`` (protocol messages are a few levels deep; a deeper one would
+exhaust the stack of whatever walks it later, and ``json.loads`` itself raises
+``RecursionError`` past about a thousand) are ``bad_json``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,7 +121,8 @@ def _judge_payload(received: Received, fleet: str, device_id: str, kind: str
 def read_json(payload: bytes) -> Any:
     """Strict JSON: ValueError for non-standard constants and for nesting past
     ``MAX_DEPTH``; RecursionError when even the parser gives up on the nesting."""
-    doc = json.loads(payload.decode("utf-8"), parse_constant=_refuse_constant)
+    doc = json.loads(payload.decode("utf-8"), parse_constant=_refuse_constant,
+                     parse_float=_finite_float)
     if payload.count(b"[") + payload.count(b"{") > MAX_DEPTH and _depth(doc) > MAX_DEPTH:
         raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
     return doc
@@ -127,6 +130,14 @@ def read_json(payload: bytes) -> Any:
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number; send null or a finite number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:20]}{'...' if len(text) > 20 else ''} overflows a "
+                         "float; send a finite number")
+    return value
 
 
 def _depth(doc: Any) -> int:
