@@ -151,7 +151,12 @@ class Leadership:
 
     def confirm(self) -> bool:
         """Whether we lead, checked with the database now (for a job about to write);
-        steps down if the lock is gone. Never acquires."""
+        steps down if the lock is gone. Never acquires.
+
+        The check runs on the lock's connection while the job writes on another, so a
+        leader paused between the two (a stopped process, a long GC) can write once more
+        after it lost the lock; the jobs' unique keys and conditional updates make that
+        one write harmless (a duplicate is ignored, a stale update matches no row)."""
         with self._guard:
             return self.is_leader and self.step()
 

@@ -19,6 +19,7 @@ named ``edgekit-<pid>`` (``application_name``, unless the URL names one), so
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -46,21 +47,38 @@ def parse_url(url: str) -> URL:
     try:
         parsed = sa.make_url(url)
     except (sa.exc.ArgumentError, ValueError):
-        raise StoreError(f"database URL {url!r} is not a URL; {URL_HINT}") from None
+        raise StoreError(f"database URL {redact_url(url)!r} is not a URL; {URL_HINT}") from None
     driver = DRIVERS.get(parsed.drivername)
     if driver is None:
         raise StoreError(f"database URL scheme {parsed.drivername!r} is not supported; {URL_HINT}")
     if driver.startswith("sqlite") and parsed.database in (None, "", ":memory:"):
-        raise StoreError(f"SQLite URL {url!r} names no file; {URL_HINT}")
+        raise StoreError(f"SQLite URL {safe_url(parsed)!r} names no file; {URL_HINT}")
     if driver.startswith("postgresql") and not parsed.database:
         raise StoreError(f"PostgreSQL URL {safe_url(parsed)} names no database; {URL_HINT}")
     return parsed.set(drivername=driver)
 
 
 def safe_url(url: URL | str) -> str:
-    """The URL with its password hidden, for messages and logs."""
-    parsed = url if isinstance(url, URL) else sa.make_url(url)
+    """The URL with its password hidden, for messages and logs (also one that does not
+    parse, and a ``password`` in its query)."""
+    try:
+        parsed = url if isinstance(url, URL) else sa.make_url(url)
+    except (sa.exc.ArgumentError, ValueError):
+        return redact_url(str(url))
+    if "password" in parsed.query:
+        parsed = parsed.update_query_dict({"password": "***"})
     return parsed.render_as_string(hide_password=True)
+
+
+_USERINFO_PASSWORD = re.compile(r"(://[^/?#@]*?:)[^/?#]*@")
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.I)
+
+
+def redact_url(text: str) -> str:
+    """``text`` (a URL, or a message holding one) with the password of every
+    ``scheme://user:password@`` and every ``password=`` query value shown as ``***``; for
+    text that does not parse as a URL."""
+    return _QUERY_PASSWORD.sub(r"\1***", _USERINFO_PASSWORD.sub(r"\1***@", text))
 
 
 def create_engine(url: str, **options: object) -> Engine:
@@ -139,12 +157,17 @@ def _postgresql_engine(url: URL, **options: object) -> Engine:
     return engine
 
 
+PG_USER_TIMEOUT_SINCE = 120000  # server_version_num of PostgreSQL 12, the first with it
+
+
 def _postgresql_on_connect(dbapi_conn, _record) -> None:
-    """The server side's keepalives for this session (any user may set them)."""
+    """The server side's keepalives for this session (any user may set them);
+    ``tcp_user_timeout`` only where the server has it (PostgreSQL 12 and later)."""
     with dbapi_conn.cursor() as cursor:
         for name, value in PG_KEEPALIVES.items():
             cursor.execute(f"SET tcp_keepalives_{name} = {int(value)}")
-        cursor.execute(f"SET tcp_user_timeout = {PG_USER_TIMEOUT_MS}")
+        if dbapi_conn.info.server_version >= PG_USER_TIMEOUT_SINCE:
+            cursor.execute(f"SET tcp_user_timeout = {PG_USER_TIMEOUT_MS}")
     dbapi_conn.commit()
 
 
@@ -158,7 +181,7 @@ def check(engine: Engine) -> None:
         with engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
     except sa.exc.SQLAlchemyError as exc:
-        cause = first_line(getattr(exc, "orig", None) or exc)
+        cause = _without(first_line(getattr(exc, "orig", None) or exc), engine.url.password)
         raise StoreError(f"cannot reach database {safe_url(engine.url)}: {cause}; check the "
                          "--db URL and that the server runs and accepts this user") from None
 
@@ -168,3 +191,8 @@ def transaction(engine: Engine) -> Iterator[Connection]:
     """A write transaction (``BEGIN IMMEDIATE`` on SQLite); commits on success."""
     with engine.connect().execution_options(edgekit_write=True) as conn, conn.begin():
         yield conn
+
+
+def _without(text: str, secret: str | None) -> str:
+    """``text`` with ``secret`` (a password a driver may echo) shown as ``***``."""
+    return text.replace(secret, "***") if secret else text
