@@ -182,14 +182,16 @@ class CloudConfig(BaseModel):
         return cls.from_dict(doc)
 
 
-def _policies(triggers: Triggers) -> list[Any]:
+def policies(triggers: Triggers) -> list[Any]:
+    """Every trigger policy in force: the default, then each fleet's (the default with the
+    fleet's overrides on top)."""
     return [triggers.default] + [triggers.policy_for(f) for f in triggers.fleets]
 
 
 def drift_lookback_s(triggers: Triggers) -> float:
     """How far back the drift controller reads telemetry: ``window_s x (n + 1)`` of the
     longest policy (the span ``cloud_sync.triggers.controller`` reads)."""
-    return max(p.window_s * (p.n + 1) for p in _policies(triggers))
+    return max(p.window_s * (p.n + 1) for p in policies(triggers))
 
 
 def _at_least(retention: Retention, given: set[str], name: str, least: float,
@@ -212,7 +214,7 @@ def bounded_retention(cfg: CloudConfig) -> Retention:
     retention = _at_least(retention, given, "telemetry_max_age_s", lookback,
                           f"the drift rule's lookback ({lookback:g} s: window_s x (n + 1))")
     retention = _at_least(retention, given, "triggers_max_age_s",
-                          max(p.cooldown_s for p in _policies(cfg.triggers)),
+                          max(p.cooldown_s for p in policies(cfg.triggers)),
                           "the triggers' cooldown_s (the last trigger holds back the next)")
     rows = "telemetry_max_rows_per_device"
     if rows not in given:

@@ -4,10 +4,11 @@ A command line (``/proc/PID/cmdline``, ``ps``) is readable by every local user, 
 environment (``/proc/PID/environ``) by the same user and root, and both end up in crash
 reports and process listings. So ``cloud serve`` starts each worker with a plain
 command line and an environment stripped of secrets (``worker_env``), and writes the
-whole config plus the secret variables a worker may need (the cloud's MQTT password,
-libpq's ``PGPASSWORD``) as one JSON document to the worker's stdin, a pipe only the two
-processes hold (``encode`` / ``read``). The worker puts those into its ``os.environ``;
-``/proc/PID/environ`` shows only the environment it was started with.
+whole config plus every variable it stripped (the cloud's MQTT password, libpq's
+``PGPASSWORD`` and ``PGSSLPASSWORD``, whatever a deployment's store or broker login
+needs) as one JSON document to the worker's stdin, a pipe only the two processes hold
+(``encode`` / ``read``). The worker puts those back into its ``os.environ``, so it sees
+the server's environment; ``/proc/PID/environ`` shows only the one it was started with.
 """
 
 from __future__ import annotations
@@ -17,12 +18,10 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import IO, Any
 
-from cloud_sync.config import CloudConfig
-from cloud_sync.ingest.mqtt import PASSWORD_ENV
+from cloud_sync.config import CloudConfig, policies
 from edge_agent.errors import ConfigError
 
 SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIAL|PRIVATE|_KEY$", re.I)
-WORKER_SECRETS = (PASSWORD_ENV, "PGPASSWORD")  # what a worker may need: sent on stdin
 
 
 def secret_env_names(cfg: CloudConfig, environ: Mapping[str, str]) -> set[str]:
@@ -39,8 +38,9 @@ def worker_env(cfg: CloudConfig, environ: Mapping[str, str]) -> dict[str, str]:
 
 
 def encode(cfg: CloudConfig, environ: Mapping[str, str]) -> bytes:
-    """The document a worker reads on stdin: its config and the secrets it needs."""
-    env = {k: environ[k] for k in WORKER_SECRETS if k in environ}
+    """The document a worker reads on stdin: its config and every variable ``worker_env``
+    stripped, so the worker's ``os.environ`` ends up as the server's."""
+    env = {k: environ[k] for k in sorted(secret_env_names(cfg, environ))}
     return json.dumps({"config": cfg.model_dump(mode="json"), "env": env}).encode()
 
 
@@ -59,8 +59,7 @@ def read(stream: IO[bytes]) -> tuple[dict[str, Any], dict[str, str]]:
 
 
 def _webhook_secret_envs(cfg: CloudConfig) -> Iterator[str]:
-    policies = [cfg.triggers.default, *(cfg.triggers.policy_for(f) for f in cfg.triggers.fleets)]
-    for policy in policies:
+    for policy in policies(cfg.triggers):
         for action in policy.actions:
             name = getattr(action, "secret_env", None)
             if name:

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from cloud_sync.config import CloudConfig
+from cloud_sync.config import CloudConfig, drift_lookback_s
 from cloud_sync.triggers.decide import decide, evidence
 from cloud_sync.triggers.fire import fire, in_cooldown
 from cloud_sync.triggers.scoring import (
@@ -45,15 +45,10 @@ class StepReport:
                 "skipped": self.skipped}
 
 
-def _lookback(cfg: CloudConfig, fleets: set[str]) -> float:
-    policies = [cfg.triggers.default] + [cfg.triggers.policy_for(f) for f in fleets]
-    return max(p.window_s * (p.n + 1) for p in policies)
-
-
 def controller_step(conn: Connection, cfg: CloudConfig, now: float) -> StepReport:
     """Score, store and decide every (fleet, model, version) with recent telemetry."""
     report = StepReport()
-    groups = recent_telemetry(conn, now - _lookback(cfg, set(cfg.triggers.fleets)), now)
+    groups = recent_telemetry(conn, now - drift_lookback_s(cfg.triggers), now)
     references: dict[tuple[str, str], Any] = {}
     for key, msgs in sorted(groups.items()):
         policy = cfg.triggers.policy_for(key[0])
