@@ -29,6 +29,7 @@ from typing import Any
 
 from cloud_sync.config import CloudConfig
 from cloud_sync.errors import CloudError
+from cloud_sync.store.engine import redact_url
 from edge_agent import protocol
 
 SIGNATURE_HEADER = "X-Edgekit-Signature"
@@ -113,10 +114,11 @@ def post_webhook(ctx: ActionContext) -> None:
     try:
         response = httpx.post(ctx.config["url"], content=body, headers=headers,
                               timeout=ctx.config.get("timeout_s", 10.0))
-    except httpx.HTTPError as exc:
-        raise ActionFailed(f"webhook {ctx.config['url']}: {exc}") from None
+    except httpx.HTTPError as exc:  # the URL's password stays out of logs and the API
+        raise ActionFailed(redact_url(f"webhook {ctx.config['url']}: {exc}")) from None
     if not 200 <= response.status_code < 300:
-        raise ActionFailed(f"webhook {ctx.config['url']} answered HTTP {response.status_code}")
+        raise ActionFailed(f"webhook {redact_url(ctx.config['url'])} answered HTTP "
+                           f"{response.status_code}")
 
 
 def event_topic(fleet: str) -> str:

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from cloud_sync.samples_export import SampleFilter, export_samples
+from cloud_sync.store.engine import redact_url
 from cloud_sync.store.schema import actions, triggers
 from cloud_sync.triggers.policy import TriggerPolicy
 from cloud_sync.triggers.scoring import UPSERTS, GroupKey
@@ -28,11 +29,15 @@ REDACTED = "***"
 
 
 def redact(doc: Any) -> Any:
-    """``doc`` with every ``secret`` value replaced (for storage in evidence and the API)."""
+    """``doc`` with every ``secret`` value replaced and the password of every URL
+    (``scheme://user:password@``, ``password=``) hidden (for storage in evidence and the
+    API)."""
     if isinstance(doc, dict):
         return {k: (REDACTED if k == "secret" and v else redact(v)) for k, v in doc.items()}
     if isinstance(doc, list):
         return [redact(v) for v in doc]
+    if isinstance(doc, str) and "://" in doc:
+        return redact_url(doc)
     return doc
 
 

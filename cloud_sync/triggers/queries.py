@@ -1,6 +1,7 @@
 """Reads for the API and the CLI: drift scores, triggers with their actions and attempts.
 
-Documents are plain JSON; secrets in action configs are redacted.
+Documents are plain JSON; secrets in action configs, and the passwords of URLs in them
+and in the actions' errors, are redacted.
 """
 
 from __future__ import annotations
@@ -97,12 +98,12 @@ def _actions_of(conn: Connection, trigger_ids: list[int]) -> dict[int, list[dict
             action_attempts.c.action_id.in_([r["id"] for r in rows]))
             .order_by(action_attempts.c.attempt)).mappings():
         tries.setdefault(t["action_id"], []).append(
-            {k: t[k] for k in ("attempt", "started_at", "finished_at", "ok", "error")})
+            redact({k: t[k] for k in ("attempt", "started_at", "finished_at", "ok", "error")}))
     out: dict[int, list[dict[str, Any]]] = {}
     for r in rows:
         out.setdefault(r["trigger_id"], []).append({
             "index": r["idx"], "kind": r["kind"], "state": r["state"],
             "attempts": r["attempts"], "max_attempts": r["max_attempts"],
-            "next_attempt_at": r["next_attempt_at"], "last_error": r["last_error"],
+            "next_attempt_at": r["next_attempt_at"], "last_error": redact(r["last_error"]),
             "config": redact(r["config"]), "history": tries.get(r["id"], [])})
     return out
