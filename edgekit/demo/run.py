@@ -269,7 +269,7 @@ class Demo:
         self.tl.log("rollout", f"rollout {rollout_id} {doc['state']}; devices run " + ", ".join(
             f"{d} v{v}" for d, v in versions.items()), "done")
         if doc["state"] != "done":
-            raise StageFailed(f"rollout {rollout_id} ended {doc['state']}")
+            raise StageFailed(f"rollout {rollout_id} ended {doc['state']}{_why(doc)}")
         if set(versions.values()) != {want}:
             raise StageFailed("not every device runs v" + want + ": " + ", ".join(
                 f"{d} v{v}" for d, v in versions.items()))
@@ -412,4 +412,14 @@ def run_demo(s: DemoSettings) -> int:
         return Demo(s).run()
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _why(doc: dict[str, Any]) -> str:
+    """Why a rollout did not finish: its verdict's reasons and its failed devices' errors."""
+    reasons = list((doc.get("verdict") or {}).get("reasons") or [])
+    for dev in doc.get("devices") or []:
+        if dev.get("state") in ("failed", "rolled_back"):
+            error = (dev.get("result") or {}).get("error") or dev["state"]
+            reasons.append(f"{dev.get('device_id')}: {error}")
+    return (": " + "; ".join(str(r) for r in reasons))[:600] if reasons else ""
 

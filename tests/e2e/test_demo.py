@@ -36,7 +36,8 @@ def test_the_demo_runs_the_whole_loop(tmp_path):
                           timeout=880, env={**os.environ, "COLUMNS": "200"})
     summary = json.loads((out / "summary.json").read_text())
     failed = {k: v for k, v in summary["stages"].items() if v["status"] != "ok"}
-    assert done.returncode == 0 and not failed, (failed, done.stdout[-3000:], done.stderr[-2000:])
+    assert done.returncode == 0 and not failed, "\n".join(
+        [json.dumps(failed), done.stdout[-3000:], done.stderr[-2000:]])
     stages = summary["stages"]
     assert list(stages) == ["keys", "train", "build", "fleet", "baseline", "drift", "retrain",
                             "rollout", "recovery", "report"]

@@ -147,3 +147,13 @@ def test_keep_running_ends_with_ctrl_c_as_success_or_fails_when_a_process_dies(
     assert demo.run() == status and demo.fleet.stopped
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert ("keep_running" in summary["stages"]) == bool(gone)
+
+
+def test_a_halted_rollout_says_why():
+    from edgekit.demo.run import _why
+
+    doc = {"state": "halted", "verdict": {"reasons": ["canary p95 3.1x control's"]},
+           "devices": [{"device_id": "pi", "state": "failed", "result": {"error": "parity"}},
+                       {"device_id": "x86", "state": "committed", "result": {"ok": True}}]}
+    assert _why(doc) == ": canary p95 3.1x control's; pi: parity"
+    assert _why({"state": "halted"}) == ""
