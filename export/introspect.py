@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from edge_agent.errors import BundleError
@@ -23,17 +23,85 @@ def format_of(path: Path) -> str:
     return fmt
 
 
-def _onnx_precision(path: Path, session: Session) -> str:
-    import onnx
+# ONNX is a protobuf; the few fields precision needs are read straight off the wire, so
+# `bundle pack` works where only the agent extra is installed (onnxruntime, no `onnx`).
+# Field numbers from onnx.proto (stable since IR version 1):
+_MODEL_GRAPH = 7          # ModelProto.graph
+_GRAPH_NODE = 1           # GraphProto.node
+_GRAPH_INITIALIZER = 5    # GraphProto.initializer
+_NODE_OP_TYPE = 4         # NodeProto.op_type
+_TENSOR_DATA_TYPE = 2     # TensorProto.data_type
+_ONNX_FLOAT16 = 10        # TensorProto.DataType.FLOAT16
 
-    model = onnx.load(str(path), load_external_data=False)
-    ops = {node.op_type for node in model.graph.node}
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(buf) or shift > 63:
+            raise ValueError("truncated varint")
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def _fields(buf: bytes, start: int, end: int) -> Iterator[tuple[int, int, int, int]]:
+    """(field number, wire type, value or start, end) of each field in buf[start:end]; a
+    varint's value comes as its start, a length-delimited field as its [start, end)."""
+    pos = start
+    while pos < end:
+        key, pos = _varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+            yield number, wire, value, pos
+        elif wire == 2:
+            size, pos = _varint(buf, pos)
+            if pos + size > end:
+                raise ValueError("field runs past its message")
+            yield number, wire, pos, pos + size
+            pos += size
+        elif wire in (1, 5):
+            pos += 8 if wire == 1 else 4
+        else:  # groups (3, 4) are not in onnx.proto
+            raise ValueError(f"unexpected wire type {wire}")
+    if pos != end:
+        raise ValueError("field runs past its message")
+
+
+def _onnx_graph_facts(buf: bytes) -> tuple[set[str], set[int]]:
+    """The main graph's op types and its initializers' data types (what onnx.load +
+    model.graph.node / .initializer give, without needing the onnx package)."""
+    ops: set[str] = set()
+    dtypes: set[int] = set()
+    for number, wire, g_start, g_end in _fields(buf, 0, len(buf)):
+        if number != _MODEL_GRAPH or wire != 2:
+            continue
+        for field, kind, start, end in _fields(buf, g_start, g_end):
+            if field == _GRAPH_NODE and kind == 2:
+                for f, k, s, e in _fields(buf, start, end):
+                    if f == _NODE_OP_TYPE and k == 2:
+                        ops.add(bytes(buf[s:e]).decode("utf-8", "replace"))
+            elif field == _GRAPH_INITIALIZER and kind == 2:
+                for f, k, value, _ in _fields(buf, start, end):
+                    if f == _TENSOR_DATA_TYPE and k == 0:
+                        dtypes.add(value)
+    return ops, dtypes
+
+
+def _onnx_precision(path: Path, session: Session) -> str:
+    try:
+        ops, dtypes = _onnx_graph_facts(Path(path).read_bytes())
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"{path}: cannot read the ONNX graph ({exc}); pass --precision "
+                          "to say what it computes in") from exc
     if ops & _DYNAMIC_OPS and "DynamicQuantizeLinear" in ops:
         return "int8-dynamic"
     if ops & _QUANT_OPS:
         return "int8"
-    fp16 = onnx.TensorProto.FLOAT16
-    if any(init.data_type == fp16 for init in model.graph.initializer):
+    if _ONNX_FLOAT16 in dtypes:
         return "fp16"
     return "fp32"
 

@@ -32,8 +32,11 @@ def private_key(keypair):
 
 @pytest.fixture(scope="session")
 def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real fp32 ONNX classifier: float[N,1,8,8] -> probabilities[N,10]."""
-    return make_tiny_onnx(tmp_path_factory.mktemp("onnx") / "tiny.onnx")
+    """A real fp32 ONNX classifier: float[N,1,8,8] -> probabilities[N,10]. Where only the
+    agent extra is installed (no `onnx` package: .ci/py39.sh), the same model, made on the
+    build host, comes from $EDGEKIT_TEST_ONNX."""
+    return _prebuilt_or_made("EDGEKIT_TEST_ONNX", tmp_path_factory.mktemp("onnx") / "tiny.onnx",
+                             make_tiny_onnx)
 
 
 @pytest.fixture(scope="session")
@@ -41,12 +44,17 @@ def tiny_tflite(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real fp32 TFLite classifier converted by litert-torch: float[1,1,8,8] -> [1,10].
     Where only the device side is installed (no torch: .ci/py39.sh), the same model, made
     on the build host, comes from $EDGEKIT_TEST_TFLITE."""
-    out = tmp_path_factory.mktemp("tflite") / "tiny.tflite"
-    prebuilt = os.environ.get("EDGEKIT_TEST_TFLITE")
+    return _prebuilt_or_made("EDGEKIT_TEST_TFLITE",
+                             tmp_path_factory.mktemp("tflite") / "tiny.tflite", make_tiny_tflite)
+
+
+def _prebuilt_or_made(variable: str, out: Path, make) -> Path:
+    """A copy of the model file $VARIABLE names, or ``make(out)`` where it is unset."""
+    prebuilt = os.environ.get(variable)
     if prebuilt:
         shutil.copyfile(prebuilt, out)
         return out
-    return make_tiny_tflite(out)
+    return make(out)
 
 
 @pytest.fixture()

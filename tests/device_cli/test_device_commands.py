@@ -1,8 +1,9 @@
 """Every `edgekit` command a device user runs, through the installed console script.
 
 These run on the build host with the rest of the suite, and on a real Python 3.9 with only
-`edgekit[agent]` installed (.ci/py39.sh): there, nothing beyond the agent extra may be
-needed (no torch, onnx only to make the test's model), so a command that needs more fails.
+`edgekit[agent]` installed (.ci/py39.sh): there, nothing beyond the agent extra is
+installed (no torch, no onnx: the tiny models come prebuilt from the build host through
+$EDGEKIT_TEST_ONNX and $EDGEKIT_TEST_TFLITE), so a command that needs more fails.
 """
 
 from __future__ import annotations
