@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import sqlalchemy as sa
 
+from benchmarks.results_file import write_section
 from cloud_sync.config import CloudConfig
 from cloud_sync.ingest.batch import write_batch
 from cloud_sync.ingest.classify import Received, classify
@@ -121,6 +122,22 @@ def main() -> None:
         finally:
             drop()
     print(json.dumps(found, indent=2))
+    write_section("device-day", _table(found, args.devices))
+
+
+def _table(found: dict, devices: int) -> str:
+    """The RESULTS.md section: one row per store."""
+    lines = [f"## Storage per device-day (benchmarks/device_day.py, {devices} devices)", "",
+             "A simulated device at the default 10 s telemetry interval, written through "
+             "the ingest path; the `messages` table with its indexes.", "",
+             "| store | rows | JSON received | stored | per row | 7 days (default) |",
+             "|---|---|---|---|---|---|"]
+    for store, f in found.items():
+        lines.append(f"| {store} | {f['rows_per_device_day']:,.0f} | "
+                     f"{f['json_bytes_per_device_day'] / 1e6:.1f} MB | "
+                     f"{f['bytes_per_device_day'] / 1e6:.1f} MB | {f['bytes_per_row']:,.0f} B | "
+                     f"{7 * f['bytes_per_device_day'] / 1e6:.0f} MB |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
