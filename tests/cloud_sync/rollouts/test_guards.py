@@ -209,27 +209,10 @@ def test_a_result_counts_only_from_the_device_the_command_was_sent_to(fleet):
     assert _devices(fleet, rid)["a"]["state"] == "committed"
 
 
-def test_a_rollback_result_counts_only_from_its_device(fleet):
-    rid = _create(fleet, devices=["a", "b"])  # b: in the rollout, never sent anything
-    _step(fleet, 1.0)
-    _step(fleet, 2.0)
-    with transaction(fleet) as conn:
-        result(conn, "a", _sent_to(fleet, rid, "a")["cmd_id"], phase="committed", ts=2.5)
-    _step(fleet, 3.0)
-    with transaction(fleet) as conn:
-        abort_rollout(conn, rid, 4.0)
-    _step(fleet, 5.0)
-    report = _step(fleet, 6.0)
-    rollback = next(o for o in report.outgoing if o.doc["type"] == "rollback")
-    assert rollback.doc["args"] == {"from_version": "2"}  # the version to leave
-    with transaction(fleet) as conn:
-        result(conn, "b", rollback.cmd_id, ok=True, phase=None, ts=6.5, ctype="rollback")
-    _step(fleet, 7.0)
-    assert _devices(fleet, rid)["a"]["state"] == "rollback_sent"
-
-
-def _rollback_answer(engine, ok, running):
-    rid = _create(engine, devices=["a"])
+def _aborted_after_a_committed(engine, devices):
+    """A rollout over ``devices`` whose device a committed, then aborted: (id, the
+    rollback command sent to a)."""
+    rid = _create(engine, devices=devices)
     _step(engine, 1.0)
     _step(engine, 2.0)
     with transaction(engine) as conn:
@@ -238,7 +221,21 @@ def _rollback_answer(engine, ok, running):
     with transaction(engine) as conn:
         abort_rollout(conn, rid, 4.0)
     _step(engine, 5.0)
-    rollback = next(o for o in _step(engine, 6.0).outgoing if o.doc["type"] == "rollback")
+    return rid, next(o for o in _step(engine, 6.0).outgoing if o.doc["type"] == "rollback")
+
+
+def test_a_rollback_result_counts_only_from_its_device(fleet):
+    # b: in the rollout, never sent anything
+    rid, rollback = _aborted_after_a_committed(fleet, ["a", "b"])
+    assert rollback.doc["args"] == {"from_version": "2"}  # the version to leave
+    with transaction(fleet) as conn:
+        result(conn, "b", rollback.cmd_id, ok=True, phase=None, ts=6.5, ctype="rollback")
+    _step(fleet, 7.0)
+    assert _devices(fleet, rid)["a"]["state"] == "rollback_sent"
+
+
+def _rollback_answer(engine, ok, running):
+    rid, rollback = _aborted_after_a_committed(engine, ["a"])
     with transaction(engine) as conn:
         conn.execute(sa.insert(messages).values(
             device_id="a", fleet="f1", kind="cmd/result", seq=999, ts=6.5, received_at=6.5,
