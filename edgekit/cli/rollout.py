@@ -62,7 +62,7 @@ def _call(api: str | None, token: str | None, method: str, path: str,
 
 
 def _policy(canary: str | None, bake: float | None, waves: str | None,
-            offline: str | None) -> dict[str, Any]:
+            offline: str | None, max_p95_ratio: float | None = None) -> dict[str, Any]:
     from cloud_sync.rollouts.policy import parse_canary
 
     doc: dict[str, Any] = {}
@@ -78,6 +78,8 @@ def _policy(canary: str | None, bake: float | None, waves: str | None,
         doc["bake_s"] = bake
     if offline:
         doc["offline"] = offline
+    if max_p95_ratio is not None:
+        doc["thresholds"] = {"max_p95_ratio": max_p95_ratio}
     return doc
 
 
@@ -132,13 +134,16 @@ def start(model: str = typer.Option(..., "--model"), version: str = typer.Option
           waves: str = typer.Option(None, "--waves", help="Cumulative percentages, e.g. "
                                     "10,50,100."),
           offline: str = typer.Option(None, "--offline", help="wait, skip or fail."),
+          max_p95_ratio: float = typer.Option(None, "--max-p95-ratio", help="Halt when the "
+                                              "canary's p95 latency is this many times "
+                                              "control's (default 3)."),
           api: str = ApiOption, token: str = TokenOption, as_json: bool = JsonFlag) -> None:
     """Start a staged rollout of a published model version."""
     if bool(fleet) == bool(devices):
         raise RolloutCliError("pass exactly one of --fleet and --devices")
     body = {"model": model, "version": version, "fleet": fleet,
             "devices": [d.strip() for d in devices.split(",")] if devices else None,
-            "policy": _policy(canary, bake, waves, offline)}
+            "policy": _policy(canary, bake, waves, offline, max_p95_ratio)}
     doc = _call(api, token, "POST", PATH, body)
     print_json(doc) if as_json else _show(doc)
 
