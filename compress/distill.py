@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from compress import progress
 from compress.errors import CompressError
 from compress.evaluation import Metric, batches_in, predict, score
+from compress.labels import batch_labels
 from compress.memory_format import as_format, choose_format
 from compress.recipe import DistillConfig
 from compress.registry import Registry
@@ -60,13 +61,18 @@ class DistillResult:
                 "history": self.history}
 
 
+Loss = Callable[[Any, Any, torch.Tensor, DistillConfig], torch.Tensor]
+"""(student outputs, teacher outputs, labels, config) -> loss: the task's
+(``compress.tasks``); classifiers by default."""
+
+
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
                       labels: torch.Tensor, cfg: DistillConfig) -> torch.Tensor:
-    """The weighted sum of the soft (teacher) and hard (label) losses."""
+    """The weighted sum of the soft (teacher) and hard (label) losses of a classifier."""
     t = cfg.temperature
     soft = F.kl_div(F.log_softmax(student_logits / t, dim=1), F.softmax(teacher_logits / t, dim=1),
                     reduction="batchmean") * (t * t)
-    hard = F.cross_entropy(student_logits, labels)
+    hard = F.cross_entropy(student_logits, labels.long())
     return cfg.alpha * soft + (1 - cfg.alpha) * hard
 
 
@@ -79,14 +85,14 @@ def _optimizer(model: torch.nn.Module, cfg: DistillConfig) -> torch.optim.Optimi
 
 def _train_epoch(student: torch.nn.Module, teacher: torch.nn.Module, loader: Any,
                  optimizer: torch.optim.Optimizer, scheduler: Any, cfg: DistillConfig,
-                 label: str, memory_format: torch.memory_format) -> float:
+                 label: str, memory_format: torch.memory_format, loss_fn: Loss) -> float:
     student.train()
     total, batches = 0.0, 0
     for inputs, labels in progress.track(loader, label, total=batches_in(loader)):
         inputs = as_format(inputs.float(), memory_format)
         with torch.no_grad():
             teacher_logits = teacher(inputs)
-        loss = distillation_loss(student(inputs), teacher_logits, labels.long(), cfg)
+        loss = loss_fn(student(inputs), teacher_logits, batch_labels(labels), cfg)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -98,12 +104,13 @@ def _train_epoch(student: torch.nn.Module, teacher: torch.nn.Module, loader: Any
 
 def distill(student: torch.nn.Module, teacher: torch.nn.Module, train: Any,
             validation: tuple[torch.Tensor, torch.Tensor], metric: Metric, cfg: DistillConfig,
-            label: str = "distilling", time_left: Callable[[], float] | None = None
-            ) -> DistillResult:
+            label: str = "distilling", time_left: Callable[[], float] | None = None,
+            loss: Loss | None = None) -> DistillResult:
     """Train ``student`` in place from ``teacher``; it ends with its best epoch's weights.
 
     ``time_left`` (seconds the build's budget leaves this student) stops training before
-    an epoch that would not fit, judged by the last epoch's duration.
+    an epoch that would not fit, judged by the last epoch's duration. ``loss`` is the
+    task's distillation loss (a classifier's KL + cross-entropy by default).
     """
     teacher.eval()
     fmt = choose_format(student, teacher, next(iter(train))[0])
@@ -111,7 +118,7 @@ def distill(student: torch.nn.Module, teacher: torch.nn.Module, train: Any,
     teacher.to(memory_format=fmt.memory_format)
     try:
         result = _epochs(student, teacher, train, validation, metric, cfg, label,
-                         fmt.memory_format, time_left)
+                         fmt.memory_format, time_left, loss or distillation_loss)
     finally:
         student.to(memory_format=torch.contiguous_format)
         teacher.to(memory_format=torch.contiguous_format)
@@ -123,7 +130,7 @@ def distill(student: torch.nn.Module, teacher: torch.nn.Module, train: Any,
 def _epochs(student: torch.nn.Module, teacher: torch.nn.Module, train: Any,
             validation: tuple[torch.Tensor, torch.Tensor], metric: Metric, cfg: DistillConfig,
             label: str, memory_format: torch.memory_format,
-            time_left: Callable[[], float] | None) -> DistillResult:
+            time_left: Callable[[], float] | None, loss_fn: Loss) -> DistillResult:
     optimizer = _optimizer(student, cfg)
     factor = SCHEDULES.get(cfg.schedule)
     total = cfg.epochs * max(1, batches_in(train) or sum(1 for _ in train))
@@ -135,7 +142,7 @@ def _epochs(student: torch.nn.Module, teacher: torch.nn.Module, train: Any,
     for epoch in range(1, cfg.epochs + 1):
         started = time.monotonic()
         loss = _train_epoch(student, teacher, train, optimizer, scheduler, cfg,
-                            f"{label} epoch {epoch}/{cfg.epochs}", memory_format)
+                            f"{label} epoch {epoch}/{cfg.epochs}", memory_format, loss_fn)
         value = score(metric, predict(student, val_x), val_y)
         seconds = time.monotonic() - started
         history.append({"epoch": epoch, "loss": round(loss, 5), "metric": round(value, 5),

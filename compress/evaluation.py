@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from compress import labels as label_tools
+from compress.outputs import concat, to_torch
 from edge_agent.errors import first_line
 
 Metric = Callable[[torch.Tensor, torch.Tensor], float]
@@ -26,28 +28,30 @@ def batches_in(loader: Any) -> int | None:
 
 
 def collect(loader: Any, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """All (inputs, labels) of a loader as two tensors, at most ``limit`` samples."""
+    """All (inputs, labels) of a loader as two tensors, at most ``limit`` samples (detection
+    labels padded, ``compress.labels``)."""
     xs, ys, seen = [], [], 0
     for inputs, labels in loader:
         xs.append(inputs.float())
-        ys.append(labels)
+        ys.append(label_tools.batch_labels(labels))
         seen += len(inputs)
         if limit is not None and seen >= limit:
             break
-    x, y = torch.cat(xs), torch.cat(ys)
+    x, y = torch.cat(xs), label_tools.join(ys)
     return (x[:limit], y[:limit]) if limit is not None else (x, y)
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, inputs: torch.Tensor, batch: int = 256) -> torch.Tensor:
+def predict(model: torch.nn.Module, inputs: torch.Tensor, batch: int = 256) -> Any:
     """The model's outputs for ``inputs``, in eval mode, batch by batch, without autograd
-    (a graph kept for every batch would hold all their activations until the end)."""
+    (a graph kept for every batch would hold all their activations until the end): a
+    tensor, or a tuple of tensors for a model with several outputs (``compress.outputs``)."""
     was_training = model.training
     model.eval()
     with torch.no_grad():
         outs = [model(inputs[i:i + batch]) for i in range(0, len(inputs), batch)]
     model.train(was_training)
-    return torch.cat(outs).float()
+    return to_torch(concat(outs))
 
 
 def score(metric: Metric, outputs: torch.Tensor, labels: torch.Tensor) -> float:

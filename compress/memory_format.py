@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
+from compress.outputs import as_list
+
 CONTIGUOUS, CHANNELS_LAST = "contiguous", "channels_last"
 FORMATS = {CONTIGUOUS: torch.contiguous_format, CHANNELS_LAST: torch.channels_last}
 PROBE_STEPS = 2
@@ -62,7 +64,7 @@ def _step_seconds(student: torch.nn.Module, teacher: torch.nn.Module, inputs: to
         start = time.perf_counter()
         with torch.no_grad():
             teacher(x)
-        student(x).float().sum().backward()
+        sum(o.float().sum() for o in as_list(student(x))).backward()
         student.zero_grad(set_to_none=True)
         best = min(best, time.perf_counter() - start)
     return best

@@ -3,7 +3,8 @@ files), following the dependency graph so residual adds and depthwise groups sta
 
 The target is a reduction of a measure (MACs, or torch's batch-1 latency): the pruner
 steps until the measure falls to ``(1 - ratio)`` of the original. The classifier (any
-layer producing the model's output width) and user-named layers are never pruned.
+layers producing the model's outputs, every head of a detector) and user-named layers
+are never pruned.
 """
 
 from __future__ import annotations
@@ -99,20 +100,50 @@ class PruneResult:
                 "steps": self.steps}
 
 
+def output_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The convolutions and linear layers whose results reach a model output without passing
+    through another one: a classifier's last layer, every box and class branch of a
+    detector's heads, each head of a multi-output model. Found on the model's traced graph;
+    empty when the model cannot be traced (``protected_layers`` still keeps the classifier's)."""
+    try:
+        graph = torch.fx.symbolic_trace(model).graph
+    except Exception:  # data-dependent control flow and the like: fx cannot trace every model
+        return []
+    found: dict[int, torch.nn.Module] = {}
+    seen = set()
+    stack = [n for node in graph.nodes if node.op == "output" for n in node.all_input_nodes]
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        module = model.get_submodule(node.target) if node.op == "call_module" else None
+        if isinstance(module, torch.nn.Linear | torch.nn.Conv1d | torch.nn.Conv2d):
+            found[id(module)] = module
+            continue
+        stack.extend(node.all_input_nodes)
+    return list(found.values())
+
+
 def protected_layers(model: torch.nn.Module, example: torch.Tensor,
                      patterns: list[str]) -> list[torch.nn.Module]:
-    """Layers never pruned: those producing the output width (the classifier) and named ones."""
+    """Layers never pruned: those producing the outputs (a classifier's last layer, every
+    head of a detector or multi-output model) and the named ones."""
+    from compress.outputs import as_list
+
     with torch.no_grad():
-        width = model.eval()(example).shape[-1]
-    protected = []
+        outputs = as_list(model.eval()(example))
+    width = outputs[0].shape[-1] if len(outputs) == 1 and outputs[0].ndim == 2 else None
+    protected = {id(m): m for m in output_layers(model)}
     for name, module in model.named_modules():
-        produces_output = (isinstance(module, torch.nn.Linear) and module.out_features == width) \
+        produces_output = width is not None and (
+            (isinstance(module, torch.nn.Linear) and module.out_features == width)
             or (isinstance(module, torch.nn.Conv2d) and module.out_channels == width
-                and module.groups == 1)
+                and module.groups == 1))
         named = bool(name) and any(fnmatch.fnmatchcase(name, p) for p in patterns)
         if produces_output or named:
-            protected.append(module)
-    return protected
+            protected[id(module)] = module
+    return list(protected.values())
 
 
 def prune(model: torch.nn.Module, example: torch.Tensor, cfg: PruneConfig, ratio: float,

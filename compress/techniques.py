@@ -41,6 +41,7 @@ class StudentData:
     metric: Metric
     seed: int = 0
     time_left: Callable[[], float] | None = None
+    loss: Any = None  # the task's distillation loss (compress.distill.Loss); None: classifier
 
 
 @dataclass
@@ -91,7 +92,7 @@ def _apply_distill(cfg: DistillConfig, student: Student, data: StudentData) -> S
     if not student.changed or not cfg.enabled:
         return student
     result = distill(student.model, data.teacher, data.train, data.validation, data.metric, cfg,
-                     label=f"distilling {student.key}", time_left=data.time_left)
+                     label=f"distilling {student.key}", time_left=data.time_left, loss=data.loss)
     student.steps["distill"] = result.summary()
     progress.note(f"distilled {student.key}: metric {result.best_metric:.4f} at epoch "
                   f"{result.best_epoch}/{result.epochs_run}"

@@ -19,7 +19,7 @@ from compress.errors import UserCodeError
 from edge_agent.errors import first_line
 
 DATA_KEYS = ("train", "calibration", "validation")
-OPTIONAL_DATA_KEYS = ("test", "metric", "labels", "preprocessing")
+OPTIONAL_DATA_KEYS = ("test", "metric", "labels", "preprocessing", "task")
 
 
 def _one_line(exc: BaseException) -> str:
@@ -133,6 +133,7 @@ class UserData:
     labels: list[str] = field(default_factory=list)
     preprocessing: dict[str, Any] = field(default_factory=dict)
     spec: str = ""
+    task: Any = None  # edge_agent.contracts.task.Task (classification when not given)
 
 
 def load_data(spec: str) -> UserData:
@@ -169,7 +170,8 @@ def _check_data(doc: dict[str, Any], spec: str) -> UserData:
     data = UserData(train=doc["train"], calibration=doc["calibration"],
                     validation=doc["validation"], test=doc.get("test"), metric=metric,
                     labels=[str(x) for x in doc.get("labels") or []],
-                    preprocessing=dict(doc.get("preprocessing") or {}), spec=spec)
+                    preprocessing=dict(doc.get("preprocessing") or {}), spec=spec,
+                    task=_task(doc.get("task"), spec))
     shapes = {key: first_batch_shape(getattr(data, key), key, spec) for key in loaders}
     if len({s[1:] for s in shapes.values()}) != 1:
         listed = ", ".join(f"{k} {list(s)}" for k, s in shapes.items())
@@ -178,9 +180,17 @@ def _check_data(doc: dict[str, Any], spec: str) -> UserData:
     return data
 
 
+def _task(value: Any, spec: str) -> Any:
+    from compress.tasks import parse_task
+
+    return parse_task(value, f"data function {spec}: 'task'")
+
+
 def first_batch_shape(loader: Any, key: str, spec: str) -> tuple[int, ...]:
     """The input shape of the loader's first batch, after checking it is (inputs, labels)."""
     import torch
+
+    from compress.labels import batch_labels
 
     try:
         batch = next(iter(loader))
@@ -190,10 +200,12 @@ def first_batch_shape(loader: Any, key: str, spec: str) -> tuple[int, ...]:
         raise UserCodeError(f"data function {spec}: '{key}' loader failed: "
                             f"{_one_line(exc)}") from exc
     if not (isinstance(batch, tuple | list) and len(batch) == 2
-            and all(isinstance(t, torch.Tensor) for t in batch)):
+            and isinstance(batch[0], torch.Tensor)
+            and isinstance(batch[1], torch.Tensor | list | tuple)):
         raise UserCodeError(f"data function {spec}: '{key}' must yield (inputs, labels) "
-                            "tensor pairs")
-    inputs, labels = batch
+                            "pairs: an input tensor and labels (a tensor, or per-image "
+                            "detection labels as a list)")
+    inputs, labels = batch[0], batch_labels(batch[1])
     if not inputs.is_floating_point() or inputs.ndim < 2 or len(labels) != len(inputs):
         raise UserCodeError(f"data function {spec}: '{key}' inputs must be a float tensor "
                             f"[batch, ...] with one label each; got {inputs.dtype} "

@@ -31,6 +31,7 @@ from compress.adaptive import RatioSearch, search_ratios
 from compress.budget import DEFAULT_TIME_BUDGET_S, Budget
 from compress.errors import RecipeError
 from compress.evaluation import collect, predict, score
+from compress.outputs import take, to_numpy, to_torch
 from compress.recipe import Recipe, load_recipe
 from compress.search import Candidate, SearchPlan, SearchResult, run_search
 from compress.splits import SelectionAndGate, selection_and_gate
@@ -137,6 +138,7 @@ class Prepared:
     gate_baseline: float
     allowed: float
     students: Students
+    gate_reference: Any = None  # the original model's outputs on the gate split (numpy)
 
 
 def run_build(req: BuildRequest) -> BuildResult:
@@ -163,8 +165,9 @@ def run_build(req: BuildRequest) -> BuildResult:
                               source=source, budget=budget)
         results = search_profiles(profiles, recipe, prep, ratios, evaluator, budget)
         bundles = _write_bundles(req, results, prep, recipe, key, profiles, source)
+        tasks = {name: task_section(r, prep, evaluator) for name, r in results.items()}
     context = ReportContext(req, recipe, tolerance, prep, ratios, budget, source,
-                            {p.name: p for p in profiles})
+                            {p.name: p for p in profiles}, tasks)
     doc = build_report(context, results, bundles, time.monotonic() - started)
     req.out_dir.mkdir(parents=True, exist_ok=True)
     result = BuildResult(doc, bundles, write_json(doc, req.out_dir / "report.json"),
@@ -220,24 +223,21 @@ def prepare(teacher: Any, user: UserData, recipe: Recipe, req: BuildRequest,
     split = selection_and_gate(full.val_x, full.val_y, test, req.seed)
     sel_x, sel_y = full.val_x[split.selection], full.val_y[split.selection]
     data = EvalData(example=full.example, calibration=full.calibration, val_x=sel_x,
-                    val_y=sel_y, reference=full.reference[split.selection.numpy()],
-                    metric=full.metric, gate_x=split.gate_x, gate_y=split.gate_y)
-    selection_baseline = score(full.metric, torch_tensor(data.reference), sel_y)
-    gate_baseline = score(full.metric, predict(teacher, split.gate_x), split.gate_y)
+                    val_y=sel_y, reference=take(full.reference, split.selection.numpy()),
+                    metric=full.metric, gate_x=split.gate_x, gate_y=split.gate_y,
+                    task=inputs.task)
+    selection_baseline = score(full.metric, to_torch(data.reference), sel_y)
+    gate_outputs = predict(teacher, split.gate_x)
+    gate_baseline = score(full.metric, gate_outputs, split.gate_y)
     allowed = tolerance.allowed_drop(selection_baseline)
     progress.note(f"baseline {inputs.metric_name}: {selection_baseline:.4f} on the selection "
                   f"split ({len(sel_y)}), {gate_baseline:.4f} on the gate split "
                   f"({len(split.gate_y)}); allowed drop {allowed:.4f} ({tolerance.describe()})")
     students = Students(recipe, StudentData(teacher, full.example, inputs.train, (sel_x, sel_y),
-                                            full.metric, req.seed))
-    return Prepared(inputs, split, data, selection_baseline, gate_baseline, allowed, students)
-
-
-def torch_tensor(array: Any) -> Any:
-    """A numpy array as a torch tensor (the metric takes tensors)."""
-    import torch
-
-    return torch.from_numpy(array)
+                                            full.metric, req.seed,
+                                            loss=inputs.task.distill_loss))
+    return Prepared(inputs, split, data, selection_baseline, gate_baseline, allowed, students,
+                    to_numpy(gate_outputs))
 
 
 def _student_search(recipe: Recipe, prep: Prepared, budget: Budget) -> RatioSearch | None:
@@ -363,6 +363,27 @@ class ReportContext:
     budget: Budget
     source: LatencySource
     profiles: dict[str, Profile]
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def task_section(result: SearchResult, prep: Prepared, evaluator: Evaluator) -> dict[str, Any]:
+    """The task's own figures of the chosen file next to the original model's, on the gate
+    split (a detector's mAP@0.5 and detections per image), and the task's picture."""
+    task, chosen = prep.inputs.task, result.chosen
+    if chosen is None:
+        return {}
+    shipped = evaluator.gate_outputs(chosen)
+    figures = task.extra_figures(shipped, evaluator.gate_y)
+    if not figures:
+        return {}
+    section: dict[str, Any] = {"task_figures": {
+        "shipped": figures, "original": task.extra_figures(prep.gate_reference,
+                                                           evaluator.gate_y)}}
+    picture = task.picture(evaluator.gate_x[0].numpy(), take(prep.gate_reference, slice(0, 1)),
+                           take(shipped, slice(0, 1)), prep.inputs.labels)
+    if picture:
+        section["task_picture"] = picture
+    return section
 
 
 def build_report(ctx: ReportContext, results: dict[str, SearchResult], bundles: dict[str, Path],
@@ -376,13 +397,15 @@ def build_report(ctx: ReportContext, results: dict[str, SearchResult], bundles: 
                  **profile_figures(result, prep, ctx.profiles[name], ctx.source),
                  "selection_note": result.selection_note, "search_stop": result.stop,
                  "candidates": [_row(o, req.artifacts_dir) for o in result.outcomes],
-                 "references": [_row(o, req.artifacts_dir) for o in result.references]}
+                 "references": [_row(o, req.artifacts_dir) for o in result.references],
+                 **ctx.tasks.get(name, {})}
         if result.chosen is None:
             entry["reason"] = _failure_reason(result)
         profiles[name] = entry
     return {"created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "duration_s": round(duration, 1), "model": req.model,
             "weights": str(req.weights) if req.weights else None, "data": req.data,
+            "task": prep.inputs.task.spec.to_dict(),
             "metric": prep.inputs.metric_name, "baseline_metric": round(prep.gate_baseline, 6),
             "selection_baseline_metric": round(prep.selection_baseline, 6),
             "tolerance": {**ctx.tolerance.to_dict(), "described": ctx.tolerance.describe()},

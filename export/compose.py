@@ -38,7 +38,7 @@ def write_chosen_bundle(outcome: Outcome, profile_name: str, inputs: BuildInputs
     target, path = outcome.candidate.target, outcome.artifact.path
     model = ExportedModel(outcome.candidate.format, path, target.runtime_options())
     golden_in = [model.feed(inputs.data.val_x[:1].numpy())]
-    golden_out = [model.run_raw(golden_in[0])]
+    golden_out = model.run_raw(golden_in[0])
     atol, rtol = tolerance_for(outcome.candidate.precision, golden_out)
     calibration = inputs.data.calibration.numpy()
     manifest = Manifest(
@@ -51,7 +51,8 @@ def write_chosen_bundle(outcome: Outcome, profile_name: str, inputs: BuildInputs
         created_by=f"edgekit {agent_version} build",
         preprocessing=inputs.preprocessing, labels=list(inputs.labels),
         metrics=Metrics.from_dict(metrics, "metrics"), lineage=lineage,
-        reference_stats=reference_stats(calibration, model.predict(calibration)),
-        golden=Golden(atol=float(atol), rtol=float(rtol)),
+        reference_stats=reference_stats(calibration, model.predict(calibration),
+                                        inputs.task.spec),
+        golden=Golden(atol=float(atol), rtol=float(rtol)), task=inputs.task.spec,
     )
     return write_model_bundle(manifest, path, golden_in, golden_out, key, out)

@@ -11,10 +11,13 @@ import torch
 
 from compress import progress
 from compress.errors import UserCodeError
-from compress.evaluation import batches_in, collect, predict, score, top1_accuracy
+from compress.evaluation import batches_in, collect, predict, score
+from compress.outputs import to_numpy
 from compress.recipe import Recipe
+from compress.tasks import BuildTask, build_task
 from compress.usercode import UserData
 from edge_agent.contracts.build_info import Preprocessing
+from edge_agent.contracts.task import Task
 from edge_agent.errors import EdgekitError, first_line
 from export.evaluate import EvalData
 from export.lineage import file_sha256, state_dict_sha256, tensors_sha256
@@ -33,18 +36,18 @@ class BuildInputs:
     source: dict[str, Any]
     labels: list[str] = field(default_factory=list)
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    task: BuildTask = field(default_factory=lambda: build_task(Task()))
 
 
-def _run_teacher(teacher: torch.nn.Module, val_x: torch.Tensor, spec: str) -> torch.Tensor:
+def _run_teacher(teacher: torch.nn.Module, val_x: torch.Tensor, spec: str,
+                 task: BuildTask) -> Any:
     try:
         outputs = predict(teacher, val_x)
     except Exception as exc:
         raise UserCodeError(f"model {spec} cannot run the data's inputs of shape "
                             f"{list(val_x.shape[1:])}: {type(exc).__name__}: "
                             f"{first_line(exc, 200)}") from exc
-    if outputs.ndim != 2:
-        raise UserCodeError(f"model {spec} returns {list(outputs.shape)}; edgekit build expects "
-                            "one output of class scores [batch, classes]")
+    task.check_outputs(outputs, spec)
     return outputs
 
 
@@ -56,8 +59,9 @@ def prepare_inputs(teacher: torch.nn.Module, user: UserData, recipe: Recipe, mod
     calib, _ = collect(progress.track(user.calibration, "reading calibration set",
                                       total=batches_in(user.calibration)),
                        limit=recipe.quantize.calibration_samples)
-    outputs = _run_teacher(teacher, val_x, model_spec)
-    metric = user.metric or top1_accuracy
+    task = build_task(user.task or Task())
+    outputs = _run_teacher(teacher, val_x, model_spec, task)
+    metric = user.metric or task.default_metric()
     baseline = score(metric, outputs, val_y)
     if not math.isfinite(baseline):
         raise UserCodeError(f"the metric gives {baseline} for the original model on the "
@@ -66,11 +70,18 @@ def prepare_inputs(teacher: torch.nn.Module, user: UserData, recipe: Recipe, mod
               "source_weights_sha256": file_sha256(weights) if weights
               else state_dict_sha256(teacher), "data": user.spec}
     data = EvalData(example=val_x[:1].clone(), calibration=calib, val_x=val_x, val_y=val_y,
-                    reference=outputs.numpy(), metric=metric)
+                    reference=to_numpy(outputs), metric=metric)
     return BuildInputs(teacher=teacher, data=data, train=user.train, baseline_metric=baseline,
                        metric_name=getattr(metric, "__name__", type(metric).__name__),
                        calibration_sha256=tensors_sha256(calib), source=source,
-                       labels=user.labels, preprocessing=_preprocessing(user))
+                       labels=_labels(user, task), preprocessing=_preprocessing(user), task=task)
+
+
+def _labels(user: UserData, task: BuildTask) -> list[str]:
+    """The class names: the data module's ``labels``, else a detector's own."""
+    if user.labels or task.spec.detection is None:
+        return list(user.labels)
+    return list(task.spec.detection.labels)
 
 
 def _preprocessing(user: UserData) -> Preprocessing:

@@ -29,13 +29,24 @@ INPUT_NAME, OUTPUT_NAME = "input", "output"
 DYNAMO_MIN_OPSET = 18
 
 
+def output_names(model: torch.nn.Module, example: torch.Tensor) -> list[str]:
+    """``output`` for a single-output model; ``output_0``, ``output_1``, ... for several (in
+    the order the model returns them)."""
+    from compress.outputs import count
+
+    with torch.no_grad():
+        n = count(model(example))
+    return [OUTPUT_NAME] if n == 1 else [f"{OUTPUT_NAME}_{i}" for i in range(n)]
+
+
 def dynamo_export(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
     """torch's dynamo exporter at opset >= 18, brought down to ``opset`` 17 when asked."""
     import onnx
 
     torch.onnx.export(model, (example,), str(path), dynamo=True,
                       opset_version=max(opset, DYNAMO_MIN_OPSET), input_names=[INPUT_NAME],
-                      output_names=[OUTPUT_NAME], external_data=False, verbose=False,
+                      output_names=output_names(model, example), external_data=False,
+                      verbose=False,
                       dynamic_shapes=({0: torch.export.Dim("batch")},))
     if opset < DYNAMO_MIN_OPSET:
         onnx.save(downgrade(onnx.load(str(path)), opset), str(path))
@@ -44,9 +55,10 @@ def dynamo_export(model: torch.nn.Module, example: torch.Tensor, path: Path, ops
 def torchscript_export(model: torch.nn.Module, example: torch.Tensor, path: Path,
                        opset: int) -> None:
     """torch's TorchScript exporter, which writes opsets below 18 directly."""
+    names = output_names(model, example)
     torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=opset,
-                      input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                      dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+                      input_names=[INPUT_NAME], output_names=names,
+                      dynamic_axes={INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in names}})
 
 
 def export_onnx(model: torch.nn.Module, example: torch.Tensor, target: Any, path: Path) -> Path:

@@ -5,15 +5,28 @@ percentile of all calibration input values) and counted per channel with
 ``edge_agent.metrics.channel_counts``: the same function the device uses on live
 inputs, so the cloud compares like with like. Outputs: the predicted-class
 distribution and the top-1 confidence histogram (and mean) on the device's fixed
-edges. Returns the typed ``edge_agent.contracts.ReferenceStats``.
+edges; for detectors and generic models, the task's histograms (``compress.tasks``).
+Returns the typed ``edge_agent.contracts.ReferenceStats``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
-from edge_agent.contracts.reference import InputReference, OutputReference, ReferenceStats
+from edge_agent.contracts.reference import (
+    DetectionReference,
+    InputReference,
+    OutputReference,
+    ReferenceStats,
+    ValueReference,
+)
+from edge_agent.contracts.task import DetectionSpec, Task
 from edge_agent.metrics import CONFIDENCE_EDGES, channel_counts, looks_like_probabilities, top1
+from edge_agent.tasks import stats
+from edge_agent.tasks.detection import postprocess
 
 INPUT_BINS = 16
 LOW_PERCENTILE, HIGH_PERCENTILE = 0.5, 99.5
@@ -54,9 +67,50 @@ def output_stats(outputs: np.ndarray) -> OutputReference:
         confidence_mean=round(float(confidence.mean()), 5) if len(confidence) else None)
 
 
-def reference_stats(inputs: np.ndarray, outputs: np.ndarray,
+def detection_reference(outputs: Any, spec: DetectionSpec) -> DetectionReference:
+    """A detector's detections on the calibration set, on the device's fixed edges."""
+    found = postprocess([np.asarray(o, dtype=np.float32) for o in _as_list(outputs)], spec)
+    counts = stats.detection_counts(found, spec.num_classes, spec.input_size)
+    total = max(1, sum(counts["class_counts"]))
+    return DetectionReference(
+        count_edges=list(stats.COUNT_EDGES), count_hist=counts["count_hist"],
+        score_edges=list(stats.SCORE_EDGES), score_hist=counts["score_hist"],
+        class_distribution=[round(c / total, 6) for c in counts["class_counts"]],
+        area_edges=list(stats.AREA_EDGES), area_hist=counts["area_hist"],
+        mean_count=round(float(np.mean([len(d) for d in found])) if found else 0.0, 4))
+
+
+def value_references(outputs: Any, names: list[str]) -> list[ValueReference]:
+    """A value histogram per output (generic models)."""
+    parts = _as_list(outputs)
+    names = names or [f"output_{i}" for i in range(len(parts))]
+    refs = []
+    for name, out in zip(names, parts, strict=False):
+        array = np.asarray(out, dtype=np.float64)
+        edges = stats.value_edges(array)
+        refs.append(ValueReference(name=name, edges=edges, counts=stats.value_counts(array, edges),
+                                   mean=round(float(array.mean()), 6),
+                                   std=round(float(array.std()), 6)))
+    return refs
+
+
+def _as_list(outputs: Any) -> list[Any]:
+    return list(outputs) if isinstance(outputs, tuple | list) else [outputs]
+
+
+# The output part of reference_stats, by task kind: keyword arguments of ReferenceStats.
+OUTPUT_REFERENCES: dict[str, Callable[[Any, Task], dict[str, Any]]] = {
+    "classification": lambda out, task: {"output": output_stats(np.asarray(out, np.float32))},
+    "detection": lambda out, task: {"detection": detection_reference(out, task.detection)},
+    "generic": lambda out, task: {"values": value_references(out, task.output_names)},
+}
+
+
+def reference_stats(inputs: np.ndarray, outputs: Any, task: Task | None = None,
                     channel_axis: int = 1) -> ReferenceStats:
-    """The manifest's ``reference_stats``: inputs and outputs on the calibration set."""
+    """The manifest's ``reference_stats``: inputs and outputs on the calibration set (numpy;
+    a tuple of arrays for several outputs); the output part is the task's."""
+    task = task or Task()
+    output = OUTPUT_REFERENCES[task.kind](outputs, task)
     return ReferenceStats(input=input_stats(np.asarray(inputs, dtype=np.float32), channel_axis),
-                          output=output_stats(np.asarray(outputs, dtype=np.float32)),
-                          n=len(inputs))
+                          n=len(inputs), **output)

@@ -28,7 +28,8 @@ def write_json(doc: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def _png(fig: Any) -> str:
+def png_base64(fig: Any) -> str:
+    """A matplotlib figure as base64 PNG text."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     return base64.b64encode(buf.getvalue()).decode("ascii")
@@ -59,7 +60,7 @@ def tradeoff_plot(profile: dict[str, Any]) -> str:
                color=[STATUS_COLOURS.get(c["status"], "#999") for c in rows])
     right.set(xlabel="size (kB)", title="file size")
     right.tick_params(axis="y", labelsize=6)
-    encoded = _png(fig)
+    encoded = png_base64(fig)
     plt.close(fig)
     return encoded
 
@@ -98,8 +99,15 @@ SUMMARY_KEYS = ("status", "bundle", "format", "precision", "method", "prune_rati
 def parity_text(parity: dict[str, Any]) -> str:
     """The chosen file's parity with the torch model it came from, as a sentence."""
     def pair(p: dict[str, Any]) -> str:
-        return (f"max |difference| of outputs {_text(p.get('max_abs_diff'))}, top-1 agreement "
-                f"{_text(p.get('top1_agreement'))}")
+        text = f"max |difference| of outputs {_text(p.get('max_abs_diff'))}"
+        if p.get("top1_agreement") is not None:
+            text += f", top-1 agreement {_text(p['top1_agreement'])}"
+        if p.get("detection_agreement") is not None:
+            text += (f", images whose detections match {_text(p['detection_agreement'])} "
+                     f"(count off by at most {_text(p.get('max_count_diff'))}, lowest IoU "
+                     f"{_text(p.get('min_iou'))}, largest score difference "
+                     f"{_text(p.get('max_score_diff'))})")
+        return text
 
     if not parity:
         return "not measured"
@@ -138,7 +146,23 @@ def _profile_section(name: str, profile: dict[str, Any]) -> str:
     plot = tradeoff_plot(profile) if profile["candidates"] else ""
     image = f"<img alt='tradeoff' src='data:image/png;base64,{plot}'>" if plot else ""
     return (f"<h2>{html.escape(name)}</h2><table>{summary}</table><p>parity: {parity}</p>"
-            f"{image}<h3>candidates</h3>{_table(profile['candidates'], CANDIDATE_COLUMNS)}")
+            f"{task_html(profile)}{image}<h3>candidates</h3>"
+            f"{_table(profile['candidates'], CANDIDATE_COLUMNS)}")
+
+
+def task_html(profile: dict[str, Any]) -> str:
+    """The task's figures, shipped file vs original model on the gate split, and its picture."""
+    figures = profile.get("task_figures")
+    if not figures:
+        return ""
+    shipped, original = figures.get("shipped") or {}, figures.get("original") or {}
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{_cell(v)}</td>"
+                   f"<td>{_cell(original.get(k))}</td></tr>" for k, v in shipped.items())
+    picture = profile.get("task_picture")
+    img = (f"<p><img alt='detections on one gate image' src='data:image/png;base64,{picture}'>"
+           "</p>") if picture else ""
+    return (f"<h3>task figures (gate split)</h3><table><tr><th></th><th>shipped file</th>"
+            f"<th>original model</th></tr>{rows}</table>{img}")
 
 
 STYLE = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:.5em 0}"
@@ -172,8 +196,9 @@ def search_html(doc: dict[str, Any]) -> str:
 
 def write_html(doc: dict[str, Any], path: Path) -> Path:
     """Write the readable report with one tradeoff plot per profile."""
-    head = {k: doc.get(k) for k in ("model", "data", "metric", "baseline_metric",
-                                    "selection_baseline_metric", "created_at", "duration_s")}
+    head = {"task": (doc.get("task") or {}).get("kind", "classification")}
+    head.update({k: doc.get(k) for k in ("model", "data", "metric", "baseline_metric",
+                                    "selection_baseline_metric", "created_at", "duration_s")})
     head["tolerance"] = (doc.get("tolerance") or {}).get("described")
     head["latency measured on"] = (doc.get("latency_source") or {}).get("description")
     intro = "".join(f"<tr><th>{k}</th><td>{_cell(v)}</td></tr>" for k, v in head.items())

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from compress.outputs import Outputs, concat, from_list, take
 from edge_agent.model import dequantize, quantize
 from edge_agent.runtimes import Session, load_session
 from export.errors import ExportError
@@ -20,7 +21,7 @@ from export.quiet import quiet
 
 
 class ExportedModel:
-    """An exported model file loaded in its runtime, one input and one output."""
+    """An exported model file loaded in its runtime: one input, one or more outputs."""
 
     def __init__(self, fmt: str, path: Path, options: dict[str, Any]) -> None:
         self.format, self.path = fmt, Path(path)
@@ -33,11 +34,10 @@ class ExportedModel:
                 self.session: Session = load_session(fmt, self.path, options)
         finally:
             ort_log.setLevel(level)
-        if len(self.session.inputs) != 1 or len(self.session.outputs) != 1:
-            raise ExportError(f"{self.path.name} has {len(self.session.inputs)} inputs and "
-                              f"{len(self.session.outputs)} outputs; edgekit build supports "
-                              "models with one of each")
-        self.input, self.output = self.session.inputs[0], self.session.outputs[0]
+        if len(self.session.inputs) != 1:
+            raise ExportError(f"{self.path.name} has {len(self.session.inputs)} inputs; edgekit "
+                              "build supports models with one input")
+        self.input, self.outputs = self.session.inputs[0], self.session.outputs
 
     @property
     def fixed_batch(self) -> int | None:
@@ -48,22 +48,26 @@ class ExportedModel:
         """Float inputs as the model's own input dtype (quantized when the input is)."""
         return quantize(np.asarray(x, dtype=np.float32), self.input)
 
-    def run_raw(self, x: np.ndarray) -> np.ndarray:
-        """One run on already-converted inputs; the output in the model's own dtype."""
-        return self.session.run([x])[0]
+    def run_raw(self, x: np.ndarray) -> list[np.ndarray]:
+        """One run on already-converted inputs; every output in the model's own dtype."""
+        return self.session.run([x])
 
-    def predict(self, x: np.ndarray, batch: int = 64) -> np.ndarray:
-        """Float32 outputs for float inputs, in batches the file accepts."""
+    def predict(self, x: np.ndarray, batch: int = 64) -> Outputs:
+        """Float32 outputs for float inputs, in batches the file accepts: an array, or a
+        tuple of arrays for a model with several outputs (``compress.outputs``)."""
         step = self.fixed_batch or batch
         outs = []
         for start in range(0, len(x), step):
             chunk = x[start:start + step]
             if self.fixed_batch and len(chunk) < step:  # pad the last batch of a fixed file
                 pad = np.repeat(chunk[-1:], step - len(chunk), axis=0)
-                outs.append(self._predict(np.concatenate([chunk, pad]))[:len(chunk)])
+                outs.append(take(self._predict(np.concatenate([chunk, pad])),
+                                 slice(0, len(chunk))))
             else:
                 outs.append(self._predict(chunk))
-        return np.concatenate(outs)
+        return concat(outs)
 
-    def _predict(self, x: np.ndarray) -> np.ndarray:
-        return dequantize(self.run_raw(self.feed(x)), self.output)
+    def _predict(self, x: np.ndarray) -> Outputs:
+        return from_list([dequantize(raw, spec)
+                          for raw, spec in zip(self.run_raw(self.feed(x)), self.outputs,
+                                               strict=True)])

@@ -9,6 +9,8 @@ from pathlib import Path
 from edge_agent import protocol as p
 from edge_agent.bundle.manifest import Manifest
 from edge_agent.contracts import ReferenceStats
+from edge_agent.contracts.reference import DetectionReference
+from edge_agent.contracts.task import Task
 from edge_agent.contracts.examples import main, render
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "protocol.md"
@@ -28,10 +30,15 @@ def test_every_documented_example_parses_as_what_it_claims():
             ReferenceStats.from_dict(doc)
         elif title == "manifest.json":
             Manifest.from_dict(doc)
+        elif title == "task (detection)":
+            Task.from_dict(doc)
+        elif title == "reference_stats.detection":
+            DetectionReference.from_dict(doc)
         else:
             message = p.decode(title.split(" ")[0], json.dumps(doc).encode())
             assert title.startswith(message.KIND)
-    assert {t.split(" ")[0] for t, _ in blocks} == {*p.KINDS, "reference_stats", "manifest.json"}
+    assert {t.split(" ")[0] for t, _ in blocks} == {*p.KINDS, "reference_stats", "manifest.json",
+                                                    "task", "reference_stats.detection"}
 
 
 def test_check_mode_reports_a_stale_file(tmp_path, capsys):

@@ -7,8 +7,8 @@ golden. ``edgekit build`` fills every optional field. The blocks are typed
 records: ``Metrics``, ``Lineage``, ``Preprocessing`` (``edge_agent.contracts.build_info``)
 and ``ReferenceStats`` (``edge_agent.contracts.reference``).
 
-``schema_version`` is ``"MAJOR.MINOR"`` (now ``SCHEMA_VERSION`` = ``"1.1"``; the
-integer ``1`` of the first release reads as ``"1.0"``). A reader refuses an
+``schema_version`` is ``"MAJOR.MINOR"`` (now ``SCHEMA_VERSION`` = ``"1.2"``, which added
+``task``; the integer ``1`` of the first release reads as ``"1.0"``). A reader refuses an
 unknown major with one line and reads a newer minor leniently: unknown fields at
 any depth are skipped, listed in ``Manifest.unknown_fields`` (dotted paths) and
 counted process-wide under ``"manifest:<path>"`` in
@@ -28,12 +28,13 @@ from edge_agent.bundle.versions import parse_version
 from edge_agent.contracts.build_info import Lineage, Metrics, Preprocessing
 from edge_agent.contracts.record import Record, meta
 from edge_agent.contracts.reference import ReferenceStats
+from edge_agent.contracts.task import Task
 from edge_agent.contracts.version import Version, check_readable
 from edge_agent.contracts.version import parse_version as parse_contract_version
 from edge_agent.contracts.vocab import DTYPES, FORMATS, PRECISIONS
 from edge_agent.errors import BundleError
 
-SCHEMA_VERSION = Version(1, 1)
+SCHEMA_VERSION = Version(1, 2)
 __all__ = ["DTYPES", "FORMATS", "PRECISIONS", "SCHEMA_VERSION", "Manifest"]
 MODEL_ROLE = "model"
 _PAYLOAD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -143,6 +144,8 @@ class Manifest(_Part):
     lineage: Lineage = field(default_factory=Lineage)
     reference_stats: ReferenceStats = field(default_factory=ReferenceStats)
     golden: Golden | None = None
+    task: Task = field(default_factory=Task)
+    """What the model computes (``classification`` when absent: manifests before 1.2)."""
 
     @classmethod
     def from_dict(cls, doc: Any, where: str = "", error: type[Exception] | None = None,

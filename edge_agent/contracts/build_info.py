@@ -23,12 +23,24 @@ class _BundleBlock(Record):
 
 @dataclass
 class Parity(_BundleBlock):
-    """How closely outputs follow a reference: max |difference| and top-1 agreement."""
+    """How closely outputs follow a reference: max |difference|, and the task's agreement:
+    top-1 for classifiers, matched detections for detectors (``edge_agent.tasks.detection``)."""
 
     max_abs_diff: float = field(metadata=meta(non_negative))
-    top1_agreement: float = field(metadata=meta(non_negative))
+    top1_agreement: float | None = field(default=None, metadata=meta(non_negative))
+    """Classifiers: share of inputs with the same top-1 class."""
     export: Parity | None = None
     """The same figures against the (pruned, distilled) torch model it was exported from."""
+    detection_agreement: float | None = field(default=None, metadata=meta(non_negative))
+    """Detectors: share of images whose detections match (same class, IoU >= 0.9, score
+    within ``score_tolerance``, at most one left unmatched)."""
+    max_count_diff: int | None = field(default=None, metadata=meta(non_negative))
+    max_score_diff: float | None = field(default=None, metadata=meta(non_negative))
+    min_iou: float | None = field(default=None, metadata=meta(non_negative))
+    images: int | None = field(default=None, metadata=meta(non_negative))
+    score_tolerance: float | None = field(default=None, metadata=meta(non_negative))
+    per_output_max_abs_diff: list[float] = field(default_factory=list)
+    """Models with several outputs: the largest difference of each."""
 
 
 @dataclass

@@ -26,7 +26,13 @@ from edge_agent.bundle.manifest import (
     TensorSpec,
 )
 from edge_agent.contracts.build_info import Compression, Lineage, Metrics, Parity, Preprocessing
-from edge_agent.contracts.reference import InputReference, OutputReference, ReferenceStats
+from edge_agent.contracts.reference import (
+    DetectionReference,
+    InputReference,
+    OutputReference,
+    ReferenceStats,
+)
+from edge_agent.contracts.task import LAYOUTS, DetectionSpec, Task
 from edge_agent.contracts.telemetry import (
     ConfidenceHist,
     EncodedInput,
@@ -109,6 +115,26 @@ def example_reference_stats() -> ReferenceStats:
                                confidence_edges=EDGES10,
                                confidence_hist=[0, 0, 0, 1, 2, 4, 9, 15, 40, 185],
                                probabilities=False, confidence_mean=0.9104))
+
+
+def example_detection_task() -> Task:
+    """The ``task`` block of a digit detector in the ``yolov8`` layout."""
+    return Task(kind="detection", detection=DetectionSpec(
+        layout="yolov8", num_classes=3, input_size=[96, 96], labels=["0", "1", "2"],
+        score_threshold=0.25, iou_threshold=0.45, max_detections=20, normalized_boxes=True))
+
+
+def example_detection_reference() -> DetectionReference:
+    """A detector's output reference statistics (``edge_agent.tasks.stats`` edges)."""
+    from edge_agent.tasks import stats
+
+    return DetectionReference(
+        count_edges=list(stats.COUNT_EDGES), count_hist=[0, 61, 70, 66, 59, 0, 0, 0, 0, 0, 0, 0,
+                                                         0, 0],
+        score_edges=list(stats.SCORE_EDGES),
+        score_hist=[0, 0, 0, 0, 0, 3, 4, 6, 5, 8, 9, 11, 14, 18, 25, 34, 51, 80, 141, 230],
+        class_distribution=[0.331, 0.338, 0.331], area_edges=list(stats.AREA_EDGES),
+        area_hist=[0, 0, 0, 0, 0, 41, 230, 358, 9, 0, 0], mean_count=2.49)
 
 
 def example_manifest() -> Manifest:
@@ -210,6 +236,14 @@ def render() -> str:
                         "manifest's `reference_stats`).", manifest.reference_stats.to_dict()))
     parts.append(_block("manifest.json", "`edge_agent.bundle.Manifest`, as signed "
                         "(files are hashed by the bundle writer).", manifest.to_dict()))
+    parts.append(_block("task (detection)", "`edge_agent.contracts.task.Task` (the manifest's "
+                        "`task`, schema 1.2; absent or `classification` for classifiers). "
+                        "Layouts: " + "; ".join(f"`{n}`" for n in LAYOUTS) + ".",
+                        example_detection_task().to_dict()))
+    parts.append(_block("reference_stats.detection", "`edge_agent.contracts.reference."
+                        "DetectionReference`: a detector's outputs on the calibration set "
+                        "(generic models carry `values`, one histogram per output).",
+                        example_detection_reference().to_dict()))
     return "\n".join(parts)
 
 

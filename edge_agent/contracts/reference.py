@@ -8,7 +8,9 @@ which compares each telemetry window with it:
   (same ``bin_edges``, same counting function; PSI per channel, with ``below`` /
   ``above`` as two extra bins);
 - outputs: ``telemetry.class_counts`` against ``output.class_distribution``, and
-  ``telemetry.confidence`` against ``output.confidence_hist`` on the same edges.
+  ``telemetry.confidence`` against ``output.confidence_hist`` on the same edges;
+  detectors' ``detection`` and generic models' per-output ``values`` histograms are
+  counted on the device by the same functions (``edge_agent.tasks.stats``).
 """
 
 from __future__ import annotations
@@ -74,6 +76,49 @@ class OutputReference(Record):
 
 
 @dataclass
+class DetectionReference(Record):
+    """A detector's outputs on the calibration set, on ``edge_agent.tasks.stats``' fixed edges:
+    detections per image, their scores, classes and relative box areas."""
+
+    ERROR: ClassVar[type[Exception]] = BundleError
+    count_edges: list[float] = field(metadata=meta(rising))
+    count_hist: list[int] = field(metadata=meta(all_non_negative))
+    score_edges: list[float] = field(metadata=meta(rising))
+    score_hist: list[int] = field(metadata=meta(all_non_negative))
+    class_distribution: list[float] = field(metadata=meta(all_non_negative))
+    """Share of all detections in each class (all zeros when nothing was detected)."""
+    area_edges: list[float] = field(metadata=meta(rising))
+    area_hist: list[int] = field(metadata=meta(all_non_negative))
+    mean_count: float = field(default=0.0, metadata=meta(non_negative))
+    """Detections per image, on average."""
+
+    def problem(self) -> tuple[str, str] | None:
+        for name in ("count", "score", "area"):
+            edges, hist = getattr(self, f"{name}_edges"), getattr(self, f"{name}_hist")
+            if len(hist) != len(edges) - 1:
+                return f"{name}_hist", f"must have one count per bin of '{name}_edges'"
+        return None
+
+
+@dataclass
+class ValueReference(Record):
+    """One output's values on the calibration set (generic models): counts below the first
+    edge, in each bin, and above the last edge."""
+
+    ERROR: ClassVar[type[Exception]] = BundleError
+    name: str
+    edges: list[float] = field(metadata=meta(rising))
+    counts: list[int] = field(metadata=meta(all_non_negative))
+    mean: float
+    std: float = field(metadata=meta(non_negative))
+
+    def problem(self) -> tuple[str, str] | None:
+        if len(self.counts) != len(self.edges) + 1:
+            return "counts", "must have one count per bin plus one below and one above"
+        return None
+
+
+@dataclass
 class ReferenceStats(Record):
     """``reference_stats``: ``n`` calibration examples, their inputs and outputs."""
 
@@ -82,6 +127,11 @@ class ReferenceStats(Record):
     """How many calibration examples; 0 with no input or output part when not recorded."""
     input: InputReference | None = None
     output: OutputReference | None = None
+    """Classifiers: predicted classes and top-1 confidence."""
+    detection: DetectionReference | None = None
+    """Detectors: detections per image, scores, classes and box areas (manifest 1.2)."""
+    values: list[ValueReference] = field(default_factory=list)
+    """Generic models: a value histogram per output (manifest 1.2)."""
 
     @property
     def input_range(self) -> tuple[float, float] | None:

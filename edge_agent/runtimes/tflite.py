@@ -52,6 +52,31 @@ def _delegates(module: Any, name: str) -> list[Any]:
     return []
 
 
+def _natural(name: str) -> tuple:
+    head = name.rstrip("0123456789")
+    tail = name[len(head):]
+    return (head, int(tail) if tail else -1)
+
+
+def _signature_order(interpreter: Any, details: list[dict]) -> list[dict]:
+    """Output details in the order the model returns them: the interpreter lists output
+    tensors in graph order, which for several outputs need not be the exporter's
+    ``output_0, output_1, ...``; the (single) signature names them in order."""
+    if len(details) < 2:
+        return details
+    try:
+        signatures = interpreter.get_signature_list()
+        if len(signatures) != 1:
+            return details
+        key = next(iter(signatures))
+        named = interpreter.get_signature_runner(key).get_output_details()
+    except (ValueError, RuntimeError, AttributeError):  # no signature: keep graph order
+        return details
+    by_index = {d["index"]: d for d in details}
+    ordered = [by_index.get(named[name]["index"]) for name in sorted(named, key=_natural)]
+    return ordered if None not in ordered and len(ordered) == len(details) else details
+
+
 class TfliteSession(Session):
     """One TFLite model loaded in the LiteRT interpreter."""
 
@@ -68,7 +93,7 @@ class TfliteSession(Session):
         except (ValueError, RuntimeError) as exc:
             raise ModelLoadError(f"LiteRT cannot load {path.name}: {first_line(exc, 300)}") from exc
         self._in = self._it.get_input_details()
-        self._out = self._it.get_output_details()
+        self._out = _signature_order(self._it, self._it.get_output_details())
         self.inputs = [_spec(d) for d in self._in]
         self.outputs = [_spec(d) for d in self._out]
         self._lock = threading.Lock()  # one interpreter: set/invoke/get must not interleave
@@ -78,7 +103,7 @@ class TfliteSession(Session):
             self._it.resize_tensor_input(self._in[index]["index"], list(shape))
             self._it.allocate_tensors()
             self._in = self._it.get_input_details()
-            self._out = self._it.get_output_details()
+            self._out = _signature_order(self._it, self._it.get_output_details())
 
     def run(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
         with self._lock:  # one interpreter: set/invoke/get must not interleave across threads

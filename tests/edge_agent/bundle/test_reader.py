@@ -148,7 +148,7 @@ def test_first_release_integer_schema_version_still_reads(make_bundle, trusted):
     with open_bundle(make_bundle(doc=doc), trusted) as opened:
         assert opened.manifest.schema_version == "1.0"
         assert opened.manifest.reference_stats.input is None
-        assert json.loads(opened.manifest.to_json())["schema_version"] == "1.1"
+        assert json.loads(opened.manifest.to_json())["schema_version"] == "1.2"
 
 
 def test_unknown_profile_is_rejected(make_bundle, trusted):

@@ -1,0 +1,116 @@
+"""Detection output layouts: each is data (its outputs) plus one decode function.
+
+A decode function takes the model's raw outputs (float, batch first) and the detection
+spec, and returns ``(boxes, scores)``: boxes ``[B, N, 4]`` as x1 y1 x2 y2 in input pixels
+and class scores ``[B, N, C]``. Adding a layout is one ``@register`` function here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from edge_agent.contracts.task import DetectionSpec
+from edge_agent.errors import BundleError
+
+Decoded = tuple[np.ndarray, np.ndarray]
+Decode = Callable[[list[np.ndarray], DetectionSpec], Decoded]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One layout: its name, how many outputs it reads, what they look like, how to decode."""
+
+    name: str
+    outputs: int
+    shapes: str
+    decode: Decode
+
+
+LAYOUTS: dict[str, Layout] = {}
+
+
+def register(name: str, outputs: int, shapes: str) -> Callable[[Decode], Decode]:
+    """Register a decode function under a layout name."""
+    def add(decode: Decode) -> Decode:
+        LAYOUTS[name] = Layout(name, outputs, shapes, decode)
+        return decode
+    return add
+
+
+def layout_for(name: str) -> Layout:
+    """The registered layout, or a one-line error listing the known ones."""
+    if name not in LAYOUTS:
+        raise BundleError(f"unknown detection layout {name!r}; known: {', '.join(LAYOUTS)}")
+    return LAYOUTS[name]
+
+
+def _scale(spec: DetectionSpec) -> np.ndarray:
+    """Multiplier of (x, y, x, y) coordinates into input pixels."""
+    if not spec.normalized_boxes:
+        return np.ones(4, dtype=np.float32)
+    height, width = spec.input_size
+    return np.array([width, height, width, height], dtype=np.float32)
+
+
+def _xywh_to_xyxy(xywh: np.ndarray) -> np.ndarray:
+    half = xywh[..., 2:4] / 2
+    return np.concatenate([xywh[..., :2] - half, xywh[..., :2] + half], axis=-1)
+
+
+def _check(outputs: list[np.ndarray], layout: str, rank: int, expected: str) -> None:
+    if any(o.ndim != rank for o in outputs):
+        shapes = ", ".join(str(list(o.shape)) for o in outputs)
+        raise BundleError(f"layout {layout!r} expects {expected}, the model gives {shapes}")
+
+
+@register("yolov8", 1, "[1, 4 + C, N]: cx cy w h, then C class scores")
+def decode_yolov8(outputs: list[np.ndarray], spec: DetectionSpec) -> Decoded:
+    out = np.asarray(outputs[0], dtype=np.float32)
+    _check([out], "yolov8", 3, "[batch, 4 + classes, boxes]")
+    if out.shape[1] != 4 + spec.num_classes:
+        raise BundleError(f"layout 'yolov8' with {spec.num_classes} classes expects "
+                          f"[batch, {4 + spec.num_classes}, boxes], the model gives "
+                          f"{list(out.shape)}")
+    rows = np.transpose(out, (0, 2, 1))
+    return _xywh_to_xyxy(rows[..., :4] * _scale(spec)), rows[..., 4:]
+
+
+@register("yolov5", 1, "[1, N, 5 + C]: cx cy w h objectness, then C class scores")
+def decode_yolov5(outputs: list[np.ndarray], spec: DetectionSpec) -> Decoded:
+    out = np.asarray(outputs[0], dtype=np.float32)
+    _check([out], "yolov5", 3, "[batch, boxes, 5 + classes]")
+    if out.shape[2] != 5 + spec.num_classes:
+        raise BundleError(f"layout 'yolov5' with {spec.num_classes} classes expects "
+                          f"[batch, boxes, {5 + spec.num_classes}], the model gives "
+                          f"{list(out.shape)}")
+    return _xywh_to_xyxy(out[..., :4] * _scale(spec)), out[..., 5:] * out[..., 4:5]
+
+
+@register("boxes_scores", 2, "boxes [1, N, 4] x1 y1 x2 y2 and scores [1, N, C]")
+def decode_boxes_scores(outputs: list[np.ndarray], spec: DetectionSpec) -> Decoded:
+    arrays = [np.asarray(o, dtype=np.float32) for o in outputs]
+    _check(arrays, "boxes_scores", 3, "boxes [batch, boxes, 4] and scores [batch, boxes, classes]")
+    boxes, scores = arrays
+    if boxes.shape[-1] != 4 and scores.shape[-1] == 4:  # outputs listed the other way round
+        boxes, scores = scores, boxes
+    if boxes.shape[-1] != 4 or scores.shape[-1] != spec.num_classes \
+            or boxes.shape[:2] != scores.shape[:2]:
+        raise BundleError(f"layout 'boxes_scores' with {spec.num_classes} classes expects "
+                          f"[batch, N, 4] and [batch, N, {spec.num_classes}], the model gives "
+                          f"{list(boxes.shape)} and {list(scores.shape)}")
+    return boxes * _scale(spec), scores
+
+
+def check_output_shapes(spec: DetectionSpec, shapes: list[list[object]]) -> None:
+    """One-line error when the model's output shapes cannot be read with ``spec.layout``
+    (dynamic dimensions, ``None``, are taken as fitting)."""
+    layout = layout_for(spec.layout)
+    if len(shapes) != layout.outputs:
+        raise BundleError(f"layout {spec.layout!r} reads {layout.outputs} output(s) "
+                          f"({layout.shapes}); the model has {len(shapes)}")
+    dummy = [np.zeros([1 if d is None else int(d) for d in shape], dtype=np.float32)
+             for shape in shapes]
+    layout.decode(dummy, spec)
