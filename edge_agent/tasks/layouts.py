@@ -27,15 +27,19 @@ class Layout:
     outputs: int
     shapes: str
     decode: Decode
+    classes: Callable[[list[list[int]]], int]
+    """The number of classes the output shapes imply."""
 
 
 LAYOUTS: dict[str, Layout] = {}
 
 
-def register(name: str, outputs: int, shapes: str) -> Callable[[Decode], Decode]:
-    """Register a decode function under a layout name."""
+def register(name: str, outputs: int, shapes: str,
+             classes: Callable[[list[list[int]]], int]) -> Callable[[Decode], Decode]:
+    """Register a decode function under a layout name, with how its output shapes imply
+    the number of classes."""
     def add(decode: Decode) -> Decode:
-        LAYOUTS[name] = Layout(name, outputs, shapes, decode)
+        LAYOUTS[name] = Layout(name, outputs, shapes, decode, classes)
         return decode
     return add
 
@@ -66,7 +70,8 @@ def _check(outputs: list[np.ndarray], layout: str, rank: int, expected: str) -> 
         raise BundleError(f"layout {layout!r} expects {expected}, the model gives {shapes}")
 
 
-@register("yolov8", 1, "[1, 4 + C, N]: cx cy w h, then C class scores")
+@register("yolov8", 1, "[1, 4 + C, N]: cx cy w h, then C class scores",
+          classes=lambda shapes: shapes[0][1] - 4)
 def decode_yolov8(outputs: list[np.ndarray], spec: DetectionSpec) -> Decoded:
     out = np.asarray(outputs[0], dtype=np.float32)
     _check([out], "yolov8", 3, "[batch, 4 + classes, boxes]")
@@ -78,7 +83,8 @@ def decode_yolov8(outputs: list[np.ndarray], spec: DetectionSpec) -> Decoded:
     return _xywh_to_xyxy(rows[..., :4] * _scale(spec)), rows[..., 4:]
 
 
-@register("yolov5", 1, "[1, N, 5 + C]: cx cy w h objectness, then C class scores")
+@register("yolov5", 1, "[1, N, 5 + C]: cx cy w h objectness, then C class scores",
+          classes=lambda shapes: shapes[0][2] - 5)
 def decode_yolov5(outputs: list[np.ndarray], spec: DetectionSpec) -> Decoded:
     out = np.asarray(outputs[0], dtype=np.float32)
     _check([out], "yolov5", 3, "[batch, boxes, 5 + classes]")
@@ -89,7 +95,8 @@ def decode_yolov5(outputs: list[np.ndarray], spec: DetectionSpec) -> Decoded:
     return _xywh_to_xyxy(out[..., :4] * _scale(spec)), out[..., 5:] * out[..., 4:5]
 
 
-@register("boxes_scores", 2, "boxes [1, N, 4] x1 y1 x2 y2 and scores [1, N, C]")
+@register("boxes_scores", 2, "boxes [1, N, 4] x1 y1 x2 y2 and scores [1, N, C]",
+          classes=lambda shapes: shapes[1][-1] if shapes[0][-1] == 4 else shapes[0][-1])
 def decode_boxes_scores(outputs: list[np.ndarray], spec: DetectionSpec) -> Decoded:
     arrays = [np.asarray(o, dtype=np.float32) for o in outputs]
     _check(arrays, "boxes_scores", 3, "boxes [batch, boxes, 4] and scores [batch, boxes, classes]")
@@ -114,3 +121,17 @@ def check_output_shapes(spec: DetectionSpec, shapes: list[list[object]]) -> None
     dummy = [np.zeros([1 if d is None else int(d) for d in shape], dtype=np.float32)
              for shape in shapes]
     layout.decode(dummy, spec)
+
+
+def classes_in(layout: str, shapes: list[list[object]]) -> int:
+    """How many classes a model's output shapes hold in ``layout`` (one-line error when the
+    shapes do not fit it)."""
+    found = layout_for(layout)
+    if len(shapes) != found.outputs or any(len(s) != 3 or None in s[1:] for s in shapes):
+        raise BundleError(f"layout {layout!r} reads {found.outputs} output(s) ({found.shapes}); "
+                          f"the model gives {', '.join(str(list(s)) for s in shapes)}")
+    count = found.classes([[int(d) if d is not None else 1 for d in s] for s in shapes])
+    if count < 1:
+        raise BundleError(f"layout {layout!r} ({found.shapes}) leaves no class scores in the "
+                          f"model's outputs {', '.join(str(list(s)) for s in shapes)}")
+    return count

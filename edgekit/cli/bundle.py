@@ -28,20 +28,62 @@ def pack(
     reference_data: Path = typer.Option(
         None, "--reference-data", help="A .npy of representative inputs [N, ...]: run through "
         "the model to record reference statistics, so the cloud can detect drift."),
+    task: str = typer.Option("classification", "--task",
+                             help="classification|detection|generic: what the model computes."),
+    layout: str = typer.Option(None, "--layout", help="Detection output layout: yolov8 "
+                               "[1,4+C,N], yolov5 [1,N,5+C] or boxes_scores ([1,N,4] + [1,N,C])."),
+    num_classes: int = typer.Option(None, "--num-classes", min=1,
+                                    help="Detection classes; default: from the output shape."),
+    input_size: str = typer.Option(None, "--input-size", help="Detection input HEIGHTxWIDTH in "
+                                   "pixels; default: from the input shape."),
+    score_threshold: float = typer.Option(0.25, "--score-threshold", min=0.0, max=1.0,
+                                          help="Detections below this score are dropped."),
+    iou_threshold: float = typer.Option(0.45, "--iou-threshold", min=0.0, max=1.0,
+                                        help="Non-maximum suppression IoU."),
+    max_detections: int = typer.Option(100, "--max-detections", min=1,
+                                       help="Detections kept per image."),
+    normalized_boxes: bool = typer.Option(False, "--normalized-boxes", help="Box coordinates "
+                                          "are fractions of the input size, not pixels."),
     profiles_dir: list[Path] = ProfilesDir,
 ) -> None:
     """Pack a model you already have into a signed bundle for a profile."""
-    from export.pack import PackRequest, pack_model
+    from export.pack import PackRequest, TaskOptions, pack_model
     from hardware_profiles import get_profile
 
-    label_list = labels.read_text(encoding="utf-8").split() if labels else []
+    label_list = _labels(labels) if labels else []
+    options = TaskOptions(kind=task, layout=layout, num_classes=num_classes,
+                          input_size=_size(input_size) if input_size else None,
+                          score_threshold=score_threshold, iou_threshold=iou_threshold,
+                          max_detections=max_detections, normalized_boxes=normalized_boxes)
     request = PackRequest(model_file=model_file, profile=get_profile(profile, dirs(profiles_dir)),
                           name=name, version=version, key_file=key, out=out,
                           precision=precision, labels=label_list,
-                          reference_data=_load_npy(reference_data) if reference_data else None)
+                          reference_data=_load_npy(reference_data) if reference_data else None,
+                          task=options)
     manifest = pack_model(request)
     console.print(f"wrote {out}: {manifest.model.name} v{manifest.model.version} for "
                   f"{manifest.profile} ({manifest.target.format}/{manifest.target.precision})")
+
+
+def _labels(path: Path) -> list[str]:
+    """One label per line (a label may hold spaces: "traffic light"); blank lines skipped."""
+    from edge_agent.errors import BundleError
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BundleError(f"--labels {path}: not a readable UTF-8 text file ({exc})") from exc
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _size(text: str) -> list[int]:
+    """``96x96`` (HEIGHTxWIDTH) as [96, 96], or one clear line."""
+    from edge_agent.errors import BundleError
+
+    parts = text.lower().replace("*", "x").split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise BundleError(f"--input-size {text!r}: give HEIGHTxWIDTH in pixels, e.g. 640x640")
+    return [int(p) for p in parts]
 
 
 def _load_npy(path: Path):
@@ -101,6 +143,9 @@ def inspect(bundle: Path = typer.Argument(..., help="Bundle file (.ekb)."),
     console.print(table)
     for role, entry in m.files.items():
         console.print(f"file {role}: {entry.path} {entry.size} bytes sha256 {entry.sha256[:16]}…")
+    if m.task.kind != "classification":
+        for name, value in _flat(m.task.to_dict()):
+            console.print(f"task.{name}: {value}", highlight=False)
     for key in ("metrics", "lineage"):
         for name, value in _flat(getattr(m, key).to_dict()):
             console.print(f"{key}.{name}: {value}", highlight=False)

@@ -50,5 +50,8 @@ def runtime_text(runtime: dict[str, Any]) -> str:
 
 def fail(message: str, code: int = 1) -> None:
     """Print a one-line error to stderr and exit non-zero."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    # escape: messages quote shapes like [batch, 9, boxes], which rich would take for markup
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise SystemExit(code)
