@@ -9,9 +9,9 @@ from pathlib import Path
 from edge_agent import protocol as p
 from edge_agent.bundle.manifest import Manifest
 from edge_agent.contracts import ReferenceStats
+from edge_agent.contracts.examples import main, render
 from edge_agent.contracts.reference import DetectionReference
 from edge_agent.contracts.task import Task
-from edge_agent.contracts.examples import main, render
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "protocol.md"
 

@@ -66,7 +66,7 @@ def test_a_two_output_regressor_builds(tmp_path, keypair):
         assert manifest.task.kind == "generic" and len(manifest.outputs) == 2
         assert [v.name for v in manifest.reference_stats.values] == ["quadrant_means", "spread"]
         x, y = regression_tensors(64, 7)
-        means, spread = LoadedModel.load(opened).predict(x.numpy())
+        means, _spread = LoadedModel.load(opened).predict(x.numpy())
         assert np.abs(means - y[:, :4].numpy()).mean() < 0.1
 
 
