@@ -1,0 +1,148 @@
+"""The digit-boxes detection example: its data set, its detector's output contract, and its
+training and evaluation steps (on small splits; the full training is train.py's job)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+
+from examples.digit_boxes import data as boxes_data
+from examples.digit_boxes.models import IMAGE_SIZE, anchor_points, digit_detector, train_loss
+from examples.digit_boxes.train import decode, evaluate_map, nms, train
+
+SMALL = {"train": 96, "calibration": 8, "validation": 32}
+
+
+@pytest.fixture(scope="module")
+def small_splits():
+    return boxes_data.splits(0, **SMALL)
+
+
+def test_splits_are_deterministic(small_splits):
+    again = boxes_data.splits.__wrapped__(0, **SMALL)     # rebuilt, not the cached copy
+    for name, (x, y) in small_splits.items():
+        assert torch.equal(x, again[name][0]) and torch.equal(y, again[name][1])
+    other = boxes_data.splits.__wrapped__(1, **SMALL)
+    assert not torch.equal(small_splits["train"][0], other["train"][0])
+
+
+def test_labels_follow_the_detection_contract(small_splits):
+    for name, (x, y) in small_splits.items():
+        assert x.shape == (SMALL[name], 1, IMAGE_SIZE, IMAGE_SIZE) and x.dtype == torch.float32
+        assert y.shape == (SMALL[name], boxes_data.MAX_DIGITS, 5) and y.dtype == torch.float32
+        valid = y[..., 0] >= 0
+        assert valid[:, 0].all()                                  # at least one digit each
+        assert (valid[:, :-1] | ~valid[:, 1:]).all()              # padding rows come last
+        assert (y[~valid] == torch.tensor([-1.0, 0, 0, 0, 0])).all()
+        classes = y[..., 0][valid]
+        assert ((classes >= 0) & (classes <= 9) & (classes == classes.round())).all()
+        box = y[valid][:, 1:]
+        assert (box >= 0).all() and (box <= IMAGE_SIZE).all()
+        assert (box[:, 2] > box[:, 0]).all() and (box[:, 3] > box[:, 1]).all()
+        sides = box[:, 2:] - box[:, :2]
+        assert sides.max() <= boxes_data.DIGIT_SIZES[1]
+
+
+def test_boxes_are_tight_around_the_pasted_digits():
+    """One digit on a plain canvas: its box is exactly the ink above the clutter."""
+    digit = np.zeros((1, 64))
+    digit[0, [19, 20, 27, 28, 35, 36, 43, 44]] = 16.0     # a bar, columns 3-4, rows 2-5
+    x, y = boxes_data.make_canvases(20, digit, np.array([7]), seed=3)
+    for canvas, rows in zip(x[:, 0].numpy(), y.numpy(), strict=True):
+        for c, x1, y1, x2, y2 in rows[rows[:, 0] >= 0]:
+            assert c == 7
+            x1, y1, x2, y2 = int(x1), int(y1), int(x2), int(y2)
+            inside = canvas[y1:y2, x1:x2]
+            assert inside.max() > 0.5                                  # ink inside the box
+            assert inside[0].max() > boxes_data.INK_THRESHOLD * 0.7    # and on its edges
+            assert inside[-1].max() > boxes_data.INK_THRESHOLD * 0.7
+            assert inside[:, 0].max() > boxes_data.INK_THRESHOLD * 0.7
+            assert inside[:, -1].max() > boxes_data.INK_THRESHOLD * 0.7
+
+
+def test_validation_digits_are_never_seen_in_training():
+    parts = boxes_data.digit_indices(0)
+    sets = {name: set(idx.tolist()) for name, idx in parts.items()}
+    assert not sets["train"] & sets["validation"]
+    assert not sets["train"] & sets["calibration"]
+    assert not sets["calibration"] & sets["validation"]
+    assert sum(len(s) for s in sets.values()) == len(load_digits().target)
+
+
+def test_detector_outputs_the_yolov8_layout(small_splits):
+    x = small_splits["validation"][0][:4]
+    model = digit_detector().eval()
+    with torch.no_grad():
+        out = model(x)
+    assert out.shape == (4, 4 + 10, 180)
+    assert len(anchor_points()[0]) == 180
+    assert (out >= 0).all() and (out <= 1).all()          # normalised boxes and sigmoid scores
+    # the box (cx, cy, w, h) stays inside the image
+    for centre, side in ((out[:, 0], out[:, 2]), (out[:, 1], out[:, 3])):
+        assert (centre - side / 2 >= -1e-6).all() and (centre + side / 2 <= 1 + 1e-6).all()
+
+
+def test_perfect_outputs_score_a_perfect_map(small_splits):
+    """decode + evaluate_map on outputs that say exactly the labels give mAP 1."""
+    _, y = small_splits["validation"]
+    outputs = torch.zeros(len(y), 14, 180)
+    for b, rows in enumerate(y):
+        for k, (c, x1, y1, x2, y2) in enumerate(rows.tolist()):
+            if c >= 0:
+                outputs[b, :4, k] = torch.tensor([x1 + x2, y1 + y2, 2 * (x2 - x1),
+                                                  2 * (y2 - y1)]) / (2 * IMAGE_SIZE)
+                outputs[b, 4 + int(c), k] = 0.9
+
+    class Oracle(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return outputs[x[:, 0, 0, 0].long()]
+
+    index = torch.arange(len(y), dtype=torch.float32)[:, None, None, None].expand(-1, 1, 2, 2)
+    scores = evaluate_map(Oracle(), index, y)
+    assert scores["map_50"] == pytest.approx(1.0) and scores["map"] == pytest.approx(1.0)
+    assert all(len(d["boxes"]) == int((rows[:, 0] >= 0).sum())
+               for d, rows in zip(decode(outputs), y, strict=True))
+
+
+def test_nms_keeps_the_best_of_overlapping_boxes():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30]], np.float32)
+    keep = nms(boxes, np.array([0.5, 0.9, 0.3]), 0.45)
+    assert keep.tolist() == [1, 2]
+
+
+def test_a_short_training_lowers_the_loss(small_splits):
+    torch.manual_seed(0)
+    loaders = boxes_data.loaders(batch_size=16, seed=0, **SMALL)
+    x, y = small_splits["train"]
+    model = digit_detector()
+    before = train_loss(model.eval()(x), y).item()
+    log: list[float] = []
+    train(model, loaders, epochs=2, seed=0, log=log)
+    with torch.no_grad():
+        after = train_loss(model(x), y).item()
+    assert len(log) == 2 and log[1] < log[0]
+    assert after < before
+
+
+def test_data_returns_the_documented_keys():
+    doc = boxes_data.data()
+    assert set(doc) == {"train", "calibration", "validation", "labels", "preprocessing", "task"}
+    assert doc["labels"] == [str(i) for i in range(10)]
+    assert doc["preprocessing"]["steps"][-1] == {"op": "normalize", "mean": [boxes_data.MEAN],
+                                                 "std": [boxes_data.STD]}
+    detection = doc["task"]["detection"]
+    assert doc["task"]["kind"] == "detection" and detection["layout"] == "yolov8"
+    assert detection["num_classes"] == 10 and detection["input_size"] == [96, 96]
+    assert detection["normalized_boxes"] is True
+    for name, size in boxes_data.SIZES.items():
+        images, labels = next(iter(doc[name]))
+        assert len(doc[name].dataset) == size
+        assert images.shape[1:] == (1, 96, 96) and labels.shape[1:] == (4, 5)
+
+
+def test_the_task_block_is_a_valid_detection_spec():
+    task = pytest.importorskip("edge_agent.contracts.task")
+    spec = task.DetectionSpec.from_dict(boxes_data.TASK["detection"])
+    assert spec.num_classes == 10 and spec.normalized_boxes
