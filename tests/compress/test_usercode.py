@@ -114,7 +114,7 @@ def test_good_data_function():
 
 @pytest.mark.parametrize("name, expected", [
     ("list_data", "returned list; expected a dict with train, calibration, validation"),
-    ("wrong_shape_data", "'train' must yield (inputs, labels) tensor pairs"),
+    ("wrong_shape_data", "'train' must yield (inputs, labels) pairs"),
 ])
 def test_data_function_of_the_wrong_shape(name, expected):
     with pytest.raises(UserCodeError) as info:

@@ -54,7 +54,7 @@ def test_tflite_static_int8_has_quantized_io(tmp_path, tiny_teacher, tiny_valida
     path = QUANTIZERS.get(("tflite", "int8", "litert-pt2e")).run(job, tmp_path / "q.tflite")
     model = ExportedModel("tflite", path, target.runtime_options())
     assert model.input.dtype == "int8" and model.input.quantization.scale > 0
-    assert model.output.dtype == "int8" and model.output.quantization is not None
+    assert model.outputs[0].dtype == "int8" and model.outputs[0].quantization is not None
 
 
 @pytest.mark.parametrize("opset", [13, 17, 18])
