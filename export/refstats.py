@@ -95,7 +95,7 @@ def value_references(outputs: Any, names: list[str]) -> list[ValueReference]:
 
 
 def _as_list(outputs: Any) -> list[Any]:
-    return list(outputs) if isinstance(outputs, tuple | list) else [outputs]
+    return list(outputs) if isinstance(outputs, (tuple, list)) else [outputs]
 
 
 # The output part of reference_stats, by task kind: keyword arguments of ReferenceStats.
