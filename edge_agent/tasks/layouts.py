@@ -70,15 +70,23 @@ def _check(outputs: list[np.ndarray], layout: str, rank: int, expected: str) -> 
         raise BundleError(f"layout {layout!r} expects {expected}, the model gives {shapes}")
 
 
+def _single(outputs: list[np.ndarray], spec: DetectionSpec, layout: str, axis: int,
+            fixed: int, shape: str) -> np.ndarray:
+    """The one output of a single-output layout, checked: rank 3, ``fixed + C`` on ``axis``
+    (``shape`` is the expected shape with ``{}`` where that size goes)."""
+    out = np.asarray(outputs[0], dtype=np.float32)
+    _check([out], layout, 3, shape.format(f"{fixed} + classes"))
+    if out.shape[axis] != fixed + spec.num_classes:
+        raise BundleError(f"layout {layout!r} with {spec.num_classes} classes expects "
+                          f"{shape.format(fixed + spec.num_classes)}, the model gives "
+                          f"{list(out.shape)}")
+    return out
+
+
 @register("yolov8", 1, "[1, 4 + C, N]: cx cy w h, then C class scores",
           classes=lambda shapes: shapes[0][1] - 4)
 def decode_yolov8(outputs: list[np.ndarray], spec: DetectionSpec) -> Decoded:
-    out = np.asarray(outputs[0], dtype=np.float32)
-    _check([out], "yolov8", 3, "[batch, 4 + classes, boxes]")
-    if out.shape[1] != 4 + spec.num_classes:
-        raise BundleError(f"layout 'yolov8' with {spec.num_classes} classes expects "
-                          f"[batch, {4 + spec.num_classes}, boxes], the model gives "
-                          f"{list(out.shape)}")
+    out = _single(outputs, spec, "yolov8", 1, 4, "[batch, {}, boxes]")
     rows = np.transpose(out, (0, 2, 1))
     return _xywh_to_xyxy(rows[..., :4] * _scale(spec)), rows[..., 4:]
 
@@ -86,12 +94,7 @@ def decode_yolov8(outputs: list[np.ndarray], spec: DetectionSpec) -> Decoded:
 @register("yolov5", 1, "[1, N, 5 + C]: cx cy w h objectness, then C class scores",
           classes=lambda shapes: shapes[0][2] - 5)
 def decode_yolov5(outputs: list[np.ndarray], spec: DetectionSpec) -> Decoded:
-    out = np.asarray(outputs[0], dtype=np.float32)
-    _check([out], "yolov5", 3, "[batch, boxes, 5 + classes]")
-    if out.shape[2] != 5 + spec.num_classes:
-        raise BundleError(f"layout 'yolov5' with {spec.num_classes} classes expects "
-                          f"[batch, boxes, {5 + spec.num_classes}], the model gives "
-                          f"{list(out.shape)}")
+    out = _single(outputs, spec, "yolov5", 2, 5, "[batch, boxes, {}]")
     return _xywh_to_xyxy(out[..., :4] * _scale(spec)), out[..., 5:] * out[..., 4:5]
 
 

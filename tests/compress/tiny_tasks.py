@@ -86,19 +86,24 @@ def detection_loss(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return cls_loss + box_loss
 
 
-@lru_cache(maxsize=2)
-def _trained_detector_state(seed: int, steps: int) -> dict:
-    torch.manual_seed(seed)
-    model = TinyDetector()
-    x, y = detection_tensors(512, seed + 100)
+def _train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Any,
+           steps: int) -> dict:
+    """Adam over 64-sample batches of (x, y); the trained state_dict."""
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     for i in range(steps):
-        batch = slice((i * 64) % 512, (i * 64) % 512 + 64)
-        loss = detection_loss(model(x[batch]), y[batch])
+        batch = slice((i * 64) % len(x), (i * 64) % len(x) + 64)
+        loss = loss_fn(model(x[batch]), y[batch])
         opt.zero_grad()
         loss.backward()
         opt.step()
     return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@lru_cache(maxsize=2)
+def _trained_detector_state(seed: int, steps: int) -> dict:
+    torch.manual_seed(seed)
+    model = TinyDetector()
+    return _train(model, *detection_tensors(512, seed + 100), detection_loss, steps)
 
 
 def tiny_detector() -> TinyDetector:
@@ -157,16 +162,11 @@ def regression_tensors(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 def _trained_regressor_state() -> dict:
     torch.manual_seed(0)
     model = TinyRegressor()
-    x, y = regression_tensors(512, 100)
-    opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    for i in range(300):
-        batch = slice((i * 64) % 512, (i * 64) % 512 + 64)
-        means, spread = model(x[batch])
-        loss = nn.functional.mse_loss(torch.cat([means, spread], 1), y[batch])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return {k: v.clone() for k, v in model.state_dict().items()}
+
+    def loss(outputs: tuple, target: torch.Tensor) -> torch.Tensor:
+        return nn.functional.mse_loss(torch.cat(outputs, 1), target)
+
+    return _train(model, *regression_tensors(512, 100), loss, 300)
 
 
 def tiny_regressor() -> TinyRegressor:
