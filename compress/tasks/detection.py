@@ -11,7 +11,8 @@
   dominate);
 - parity: the post-processed detections of a file match torch's (``match``: same class,
   IoU >= 0.9, score within the precision's tolerance, at most one unmatched per image);
-- reference: detections per image, scores, classes and box areas (``edge_agent.tasks.stats``).
+- reference statistics (detections per image, scores, classes, box areas) are made by
+  ``export.refstats``, torch-free so ``bundle pack`` uses them too.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
   teacher output's variance so a large-valued output does not drown a small one, mixed
   with the labels' squared error by ``1 - alpha`` when the labels fit;
 - parity: the largest absolute difference per output;
-- reference: a value histogram per output (``edge_agent.tasks.stats``).
+- reference statistics (a value histogram per output) are made by ``export.refstats``.
 """
 
 from __future__ import annotations
