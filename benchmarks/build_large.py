@@ -20,6 +20,7 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,10 +29,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.build_digits import (  # noqa: E402
+    CLASSIFIER_TARGETS,
     PROFILES,
-    TARGET_DROP,
-    TARGET_VS_FP32,
-    TARGET_VS_PEER,
+    Targets,
+    accuracy,
     best_per_format,
     measure_runtime,
     runtime_table,
@@ -178,8 +179,10 @@ def chosen_macs(report: dict[str, Any], ratio: float, teacher: Any, example: Any
 
 
 def measure_profiles(report: dict[str, Any], teacher: Any, data: dict[str, Any],
-                     work: Path) -> dict[str, dict[str, Any]]:
-    """Each profile's chosen runtime timed against fp32 and the peer default, together.
+                     work: Path, score: Callable[[str, Path, dict], float] = accuracy,
+                     ) -> dict[str, dict[str, Any]]:
+    """Each profile's chosen runtime timed against fp32 and the peer default, together
+    (``score``: each file's metric, as ``build_digits.measure_runtime`` takes it).
 
     Profiles whose chosen file, format and (capped) threads are the same share one
     measurement: the files and the timing would be identical.
@@ -196,7 +199,8 @@ def measure_profiles(report: dict[str, Any], teacher: Any, data: dict[str, Any],
             continue
         key = (best["file"], best["format"], best.get("threads"))
         if key not in seen:
-            seen[key] = measure_runtime(name, best, teacher, data, work / "compare" / name)
+            seen[key] = measure_runtime(name, best, teacher, data, work / "compare" / name,
+                                        score)
         measured[name] = {**seen[key], "best": best, "macs": chosen_macs(
             report, best["prune_ratio"], teacher, data["example"])}
     return measured
@@ -209,13 +213,14 @@ def ratios(m: dict[str, Any]) -> dict[str, float]:
             "peer_1": peer["ms_1"] / ours["ms_1"], "peer_n": peer["ms_n"] / ours["ms_n"]}
 
 
-def summary_row(name: str, m: dict[str, Any], baseline: float) -> tuple[str, bool]:
+def summary_row(name: str, m: dict[str, Any], baseline: float,
+                targets: Targets = CLASSIFIER_TARGETS) -> tuple[str, bool]:
     """One profile's line of the summary table, and whether all three targets are met."""
     fp32, _, ours = m["rows"]
     r = ratios(m)
     drop = (baseline - ours["accuracy"]) * 100
-    checks = (min(r["fp32_1"], r["fp32_n"]) >= TARGET_VS_FP32,
-              min(r["peer_1"], r["peer_n"]) >= TARGET_VS_PEER, drop <= 100 * TARGET_DROP)
+    checks = (min(r["fp32_1"], r["fp32_n"]) >= targets.vs_fp32,
+              min(r["peer_1"], r["peer_n"]) >= targets.vs_peer, drop <= 100 * targets.drop)
     best = m["best"]
     return (f"| {name} | {m['format']} r{best['prune_ratio']:g} {best['precision']} "
             f"({best['method']}) | {fp32['ms_1']:.2f} | {r['fp32_1']:.2f}x / {r['fp32_n']:.2f}x "

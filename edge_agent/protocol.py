@@ -9,7 +9,7 @@ Topics (MQTT v5, QoS 1 throughout)::
     edgekit/<fleet>/<device>/cmd/result   device -> cloud  one answer per command
 
 Every message carries ``v``, the protocol version ``"MAJOR.MINOR"`` (now
-``PROTOCOL_VERSION`` = ``"1.2"``; the integer ``1`` of the first release reads as
+``PROTOCOL_VERSION`` = ``"1.3"``; the integer ``1`` of the first release reads as
 ``"1.0"``). Every device message also carries ``device_id``, ``seq``, ``ts``
 (Unix seconds) and, since 1.2, ``incarnation``. ``seq`` is monotonic per device
 and per topic kind and survives restarts as long as the device's outbox file
@@ -44,6 +44,7 @@ from edge_agent._check import non_empty, non_negative, obj, one_of
 from edge_agent.contracts.record import Reading, Record, join_path, meta
 from edge_agent.contracts.telemetry import (
     ConfidenceHist,
+    DetectionWindow,
     EncodedInput,
     InputHist,
     LatencyMs,
@@ -51,13 +52,15 @@ from edge_agent.contracts.telemetry import (
     ModelState,
     OutboxFigures,
     Prediction,
+    SampleDetection,
     SystemFigures,
+    ValueWindow,
 )
 from edge_agent.contracts.version import Version, check_readable, parse_version
 from edge_agent.contracts.vocab import QOS  # noqa: F401  (re-exported: one QoS for all topics)
 from edge_agent.errors import ProtocolError
 
-PROTOCOL_VERSION = Version(1, 2)
+PROTOCOL_VERSION = Version(1, 3)
 TOPIC_ROOT = "edgekit"
 MAX_PAYLOAD_BYTES = 1 << 20
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -210,6 +213,10 @@ class Telemetry(DeviceMessage):
     class_counts: dict[str, int] = field(default_factory=dict)
     """Predicted class index (as a string) -> how many inputs got it in the window."""
     input_hist: InputHist | None = None
+    detection: DetectionWindow | None = None
+    """Detectors (1.3): detections per frame, scores, classes, box areas, empty frames."""
+    values: list[ValueWindow] = field(default_factory=list)
+    """Generic models (1.3): a value histogram per named output."""
     outbox: OutboxFigures = field(default_factory=OutboxFigures)
     system: SystemFigures = field(default_factory=SystemFigures)
     incarnation: str = incarnation_field()
@@ -224,14 +231,18 @@ SAMPLE_REASONS = ("low_confidence", "out_of_range", "requested")
 
 @dataclass
 class Sample(DeviceMessage):
-    """One input kept for retraining, with why it was kept and what the model said."""
+    """One input kept for retraining, with why it was kept and what the model said:
+    a classifier's ``prediction``; a detector's ``detections`` (1.3; boxes in the pixels of
+    ``input``), so a labelling tool can start from them. A generic model's sample has
+    neither."""
 
     KIND: ClassVar[str] = SAMPLES
     CONTRACT: ClassVar[str] = SAMPLES
     model: ModelRef
     reason: str = field(metadata=meta(one_of(*SAMPLE_REASONS)))
-    prediction: Prediction
     input: EncodedInput
+    prediction: Prediction | None = None
+    detections: list[SampleDetection] | None = None
     incarnation: str = incarnation_field()
 
 

@@ -162,3 +162,77 @@ class EncodedInput(_Block):
         if decoded != expected:
             return "data", f"holds {decoded} bytes; dtype and shape need {expected}"
         return None
+
+
+def _same_length(block: Record, pairs: tuple[tuple[str, str, int], ...]) -> tuple[str, str] | None:
+    """The first ``(hist, edges, extra)`` pair whose counts are not ``len(edges) - 1 + extra``."""
+    for hist, edges, extra in pairs:
+        want = len(getattr(block, edges)) - 1 + extra
+        if len(getattr(block, hist)) != want:
+            return hist, f"must have {want} counts (one per bin of '{edges}'" + \
+                (", plus one below and one above)" if extra else ")")
+    return None
+
+
+@dataclass
+class DetectionWindow(_Block):
+    """Telemetry's ``detection`` (protocol 1.3): a detector's output figures over the window.
+
+    Counted by ``edge_agent.tasks.stats.detection_counts`` on the edges of the bundle's
+    ``reference_stats.detection``, so the cloud compares like with like. ``frames`` is the
+    number of images post-processed (the drift tests' sample size: boxes in one frame are
+    correlated, so boxes are not independent draws); ``empty_frames`` found nothing.
+    """
+
+    frames: int = field(metadata=meta(non_negative))
+    empty_frames: int = field(metadata=meta(non_negative))
+    count_edges: list[float] = field(metadata=meta(rising))
+    count_hist: list[int] = field(metadata=meta(all_non_negative))
+    """Frames by how many detections they had."""
+    score_edges: list[float] = field(metadata=meta(rising))
+    score_hist: list[int] = field(metadata=meta(all_non_negative))
+    """Detections by score."""
+    class_counts: list[int] = field(metadata=meta(all_non_negative))
+    """Detections per class index."""
+    area_edges: list[float] = field(metadata=meta(rising))
+    area_hist: list[int] = field(metadata=meta(all_non_negative))
+    """Detections by box area relative to the input image."""
+    mean_score: float | None = None
+    """Mean score of the window's detections (null when there were none)."""
+
+    def problem(self) -> tuple[str, str] | None:
+        if self.empty_frames > self.frames:
+            return "empty_frames", f"must be <= frames ({self.frames})"
+        return _same_length(self, (("count_hist", "count_edges", 0),
+                                   ("score_hist", "score_edges", 0),
+                                   ("area_hist", "area_edges", 0)))
+
+
+@dataclass
+class ValueWindow(_Block):
+    """One entry of telemetry's ``values`` (protocol 1.3): a generic model's output ``name``
+    over the window, on the edges of the bundle's ``reference_stats.values`` entry; counts
+    below the first edge, in each bin, then above the last edge."""
+
+    name: str = field(metadata=meta(non_empty))
+    edges: list[float] = field(metadata=meta(rising))
+    counts: list[int] = field(metadata=meta(all_non_negative))
+    mean: float | None = None
+
+    def problem(self) -> tuple[str, str] | None:
+        return _same_length(self, (("counts", "edges", 2),))
+
+
+@dataclass
+class SampleDetection(_Block):
+    """One detection in a sample (protocol 1.3): box ``[x1, y1, x2, y2]`` in the model's
+    input pixels, score, class index (JSON key ``class``)."""
+
+    box: list[float]
+    score: float = field(metadata=meta(non_negative))
+    class_index: int = field(metadata=meta(non_negative, key="class"))
+
+    def problem(self) -> tuple[str, str] | None:
+        if len(self.box) != 4:
+            return "box", f"must be [x1, y1, x2, y2], got {len(self.box)} numbers"
+        return None
