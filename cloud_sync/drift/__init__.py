@@ -2,8 +2,10 @@
 
 ``window`` sums telemetry messages into ``WindowCounts`` (per device, or pooled per
 fleet); ``scores`` compares a window with its model version's ``ReferenceStats`` and
-returns a ``DriftResult`` per kind (input PSI, output JS distance, confidence drop),
-each with its threshold, sample sizes and verdict; ``stats`` holds the tests.
+returns a ``DriftResult`` per kind of the model's task (``tasks``: a classifier's input
+PSI, output JS distance, confidence drop; a detector's ``detection`` kinds; a generic
+model's ``values``), each with its threshold, sample sizes and verdict; ``stats`` holds
+the tests.
 """
 
 from cloud_sync.drift.scores import (
@@ -16,10 +18,10 @@ from cloud_sync.drift.scores import (
     DriftResult,
     any_drift,
     confidence_drift,
-    drift_scores,
     input_drift,
     output_drift,
 )
+from cloud_sync.drift.tasks import ALL_KINDS, FAMILIES, TASK_SCORERS, drift_scores, task_kinds
 from cloud_sync.drift.window import (
     DriftError,
     WindowCounts,
@@ -31,7 +33,8 @@ from cloud_sync.drift.window import (
 )
 
 __all__ = [
-    "DRIFT", "INSUFFICIENT", "KINDS", "OK", "ChannelDrift", "DriftConfig", "DriftError",
-    "DriftResult", "WindowCounts", "aggregate", "any_drift", "confidence_drift", "drift_scores",
-    "from_telemetry", "group_by_model", "input_drift", "output_drift", "pool", "sliding_windows",
+    "ALL_KINDS", "DRIFT", "FAMILIES", "INSUFFICIENT", "KINDS", "OK", "TASK_SCORERS",
+    "ChannelDrift", "DriftConfig", "DriftError", "DriftResult", "WindowCounts", "aggregate",
+    "any_drift", "confidence_drift", "drift_scores", "from_telemetry", "group_by_model",
+    "input_drift", "output_drift", "pool", "sliding_windows", "task_kinds",
 ]

@@ -185,6 +185,8 @@ class _Judged:
     m_raw: int = 0
     units: int = 0
     """Inferences behind the score (compared with ``min_inferences``)."""
+    alpha: float = 0.0
+    """This kind's false-alarm rate (the task's ``alpha`` split over its kinds)."""
     missing: str = ""
     channels: list[ChannelDrift] = field(default_factory=list)
 
@@ -207,7 +209,8 @@ def _result(kind: str, window: WindowCounts, config: DriftConfig, j: _Judged) ->
         kind=kind, statistic=j.statistic, scope=window.scope, model_name=window.model_name,
         model_version=window.model_version, window_start=window.start, window_end=window.end,
         inferences=window.inferences, verdict=verdict, score=j.score, critical_value=j.critical,
-        floor=j.floor, threshold=threshold, p_value=j.p_value, alpha=config.alpha_per_kind,
+        floor=j.floor, threshold=threshold, p_value=j.p_value,
+        alpha=j.alpha or config.alpha_per_kind,
         level=j.level, n_eff=j.n_eff, m_eff=j.m_eff, n_raw=j.n_raw, m_raw=j.m_raw,
         share_drifting=drifting / len(channels) if channels else None,
         channels_drifting=drifting, channels=tuple(ranked[:config.top_channels]), reason=reason)
@@ -230,9 +233,11 @@ def _same_edges(window_edges, reference_edges, what: str) -> None:
 
 
 def input_drift(reference: ReferenceStats, window: WindowCounts,
-                config: DriftConfig = DriftConfig()) -> DriftResult:
-    """PSI per input channel against the reference, corrected over channels."""
-    j = _Judged("psi", floor=config.psi_floor, units=window.input_inferences)
+                config: DriftConfig = DriftConfig(), alpha: float | None = None) -> DriftResult:
+    """PSI per input channel against the reference, corrected over channels; ``alpha`` is
+    this kind's false-alarm rate (default: ``config.alpha_per_kind``)."""
+    j = _Judged("psi", floor=config.psi_floor, units=window.input_inferences,
+                alpha=alpha or config.alpha_per_kind)
     ref = reference.input
     if ref is None:
         j.missing = "the reference statistics hold no input histograms"
@@ -245,16 +250,18 @@ def input_drift(reference: ReferenceStats, window: WindowCounts,
         if ref_counts.shape != window.input_counts.shape:
             raise DriftError(f"the window has {len(window.input_counts)} input channels, "
                              f"the reference {len(ref_counts)}")
-        _judge_channels(j, window.input_counts, ref_counts, window.input_inferences,
-                        reference.n, config)
+        judge_rows(j, window.input_counts, ref_counts, window.input_inferences,
+                   reference.n, config)
     return _result("input", window, config, j)
 
 
-def _judge_channels(j: _Judged, counts: np.ndarray, ref_counts: np.ndarray, inferences: int,
-                    reference_n: int, config: DriftConfig) -> None:
+def judge_rows(j: _Judged, counts: np.ndarray, ref_counts: np.ndarray, inferences: int,
+               reference_n: int, config: DriftConfig, what: str = "an input channel") -> None:
+    """PSI of each row (channel, or output) of ``counts`` against ``ref_counts``, tested at
+    ``j.alpha`` corrected over rows; ``n = min(values, inferences)`` per row."""
     n_raw, m_raw = counts.sum(axis=1), ref_counts.sum(axis=1)
     if n_raw.min() <= 0 or m_raw.min() <= 0:
-        j.missing = "an input channel has no counts"
+        j.missing = f"{what} has no counts"
         return
     if config.sample_unit == "inference":
         n_eff = np.minimum(n_raw, inferences)
@@ -265,7 +272,7 @@ def _judge_channels(j: _Judged, counts: np.ndarray, ref_counts: np.ndarray, infe
     psis = stats.psi_rows(counts, ref_counts,
                           stats.smoothing_epsilon(config.smoothing, n_eff, m_eff))
     p = stats.psi_p_value(psis, n_eff, m_eff, df)
-    _, level = stats.CORRECTIONS[config.correction](p, config.alpha_per_kind)
+    _, level = stats.CORRECTIONS[config.correction](p, j.alpha)
     crit = stats.psi_critical_value(n_eff, m_eff, df, level)
     threshold = np.maximum(crit, config.psi_floor)
     j.channels = [ChannelDrift(
@@ -283,11 +290,12 @@ def _judge_channels(j: _Judged, counts: np.ndarray, ref_counts: np.ndarray, infe
 
 
 def output_drift(reference: ReferenceStats, window: WindowCounts,
-                 config: DriftConfig = DriftConfig()) -> DriftResult:
+                 config: DriftConfig = DriftConfig(), alpha: float | None = None) -> DriftResult:
     """Jensen-Shannon distance of the predicted-class counts from the reference's."""
     n = sum(window.class_counts.values())
+    alpha = alpha or config.alpha_per_kind
     j = _Judged("js_distance", floor=config.js_floor, units=n, n_raw=n, n_eff=n,
-                m_raw=reference.n, m_eff=reference.n, level=config.alpha_per_kind)
+                m_raw=reference.n, m_eff=reference.n, level=alpha, alpha=alpha)
     ref = reference.output
     if ref is None or not ref.class_distribution or reference.n <= 0:
         j.missing = "the reference statistics hold no class distribution"
@@ -312,11 +320,13 @@ def output_drift(reference: ReferenceStats, window: WindowCounts,
 
 
 def confidence_drift(reference: ReferenceStats, window: WindowCounts,
-                     config: DriftConfig = DriftConfig()) -> DriftResult:
+                     config: DriftConfig = DriftConfig(), alpha: float | None = None
+                     ) -> DriftResult:
     """Drop of the mean top-1 confidence below the reference mean (one-sided)."""
     n = window.scored
+    alpha = alpha or config.alpha_per_kind
     j = _Judged("confidence_drop", floor=config.confidence_floor, units=n, n_raw=n, n_eff=n,
-                level=config.alpha_per_kind)
+                level=alpha, alpha=alpha)
     ref = reference.output
     ref_counts = np.asarray(ref.confidence_hist if ref else [], dtype=np.float64)
     if ref is None or ref_counts.sum() <= 0:
@@ -337,17 +347,14 @@ def confidence_drift(reference: ReferenceStats, window: WindowCounts,
     return _result("confidence", window, config, j)
 
 
-SCORERS: dict[str, Callable[[ReferenceStats, WindowCounts, DriftConfig], DriftResult]] = {
+Scorer = Callable[[ReferenceStats, WindowCounts, DriftConfig, float], DriftResult]
+"""A kind's scorer: reference, window, config and the kind's false-alarm rate."""
+SCORERS: dict[str, Scorer] = {
     "input": input_drift,
     "output": output_drift,
     "confidence": confidence_drift,
 }
-
-
-def drift_scores(reference: ReferenceStats, window: WindowCounts,
-                 config: DriftConfig = DriftConfig()) -> dict[str, DriftResult]:
-    """All three kinds of one window, by kind."""
-    return {kind: scorer(reference, window, config) for kind, scorer in SCORERS.items()}
+"""The classifier's kinds (``cloud_sync.drift.tasks`` holds every task's)."""
 
 
 def any_drift(results: dict[str, DriftResult]) -> bool:

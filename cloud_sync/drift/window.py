@@ -3,7 +3,8 @@
 A ``Telemetry`` message reports one device interval ending at its ``ts``; a drift
 window ``[start, end)`` holds the messages whose ``ts`` falls in it. Counts add up
 (input histograms, class counts, confidence histograms; the confidence mean is
-re-weighted by the scored count), so a device window is the sum of its messages and
+re-weighted by the scored count; a detector's ``detection`` block and a generic model's
+``values``, see ``task_counts``), so a device window is the sum of its messages and
 a fleet window is the sum of its devices' windows (``pool``). Windows are aligned
 on multiples of ``step`` from ``origin`` (0 by default), so the windows of all
 devices and of the fleet share their bounds, and recomputing a window gives the
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from cloud_sync.drift.task_counts import CountsError, TaskCounts
 from cloud_sync.errors import CloudError
 from edge_agent.protocol import Telemetry
 
@@ -53,6 +55,8 @@ class WindowCounts:
     confidence_counts: np.ndarray | None = None
     confidence_sum: float = 0.0
     """Sum of top-1 confidences (telemetry mean x scored count), for the exact mean."""
+    tasks: TaskCounts = field(default_factory=TaskCounts)
+    """A detector's ``detection`` counts, a generic model's ``values`` (protocol 1.3)."""
 
     @property
     def scored(self) -> int:
@@ -89,7 +93,8 @@ def from_telemetry(message: Telemetry, scope: str | None = None) -> WindowCounts
         bin_edges=tuple(hist.bin_edges) if hist is not None else None, input_counts=counts,
         class_counts={int(k): int(v) for k, v in message.class_counts.items() if v},
         confidence_edges=tuple(conf.edges) if conf is not None else None,
-        confidence_counts=conf_counts, confidence_sum=(mean or 0.0) * scored)
+        confidence_counts=conf_counts, confidence_sum=(mean or 0.0) * scored,
+        tasks=TaskCounts.of(message.detection, message.values, message.inferences))
 
 
 def pool(windows: Sequence[WindowCounts], scope: str, start: float | None = None,
@@ -118,7 +123,12 @@ def _add(a: WindowCounts, b: WindowCounts) -> WindowCounts:
     classes = dict(a.class_counts)
     for k, v in b.class_counts.items():
         classes[k] = classes.get(k, 0) + v
-    return replace(a, inferences=a.inferences + b.inferences, messages=a.messages + b.messages,
+    try:
+        tasks = a.tasks + b.tasks
+    except CountsError as exc:
+        raise DriftError(str(exc)) from None
+    return replace(a, tasks=tasks, inferences=a.inferences + b.inferences,
+                   messages=a.messages + b.messages,
                    devices=a.devices | b.devices,
                    input_inferences=a.input_inferences + b.input_inferences,
                    bin_edges=edges, input_counts=inputs, class_counts=classes,

@@ -13,7 +13,7 @@ from cloud_sync.store.schema import artifacts, bundles, devices, messages, model
 
 TELEMETRY_COLUMNS = ("seq", "ts", "received_at", "model_name", "model_version", "window_s",
                      "inferences", "errors", "latency_p50", "latency_p95", "latency_p99",
-                     "confidence_mean")
+                     "confidence_mean", "frames", "empty_frames", "detections", "score_mean")
 
 
 @dataclass(frozen=True)

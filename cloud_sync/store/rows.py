@@ -16,7 +16,8 @@ from typing import Any
 from edge_agent import protocol
 
 MESSAGE_COLUMNS = ("window_s", "inferences", "errors", "latency_p50", "latency_p95",
-                   "latency_p99", "confidence_mean")
+                   "latency_p99", "confidence_mean", "frames", "empty_frames", "detections",
+                   "score_mean")
 Message = Any  # an edge_agent.protocol message (Telemetry, Status, CommandResult, Sample)
 
 
@@ -38,7 +39,16 @@ def _telemetry_columns(msg: protocol.Telemetry) -> dict[str, Any]:
     latency = msg.latency_ms
     return {"window_s": msg.window_s, "inferences": msg.inferences, "errors": msg.errors,
             "latency_p50": latency.p50, "latency_p95": latency.p95, "latency_p99": latency.p99,
-            "confidence_mean": msg.confidence.mean}
+            "confidence_mean": msg.confidence.mean if msg.confidence else None,
+            **_detection_columns(msg.detection)}
+
+
+def _detection_columns(window: Any) -> dict[str, Any]:
+    """A detector's headline figures (protocol 1.3); none for other tasks."""
+    if window is None:
+        return {}
+    return {"frames": window.frames, "empty_frames": window.empty_frames,
+            "detections": sum(window.score_hist), "score_mean": window.mean_score}
 
 
 EXTRACTORS: dict[str, Callable[[Any], dict[str, Any]]] = {
@@ -78,7 +88,8 @@ def message_row(fleet: str | None, kind: str, message: Message | dict[str, Any],
 
 def sample_row(fleet: str | None, message: protocol.Sample | dict[str, Any],
                received_at: float) -> dict[str, Any]:
-    """A ``samples`` row: the input's bytes decoded, the rest of the message as payload."""
+    """A ``samples`` row: the input's bytes decoded, the rest of the message as payload
+    (a detector's ``detections`` included; a classifier's prediction in columns too)."""
     msg = typed(protocol.SAMPLES, message)
     name, version = _model(msg)
     payload = msg.to_dict()
@@ -86,7 +97,9 @@ def sample_row(fleet: str | None, message: protocol.Sample | dict[str, Any],
     return {"device_id": msg.device_id, "fleet": fleet, "incarnation": msg.incarnation,
             "seq": msg.seq, "ts": msg.ts, "received_at": received_at, "model_name": name,
             "model_version": version, "reason": msg.reason,
-            "pred_class": msg.prediction.class_index,
-            "pred_confidence": msg.prediction.confidence, "input_dtype": msg.input.dtype,
+            "pred_class": msg.prediction.class_index if msg.prediction else None,
+            "pred_confidence": msg.prediction.confidence if msg.prediction else None,
+            "detections": None if msg.detections is None else len(msg.detections),
+            "input_dtype": msg.input.dtype,
             "input_shape": list(msg.input.shape), "input_data": base64.b64decode(msg.input.data),
             "payload": payload}

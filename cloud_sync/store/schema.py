@@ -75,6 +75,10 @@ messages = sa.Table(  # telemetry, status, cmd/result: a row per (device, incarn
     sa.Column("latency_p99", sa.Float),
     sa.Column("confidence_mean", sa.Float),
     sa.Column("payload", JSON, nullable=False),
+    sa.Column("frames", sa.Integer),  # a detector's telemetry (0008): images post-processed,
+    sa.Column("empty_frames", sa.Integer),  # those with no detection,
+    sa.Column("detections", sa.Integer),  # boxes found
+    sa.Column("score_mean", sa.Float),  # and their mean score
     sa.UniqueConstraint("device_id", "incarnation", "kind", "seq"),
     sa.Index(None, "device_id", "kind", "ts"),
 )
@@ -97,6 +101,7 @@ samples = sa.Table(  # inputs kept for retraining, one row per (device, incarnat
     sa.Column("input_shape", JSON, nullable=False),
     sa.Column("input_data", sa.LargeBinary, nullable=False),
     sa.Column("payload", JSON, nullable=False),  # the message without input.data
+    sa.Column("detections", sa.Integer),  # a detector's sample: boxes in payload (0008)
     sa.UniqueConstraint("device_id", "incarnation", "seq"),
     sa.Index(None, "model_name", "model_version", "ts"),
 )

@@ -23,6 +23,7 @@ from cloud_sync.triggers.scoring import (
     reference_for,
     score_group,
     score_rows,
+    task_for,
     upsert_scores,
 )
 from edge_agent.errors import EdgekitError, first_line
@@ -50,6 +51,7 @@ def controller_step(conn: Connection, cfg: CloudConfig, now: float) -> StepRepor
     report = StepReport()
     groups = recent_telemetry(conn, now - drift_lookback_s(cfg.triggers), now)
     references: dict[tuple[str, str], Any] = {}
+    tasks: dict[tuple[str, str], str] = {}
     for key, msgs in sorted(groups.items()):
         policy = cfg.triggers.policy_for(key[0])
         bounds = last_windows(policy, now)
@@ -59,7 +61,9 @@ def controller_step(conn: Connection, cfg: CloudConfig, now: float) -> StepRepor
         try:
             if key[1:] not in references:
                 references[key[1:]] = reference_for(conn, key[1], key[2])
-            group = score_group(key, msgs, references[key[1:]], policy, bounds)
+                tasks[key[1:]] = task_for(conn, key[1], key[2])
+            group = score_group(key, msgs, references[key[1:]], policy, bounds,
+                                tasks[key[1:]])
         except EdgekitError as exc:  # bad manifest, histograms on other bins: this group only
             report.skipped["/".join(key)] = first_line(exc)
             log.warning("drift of %s not scored: %s", "/".join(key), first_line(exc))

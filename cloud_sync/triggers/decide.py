@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cloud_sync.drift import DRIFT, DriftResult, any_drift
+from cloud_sync.drift import DRIFT, FAMILIES, DriftResult, any_drift
 from cloud_sync.triggers.policy import TriggerPolicy
 from cloud_sync.triggers.scoring import GroupScores
 
@@ -33,9 +33,11 @@ class Decision:
 
 def _drifting(windows: list[dict[str, DriftResult] | None],
               kinds: tuple[str, ...] | None = None) -> int:
-    """Windows with a drift verdict in one of ``kinds`` (every kind when None)."""
+    """Windows with a drift verdict in one of ``kinds`` (every kind when None); a task's
+    kind counts as its family (``drift.FAMILIES``: a detector's ``det_class`` is output)."""
     def counted(w: dict[str, DriftResult]) -> dict[str, DriftResult]:
-        return w if kinds is None else {k: r for k, r in w.items() if k in kinds}
+        return w if kinds is None else {k: r for k, r in w.items()
+                                        if FAMILIES.get(k, k) in kinds}
     return sum(1 for w in windows if w is not None and any_drift(counted(w)))
 
 

@@ -20,12 +20,21 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from cloud_sync.drift import KINDS, DriftResult, WindowCounts, aggregate, drift_scores, pool
+from cloud_sync.drift import (
+    DriftResult,
+    WindowCounts,
+    aggregate,
+    drift_scores,
+    pool,
+    task_kinds,
+)
+from cloud_sync.drift.tasks import DEFAULT_TASK
 from cloud_sync.store.schema import bundles, messages, models
 from cloud_sync.store.schema import drift_scores as scores_table
 from cloud_sync.triggers.policy import TriggerPolicy
 from edge_agent import protocol
 from edge_agent.contracts import ReferenceStats
+from edge_agent.contracts.task import Task
 from edge_agent.errors import EdgekitError
 
 NO_REFERENCE = "no_reference"
@@ -46,6 +55,7 @@ class GroupScores:
     devices: dict[str, list[dict[str, DriftResult] | None]] = field(default_factory=dict)
     fleet: list[dict[str, DriftResult] | None] = field(default_factory=list)
     skipped: str = ""
+    task: str = DEFAULT_TASK
 
 
 def last_windows(policy: TriggerPolicy, now: float) -> list[Bounds]:
@@ -72,24 +82,39 @@ def recent_telemetry(conn: Connection, start: float, end: float
     return groups
 
 
+def _manifests(conn: Connection, name: str, version: str) -> sa.ScalarResult:
+    return conn.execute(sa.select(bundles.c.manifest).join(
+        models, models.c.id == bundles.c.model_id).where(
+        models.c.name == name, models.c.version == version)
+        .order_by(bundles.c.created_at)).scalars()
+
+
 def reference_for(conn: Connection, name: str, version: str) -> ReferenceStats | None:
     """The version's reference statistics from a published bundle, or None."""
-    query = (sa.select(bundles.c.manifest).join(models, models.c.id == bundles.c.model_id)
-             .where(models.c.name == name, models.c.version == version)
-             .order_by(bundles.c.created_at))
-    for manifest in conn.execute(query).scalars():
+    for manifest in _manifests(conn, name, version):
         doc = (manifest or {}).get("reference_stats")
         if doc:
             ref = ReferenceStats.from_dict(doc)
-            if ref.input is not None or ref.output is not None:
+            if ref.input or ref.output or ref.detection or ref.values:
                 return ref
     return None
 
 
+def task_for(conn: Connection, name: str, version: str | None) -> str:
+    """The version's task (the manifest's ``task.kind``; a manifest without the block, or
+    a version with no published bundle, is a classifier's)."""
+    for manifest in _manifests(conn, name, version) if version else ():
+        doc = (manifest or {}).get("task")
+        if doc:
+            return Task.from_dict(doc).kind
+    return DEFAULT_TASK
+
+
 def score_group(key: GroupKey, msgs: list[protocol.Telemetry], ref: ReferenceStats | None,
-                policy: TriggerPolicy, bounds: list[Bounds]) -> GroupScores:
-    """Device and fleet scores of one group over ``bounds``."""
-    group = GroupScores(key, bounds)
+                policy: TriggerPolicy, bounds: list[Bounds], task: str = DEFAULT_TASK
+                ) -> GroupScores:
+    """Device and fleet scores of one group over ``bounds``, on ``task``'s drift kinds."""
+    group = GroupScores(key, bounds, task=task)
     if ref is None:
         group.skipped = f"no published bundle of {key[1]} {key[2]} has reference statistics"
         return group
@@ -100,11 +125,12 @@ def score_group(key: GroupKey, msgs: list[protocol.Telemetry], ref: ReferenceSta
     device_windows: dict[str, list[WindowCounts | None]] = {
         d: [aggregate(ms, d, s, e) for s, e in bounds] for d, ms in sorted(by_device.items())}
     for device, windows in device_windows.items():
-        group.devices[device] = [drift_scores(ref, w, config) if w else None for w in windows]
+        group.devices[device] = [drift_scores(ref, w, config, task) if w else None
+                                 for w in windows]
     for i, (start, end) in enumerate(bounds):
         parts = [ws[i] for ws in device_windows.values() if ws[i] is not None]
         fleet = pool(parts, f"fleet:{key[0]}", start, end) if parts else None
-        group.fleet.append(drift_scores(ref, fleet, config) if fleet else None)
+        group.fleet.append(drift_scores(ref, fleet, config, task) if fleet else None)
     return group
 
 
@@ -124,7 +150,7 @@ def _skipped_rows(group: GroupScores, now: float) -> list[dict[str, Any]]:
              "model_name": name, "model_version": version, "kind": kind, "window_start": s,
              "window_end": e, "inferences": 0, **dict.fromkeys(COLUMNS[:-2]),
              "verdict": NO_REFERENCE, "details": {"reason": group.skipped}, "computed_at": now}
-            for s, e in group.bounds for kind in KINDS]
+            for s, e in group.bounds for kind in task_kinds(group.task)]
 
 
 def score_rows(group: GroupScores, now: float) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ from sqlalchemy.engine import Connection
 from cloud_sync.api.auth import require_token
 from cloud_sync.api.deps import get_conn
 from cloud_sync.api.errors import ApiError
-from cloud_sync.drift import KINDS
+from cloud_sync.drift import ALL_KINDS as KINDS
 from cloud_sync.triggers.queries import ScoreFilter, drift_page
 
 router = APIRouter(prefix="/api/v1/drift", tags=["drift"], dependencies=[Depends(require_token)])
