@@ -106,8 +106,10 @@ def count_drift(reference: ReferenceStats, window: WindowCounts, config: DriftCo
     return _result("det_count", window, config, j)
 
 
-def _box_sizes(reference: ReferenceStats, ref: DetectionReference, det: DetectionCounts
+def _box_sizes(config: DriftConfig, ref: DetectionReference, det: DetectionCounts
                ) -> tuple[int, int]:
+    if config.sample_unit == "value":  # naive: every box a sample (kept to show it cries wolf)
+        return det.detections, _ref_boxes(ref)
     n = box_sample_size(det.count_edges, det.count_hist, det.detections)
     m = box_sample_size(ref.count_edges, ref.count_hist, _ref_boxes(ref))
     return n, m
@@ -120,7 +122,7 @@ def _box_hist_drift(kind: str, edges: str, hist: str, reference: ReferenceStats,
     if found:
         ref, det = found
         _same_edges(getattr(det, edges), getattr(ref, edges), kind)
-        n, m = _box_sizes(reference, ref, det)
+        n, m = _box_sizes(config, ref, det)
         j.units = det.frames
         _psi(j, getattr(det, hist), np.asarray(getattr(ref, hist)), n, m, config)
     return _result(kind, window, config, j)
@@ -149,7 +151,7 @@ def class_drift(reference: ReferenceStats, window: WindowCounts, config: DriftCo
         j.missing = "the reference found no detections to take a class mix from"
     elif found:
         ref, det = found
-        n, m = _box_sizes(reference, ref, det)
+        n, m = _box_sizes(config, ref, det)
         size = max(len(ref.class_distribution), len(det.class_counts))
         observed, expected = np.zeros(size), np.zeros(size)
         observed[:len(det.class_counts)] = det.class_counts
