@@ -45,6 +45,8 @@ from edge_agent.sampling import Sampler, encode_input
 from edge_agent.serving import RuntimeSettings, Serving, load_overrides
 from edge_agent.slots import ActiveModel, ModelStore
 from edge_agent.system_stats import SystemStats
+from edge_agent.tasks.options import PredictOptions
+from edge_agent.tasks.plugin import Inspection, TaskPlugin
 
 if TYPE_CHECKING:
     from edge_agent.mqtt_link import MqttLink
@@ -55,6 +57,7 @@ __all__ = ["Agent", "InputError", "check_input"]
 
 STATUS_BLOCK = 1 << 20  # status seqs reserved per MQTT connection (see the module docstring)
 CONNECTION_LOST = "connection_lost"
+NO_OPTIONS = PredictOptions()
 
 
 class Agent:
@@ -133,7 +136,9 @@ class Agent:
         self.store.gc()
 
     def _new_metrics(self, active: ActiveModel) -> ModelMetrics:
-        return ModelMetrics(active.bundle.manifest.reference_stats)
+        task = active.model.task
+        return ModelMetrics(active.bundle.manifest.reference_stats, classify=task.classifies,
+                            task_counter=task.new_counter())
 
     def _new_sampler(self, active: ActiveModel, settings: RuntimeSettings) -> Sampler:
         return Sampler(settings.sample_rate_per_min, settings.sample_max_bytes,
@@ -152,10 +157,22 @@ class Agent:
                 log.error("rollback failed: %s", exc)
 
     # inference ---------------------------------------------------------------
-    def predict(self, *inputs: Any) -> list[np.ndarray]:
-        """Run the current model on float inputs; float32 outputs. InputError on bad input."""
+    def predict(self, *inputs: Any, **options: Any) -> Any:
+        """Run the current model on float inputs and answer as its task does.
+
+        A classifier answers its float32 output arrays (as it always did); a detector
+        ``{"detections": [...]}`` (one image) or ``{"images": [{"detections": [...]}, ...]}``
+        (a batch); a generic model ``{"outputs": {name: array}}``. ``raw=True`` answers the
+        raw output arrays of any model. Detectors take ``score_threshold``,
+        ``iou_threshold``, ``max_detections`` (default: the manifest's) and ``image_size``
+        ([height, width] of the caller's image: boxes in its pixels). InputError on bad
+        input or options (see ``edge_agent.tasks.options``).
+        """
+        opts = PredictOptions.parse(options) if options else NO_OPTIONS
         serving = self.serving
         active, metrics = serving.active, serving.metrics
+        task = active.model.task
+        opts.check_task(task.kind)
         specs = active.model.manifest.inputs
         if len(inputs) != len(specs):
             raise InputError(f"model takes {len(specs)} input(s), got {len(inputs)}")
@@ -172,21 +189,25 @@ class Agent:
         latency = (time.perf_counter() - start) * 1000.0
         self.total_inferences += 1
         metrics.record(latency, arrays[0], outputs[0])
+        post = task.after_run(outputs, metrics.task_counter)
+        if not task.classifies and not task.finite(outputs, post):
+            metrics.record_non_finite()
         serving.recent_latency.append(latency)
         probation, sampler = serving.probation, serving.sampler
         if probation is not None or sampler.ready():  # per-inference scores only when needed
-            self._after_inference(metrics, probation, sampler, arrays[0], outputs[0], latency)
-        return outputs
+            self._after_inference(task, metrics, probation, sampler, arrays[0], outputs, post,
+                                  latency)
+        return outputs if opts.raw else task.answer(outputs, post, opts)
 
-    def _after_inference(self, metrics: ModelMetrics, probation: Probation | None,
-                         sampler: Sampler, x: np.ndarray,
-                         output: np.ndarray, latency: float) -> None:
-        classes, conf, finite = metrics.score(output)
+    def _after_inference(self, task: TaskPlugin, metrics: ModelMetrics,
+                         probation: Probation | None, sampler: Sampler, x: np.ndarray,
+                         outputs: list[np.ndarray], post: Any, latency: float) -> None:
+        seen = task.inspect(outputs, post, metrics)
         if probation is not None:
-            probation.observe(latency, ok=True, finite=finite or output.size == 0)
-        if conf.size and sampler.bucket.ready():
+            probation.observe(latency, ok=True, finite=seen.finite)
+        if seen.confidence.size and sampler.bucket.ready():
             try:
-                self._maybe_sample(sampler, x, classes, conf)
+                self._maybe_sample(sampler, x, seen)
             except Exception:  # a sample that cannot be queued must not fail the inference
                 log.exception("could not queue a sample")
 
@@ -195,18 +216,17 @@ class Agent:
         if probation is not None:
             probation.observe(latency, ok, finite)
 
-    def _maybe_sample(self, sampler: Sampler, x: np.ndarray, classes: np.ndarray,
-                      conf: np.ndarray) -> None:
-        i = int(conf.argmin())
-        reason = sampler.select(x[i:i + 1], float(conf[i]))
+    def _maybe_sample(self, sampler: Sampler, x: np.ndarray, seen: Inspection) -> None:
+        i = int(seen.confidence.argmin())
+        reason = sampler.select(x[i:i + 1], float(seen.confidence[i]))
         if reason is None:
             return
         model = self.model_info()
         block = encode_input(x[i:i + 1])
+        fields = seen.describe(i)
         self.publish(proto.SAMPLES, lambda seq: proto.Sample(
             device_id=self.cfg.device_id, seq=seq, ts=time.time(), model=model, reason=reason,
-            prediction={"class": int(classes[i]), "confidence": float(conf[i])},
-            input=block, incarnation=self.outbox.incarnation).to_json())
+            input=block, incarnation=self.outbox.incarnation, **fields).to_json())
 
     def model_info(self) -> dict[str, Any]:
         """Name and version of the model being served."""
@@ -276,7 +296,8 @@ class Agent:
             window_s=window.seconds, inferences=window.inferences, errors=window.errors,
             latency_ms=window.latency_ms, confidence=window.confidence,
             class_counts=window.class_counts, input_hist=window.input_hist,
-            outbox=outbox, system=SystemFigures(**system),
+            detection=window.detection, values=window.values, outbox=outbox,
+            system=SystemFigures(**system),
             incarnation=self.outbox.incarnation).to_json())
 
     def on_message(self, topic: str, payload: bytes) -> None:

@@ -374,7 +374,10 @@ class CommandHandler:
         outputs = active.model.session.run(load_arrays(active.bundle.path(m.golden.input_role)))
         if not all(np.isfinite(o.astype(np.float64)).all() for o in outputs):
             return "model produced NaN/inf on its golden input"
-        return None
+        # the task's verdict: detections by the parity rule, other outputs by tolerance
+        verdict = active.model.task.golden(
+            load_arrays(active.bundle.path(m.golden.output_role)), outputs)
+        return None if verdict.ok else f"golden check failed in probation: {verdict.problem()}"
 
 
 class RollbackRefused(EdgekitError):

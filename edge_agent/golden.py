@@ -23,6 +23,15 @@ class GoldenResult:
     max_abs_diff: float
     atol: float
     rtol: float
+    why: str = ""
+    """Why it failed, when the task judges by more than the elementwise difference."""
+
+    def problem(self) -> str:
+        """One line on a failed check (empty when it passed)."""
+        if self.ok:
+            return ""
+        return self.why or (f"max abs diff {self.max_abs_diff:.4g} > atol {self.atol:.3g} "
+                            f"(+rtol {self.rtol:.3g})")
 
 
 def load_arrays(path: Path) -> list[np.ndarray]:

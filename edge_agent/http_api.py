@@ -1,9 +1,17 @@
 """The agent's local HTTP API (stdlib only), bound to localhost unless told otherwise.
 
 ``POST /v1/predict``  JSON ``{"inputs": [...]}`` (or ``{"input": ...}``) or an ``.npy`` body
-                      (Content-Type ``application/x-npy``) -> ``{"outputs": [...], ...}``;
-                      with ``Accept: application/x-npy`` the first output comes back as .npy
-                      bytes (no JSON float formatting: the fast path for large outputs)
+                      (Content-Type ``application/x-npy``) -> the task's answer as JSON: a
+                      classifier ``{"outputs": [...], ...}``; a detector ``{"detections":
+                      [{"box", "score", "class", "label"}]}`` (a batch: ``{"images":
+                      [{"detections": [...]}, ...]}``); a generic model ``{"outputs": {name:
+                      values}}``. Query options (``edge_agent.tasks.options``):
+                      ``score_threshold``, ``iou_threshold``, ``max_detections``,
+                      ``image_size=H,W`` (detectors), ``raw=1`` (the raw outputs as
+                      ``{"outputs": [...]}``). Raw tensors as files: ``Accept:
+                      application/x-npz`` (every output, keyed by name) or
+                      ``application/x-npy`` (the first output; no JSON float formatting: the
+                      fast path for large outputs)
 ``POST /v1/measure``  time a candidate model in a separate runtime instance (see
                       ``edge_agent.measure`` for the body); 429 while another runs,
                       409 while a new model is on probation, 403 when ``measure: false``
@@ -24,6 +32,7 @@ import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
@@ -76,6 +85,36 @@ def parse_body(content_type: str, body: bytes) -> list[np.ndarray]:
     if not isinstance(doc["inputs"], list):
         raise HttpError(400, '"inputs" must be a list of arrays, one per model input')
     return list(doc["inputs"])
+
+
+def parse_options(query: str) -> dict[str, str]:
+    """Prediction options from a query string (checked by ``PredictOptions.parse``)."""
+    try:
+        params = parse_qs(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError as exc:
+        raise HttpError(400, f"query string is not understood: {exc}") from exc
+    twice = sorted(k for k, v in params.items() if len(v) > 1)
+    if twice:
+        raise HttpError(400, f"option {twice[0]!r} is given more than once; give it once")
+    return {k: v[0] for k, v in params.items()}
+
+
+def jsonable(value: Any) -> Any:
+    """An answer with its arrays as (nested) lists, ready for ``json.dumps``."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def npz_bytes(names: list[str], outputs: list[np.ndarray]) -> bytes:
+    """The raw outputs as one .npz, keyed by output name."""
+    buf = io.BytesIO()
+    np.savez(buf, **{name: np.asarray(o) for name, o in zip(names, outputs)})
+    return buf.getvalue()
 
 
 def prometheus_text(agent: Agent) -> str:
@@ -165,10 +204,11 @@ def _handler(agent: Agent, token: str | None, measurer: Measurer | None) -> type
             if not self._authorized():
                 return
             routes = {"/v1/predict": self._predict, "/v1/measure": self._measure}
+            path = urlsplit(self.path).path
             try:
-                if self.path not in routes:
-                    raise HttpError(404, f"no such endpoint {self.path}")
-                routes[self.path]()
+                if path not in routes:
+                    raise HttpError(404, f"no such endpoint {path}")
+                routes[path]()
                 return
             except HttpError as exc:
                 status, doc = exc.status, {"error": str(exc)}
@@ -194,15 +234,25 @@ def _handler(agent: Agent, token: str | None, measurer: Measurer | None) -> type
             return self.rfile.read(length)
 
         def _predict(self) -> None:
+            options = parse_options(urlsplit(self.path).query)
             inputs = parse_body(self.headers.get("Content-Type", ""), self._body(MAX_BODY))
-            outputs = agent.predict(*inputs)
-            if "application/x-npy" in self.headers.get("Accept", ""):
+            accept = self.headers.get("Accept", "")
+            as_file = next((k for k in ("application/x-npz", "application/x-npy")
+                            if k in accept), None)
+            if as_file is not None:
+                options["raw"] = "1"
+            model = agent.active.model  # the names of what this call's model returns
+            answer = agent.predict(*inputs, **options)
+            if as_file == "application/x-npz":
+                names = [o.name for o in model.manifest.outputs]
+                self._send(200, npz_bytes(names, answer), as_file)
+            elif as_file == "application/x-npy":
                 buf = io.BytesIO()
-                np.save(buf, outputs[0], allow_pickle=False)
-                self._send(200, buf.getvalue(), "application/x-npy")
+                np.save(buf, answer[0], allow_pickle=False)
+                self._send(200, buf.getvalue(), as_file)
             else:
-                self._json(200, {"outputs": [o.tolist() for o in outputs],
-                                 "model": agent.model_info()})
+                doc = {"outputs": answer} if isinstance(answer, list) else answer
+                self._json(200, {**jsonable(doc), "model": agent.model_info()})
 
         def _measure(self) -> None:
             if measurer is None:

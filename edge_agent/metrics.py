@@ -3,6 +3,9 @@
 Per inference: latency, errors, non-finite outputs, top-1 confidence and class,
 and input values binned on the bundle's reference bin edges (the same bins the
 build recorded, so the cloud can compare windows to the reference for drift).
+Models of other tasks are not scored as classifiers (``classify=False``): their task
+plug-in counts the window's output block (``task_counter``: a detector's
+``DetectionWindow``, a generic model's ``ValueWindow`` list; ``edge_agent.tasks``).
 
 The hot path is kept short: a single-example call only copies its output row, a
 strided sample of its input (see ``InputHist.sample_stride``) and its latency into
@@ -18,12 +21,19 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from edge_agent.contracts.reference import ReferenceStats
-from edge_agent.contracts.telemetry import ConfidenceHist, InputHist, LatencyMs
+from edge_agent.contracts.telemetry import (
+    ConfidenceHist,
+    DetectionWindow,
+    InputHist,
+    LatencyMs,
+    ValueWindow,
+)
 
 N_CONF_BINS = 10
 CONFIDENCE_EDGES = [round(i / N_CONF_BINS, 1) for i in range(N_CONF_BINS + 1)]
@@ -41,9 +51,11 @@ class Window:
     errors: int
     non_finite: int
     latency_ms: LatencyMs
-    confidence: ConfidenceHist
+    confidence: ConfidenceHist | None
     class_counts: dict[str, int]
     input_hist: InputHist | None
+    detection: DetectionWindow | None = None
+    values: list[ValueWindow] = field(default_factory=list)
 
 
 def looks_like_probabilities(output: np.ndarray) -> bool:
@@ -108,8 +120,14 @@ def _is_prime(n: int) -> bool:
 class ModelMetrics:
     """Accumulates one window of figures; ``close_window`` returns and resets them."""
 
-    def __init__(self, reference: ReferenceStats | None = None, channel_axis: int = 1) -> None:
+    def __init__(self, reference: ReferenceStats | None = None, channel_axis: int = 1,
+                 classify: bool = True, task_counter: Any = None) -> None:
         self._lock = threading.Lock()
+        self.classify = classify
+        """False: outputs are not class scores (counted as inferences, not scored)."""
+        self.task_counter = task_counter
+        """The task plug-in's output counter (``record``/``close``), or None."""
+        self._no_scores = np.zeros((1, 0), dtype=np.float32)
         ref_in = reference.input if reference else None
         ref_out = reference.output if reference else None
         self._edges = np.asarray(ref_in.bin_edges, dtype=np.float64) if ref_in else None
@@ -135,6 +153,9 @@ class ModelMetrics:
         with self._lock:
             if len(self._latencies) < MAX_LATENCIES:
                 self._latencies.append(latency_ms)
+            if not self.classify:  # rows without scores: counted, not scored
+                output = self._no_scores if inputs.shape[:1] == (1,) else \
+                    np.zeros((inputs.shape[0] if inputs.ndim else 1, 0), np.float32)
             if output.ndim == 0 or output.shape[0] != 1 or inputs.shape[:1] != (1,):
                 self._flush()
                 self._count_rows(_rows(output), self._sampled(inputs))
@@ -147,6 +168,11 @@ class ModelMetrics:
         """Count one failed inference."""
         with self._lock:
             self._errors += 1
+
+    def record_non_finite(self) -> None:
+        """Count one batch whose outputs held NaN or inf (models not scored as classifiers)."""
+        with self._lock:
+            self._non_finite += 1
 
     def score(self, output: np.ndarray) -> tuple:
         """(classes, confidences, all finite) of one output, without counting it."""
@@ -203,7 +229,7 @@ class ModelMetrics:
         finite = np.isfinite(outputs).all(axis=1)
         good = outputs[finite] if not finite.all() else outputs
         self._non_finite += int(len(outputs) - len(good))
-        if len(good):
+        if len(good) and good.shape[1]:
             classes, conf = top1(good, self._probabilities_of(good))
             bins = np.minimum((conf * N_CONF_BINS).astype(np.intp), N_CONF_BINS - 1)
             self._conf_counts += np.bincount(bins, minlength=N_CONF_BINS)
@@ -228,6 +254,8 @@ class ModelMetrics:
             self._flush()
             window = self._snapshot(now)
             self._reset(now)
+        if self.task_counter is not None:  # its block goes in the window field it names
+            setattr(window, self.task_counter.FIELD, self.task_counter.close())
         return window
 
     def _snapshot(self, now: float) -> Window:
@@ -241,7 +269,7 @@ class ModelMetrics:
                              below=counts[:, 0].tolist(), above=counts[:, -1].tolist(),
                              per_channel=counts[:, 1:-1].tolist(), sample_stride=self._stride)
         scored = int(self._conf_counts.sum())
-        confidence = ConfidenceHist(edges=list(CONFIDENCE_EDGES),
+        confidence = None if not self.classify else ConfidenceHist(edges=list(CONFIDENCE_EDGES),
                                     counts=self._conf_counts.tolist(),
                                     mean=round(self._conf_sum / scored, 5) if scored else None)
         return Window(

@@ -13,8 +13,9 @@ import numpy as np
 from edge_agent.bundle.manifest import Manifest, TensorSpec
 from edge_agent.bundle.reader import OpenedBundle
 from edge_agent.errors import ModelLoadError
-from edge_agent.golden import GoldenResult, compare, load_arrays
+from edge_agent.golden import GoldenResult, load_arrays
 from edge_agent.runtimes import Session, load_session
+from edge_agent.tasks.plugin import TaskPlugin, plugin_for
 
 
 def quantize(x: np.ndarray, spec: TensorSpec) -> np.ndarray:
@@ -52,6 +53,8 @@ class LoadedModel:
     manifest: Manifest
     session: Session
     golden: GoldenResult | None
+    task: TaskPlugin
+    """The task's plug-in: post-processing, answers, telemetry block, golden verdict."""
 
     @classmethod
     def load(cls, bundle: OpenedBundle, require_golden: bool = True) -> LoadedModel:
@@ -61,6 +64,7 @@ class LoadedModel:
         _check_specs("input", m.inputs, session.inputs)
         _check_specs("output", m.outputs, session.outputs)
         golden = None
+        task = plugin_for(m)
         if m.golden is not None:
             feeds = load_arrays(bundle.path(m.golden.input_role))
             expected = load_arrays(bundle.path(m.golden.output_role))
@@ -68,15 +72,14 @@ class LoadedModel:
                 actual = session.run(feeds)
             except Exception as exc:  # runtimes raise their own error types
                 raise ModelLoadError(f"golden input failed to run: {exc}") from exc
-            golden = compare(expected, actual, m.golden.atol, m.golden.rtol)
+            golden = task.golden(expected, actual)
             if not golden.ok:
                 raise ModelLoadError(
-                    f"golden check failed: max abs diff {golden.max_abs_diff:.4g} > atol "
-                    f"{golden.atol:.3g} (+rtol {golden.rtol:.3g}); this device does not compute "
+                    f"golden check failed: {golden.problem()}; this device does not compute "
                     "what the build computed — do not serve this model")
         elif require_golden:
             raise ModelLoadError("bundle has no golden input/output; rebuild or repack it")
-        return cls(manifest=m, session=session, golden=golden)
+        return cls(manifest=m, session=session, golden=golden, task=task)
 
     def predict(self, *inputs: np.ndarray) -> list[np.ndarray]:
         """Float arrays in (one per model input), float32 arrays out."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge_agent.contracts.task import DetectionSpec
-from edge_agent.tasks.layouts import layout_for
+from edge_agent.tasks.layouts import candidates
 
 PARITY_IOU = 0.9
 
@@ -28,6 +28,8 @@ class Detections:
     boxes: np.ndarray
     scores: np.ndarray
     classes: np.ndarray
+    finite: bool = True
+    """False when the raw outputs held NaN or inf where post-processing read them."""
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -61,45 +63,129 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
+MATRIX_MAX = 160
+"""Up to this many candidates NMS reads one IoU matrix; past it, the IoU of each pair of
+boxes of one class (``PAIRS_MAX`` pairs at most; past that, class by class, a large class
+walking its kept boxes: one vectorised pass over the rest per kept box)."""
+PAIRS_MAX = 400_000
+
+
 def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float,
         limit: int) -> np.ndarray:
-    """Indices kept by per-class greedy non-maximum suppression, best score first."""
-    order = np.argsort(-scores, kind="stable")
-    if len(order) == 0:
-        return order
-    # Offsetting each class's boxes apart makes one pass per-class (boxes of two classes
-    # never overlap).
-    span = float(np.max(np.abs(boxes))) + 1.0
-    shifted = boxes + (classes.astype(np.float64) * 2 * span)[:, None]
-    overlaps = iou_matrix(shifted[order], shifted[order])
+    """Indices kept by per-class greedy non-maximum suppression, best score first: a box
+    is dropped when a better box of its class overlaps it by IoU > ``iou``."""
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    if len(order) <= 1:
+        return order[:limit].astype(np.int64)
+    ranked = np.asarray(boxes, dtype=np.float64)[order]
+    ranked_classes = np.asarray(classes)[order]
+    if len(order) <= MATRIX_MAX:
+        kept = _greedy_matrix(ranked, ranked_classes, iou, limit)
+    else:
+        kept = _greedy_pairs(ranked, ranked_classes, iou, limit)
+    return order[kept].astype(np.int64)
+
+
+def _same_class_pairs(classes: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Every pair ``(i, j)``, ``i < j``, of ranked boxes of one class; None when there are
+    more than ``PAIRS_MAX``."""
+    grouped = np.argsort(classes, kind="stable")  # each class's boxes stay best first
+    starts = np.flatnonzero(np.r_[True, np.diff(classes[grouped]) != 0])
+    ends = np.r_[starts[1:], len(grouped)]
+    sizes = ends - starts
+    if int(np.sum(sizes * (sizes - 1) // 2)) > PAIRS_MAX:
+        return None
+    group_end = np.repeat(ends, sizes)
+    after = group_end - np.arange(len(grouped)) - 1  # later boxes of the same class
+    first = np.repeat(np.arange(len(grouped)), after)
+    offset = np.arange(len(first)) - np.repeat(np.cumsum(after) - after, after)
+    return grouped[first], grouped[first + 1 + offset]
+
+
+def _greedy_pairs(boxes: np.ndarray, classes: np.ndarray, iou: float,
+                  limit: int) -> np.ndarray:
+    """Greedy NMS of many ranked boxes from the IoU of each same-class pair."""
+    pairs = _same_class_pairs(classes)
+    if pairs is None:
+        return _per_class(boxes, classes, iou, limit)
+    better, worse = pairs
+    a, b = boxes[better], boxes[worse]
+    inter = np.prod(np.clip(np.minimum(a[:, 2:], b[:, 2:]) - np.maximum(a[:, :2], b[:, :2]),
+                            0, None), axis=1)
+    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
+    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
+    union = area_a + area_b - inter
+    hit = inter > iou * np.where(union > 0, union, np.inf)
+    better, worse = better[hit], worse[hit]
+    by_better = np.argsort(better, kind="stable")
+    better, worse = better[by_better], worse[by_better]
+    sources, first = np.unique(better, return_index=True)
+    removed = np.zeros(len(boxes), dtype=bool)
+    for source, targets in zip(sources.tolist(), np.split(worse, first[1:])):
+        if not removed[source]:
+            removed[targets] = True
+    return np.flatnonzero(~removed)[:limit]
+
+
+def _per_class(boxes: np.ndarray, classes: np.ndarray, iou: float, limit: int) -> np.ndarray:
+    """Greedy NMS of many ranked boxes, class by class (classes never suppress each other,
+    so the best ``limit`` of the union is what one pass over all would keep)."""
+    grouped = np.argsort(classes, kind="stable")  # each class's boxes stay best first
+    bounds = np.flatnonzero(np.diff(classes[grouped])) + 1
+    kept = []
+    for members in np.split(grouped, bounds):
+        nms_of = _greedy_matrix if len(members) <= MATRIX_MAX else _greedy_walk
+        kept.append(members[nms_of(boxes[members], classes[members], iou, limit)])
+    return np.sort(np.concatenate(kept))[:limit]
+
+
+def _greedy_matrix(boxes: np.ndarray, classes: np.ndarray, iou: float,
+                   limit: int) -> np.ndarray:
+    """Greedy NMS of boxes ranked best first, from the full IoU matrix (few candidates)."""
+    suppresses = (iou_matrix(boxes, boxes) > iou) & (classes[:, None] == classes[None, :])
+    removed = np.zeros(len(boxes), dtype=bool)
     keep: list[int] = []
-    suppressed = np.zeros(len(order), dtype=bool)
-    for i in range(len(order)):
-        if suppressed[i]:
+    for i in range(len(boxes)):
+        if removed[i]:
             continue
-        keep.append(int(order[i]))
+        keep.append(i)
         if len(keep) >= limit:
             break
-        suppressed |= overlaps[i] > iou
+        removed |= suppresses[i]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def _greedy_walk(boxes: np.ndarray, classes: np.ndarray, iou: float, limit: int) -> np.ndarray:
+    """Greedy NMS of boxes ranked best first, one vectorised pass per kept box."""
+    x1, y1, x2, y2 = (np.ascontiguousarray(boxes[:, k]) for k in range(4))
+    area = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    left = np.arange(len(boxes))
+    keep: list[int] = []
+    while left.size and len(keep) < limit:
+        i, rest = left[0], left[1:]
+        keep.append(int(i))
+        inter = np.clip(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0, None) \
+            * np.clip(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0, None)
+        union = area[i] + area[rest] - inter
+        overlap = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+        left = rest[(overlap <= iou) | (classes[rest] != classes[i])]
     return np.asarray(keep, dtype=np.int64)
 
 
 def postprocess(outputs: list[np.ndarray], spec: DetectionSpec,
-                score_threshold: float | None = None) -> list[Detections]:
-    """Each image's detections from a batch of raw outputs."""
-    boxes, scores = layout_for(spec.layout).decode(list(outputs), spec)
+                score_threshold: float | None = None, iou_threshold: float | None = None,
+                max_detections: int | None = None) -> list[Detections]:
+    """Each image's detections from a batch of raw outputs, in the model input's pixels;
+    the thresholds and the maximum default to the spec's."""
     threshold = spec.score_threshold if score_threshold is None else score_threshold
+    iou = spec.iou_threshold if iou_threshold is None else iou_threshold
+    limit = spec.max_detections if max_detections is None else max_detections
     found = []
-    for image_boxes, image_scores in zip(boxes, scores):
-        classes = np.argmax(image_scores, axis=1) if image_scores.size else \
-            np.zeros(0, np.int64)
-        best = image_scores[np.arange(len(classes)), classes] if len(classes) else \
-            np.zeros(0, np.float32)
-        passing = np.flatnonzero(best >= threshold)
-        kept = passing[nms(image_boxes[passing], best[passing], classes[passing],
-                           spec.iou_threshold, spec.max_detections)]
-        found.append(Detections(image_boxes[kept].astype(np.float32),
-                                best[kept].astype(np.float32), classes[kept].astype(np.int64)))
+    for image in candidates(list(outputs), spec, threshold):
+        kept = nms(image.boxes, image.scores, image.classes, iou, limit)
+        found.append(Detections(image.boxes[kept].astype(np.float32, copy=False),
+                                image.scores[kept].astype(np.float32, copy=False),
+                                image.classes[kept].astype(np.int64, copy=False), image.finite))
     return found
 
 

@@ -8,7 +8,7 @@ and class scores ``[B, N, C]``. Adding a layout is one ``@register`` function he
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -17,6 +17,20 @@ from edge_agent.errors import BundleError
 
 Decoded = tuple[np.ndarray, np.ndarray]
 Decode = Callable[[list[np.ndarray], DetectionSpec], Decoded]
+
+
+class Candidates(NamedTuple):
+    """One image's boxes whose best class score passes the threshold: boxes ``[K, 4]``
+    (x1 y1 x2 y2, input pixels), that best score ``[K]`` and its class ``[K]``."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    classes: np.ndarray
+    finite: bool = True
+    """False when a box's best score or a kept box is NaN or inf."""
+
+
+Select = Callable[[list[np.ndarray], DetectionSpec, float], "list[Candidates]"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +46,8 @@ class Layout:
 
 
 LAYOUTS: dict[str, Layout] = {}
+FAST_SELECT: dict[str, Select] = {}
+"""Layouts whose candidates are found without decoding every box (``select``)."""
 
 
 def register(name: str, outputs: int, shapes: str,
@@ -49,6 +65,42 @@ def layout_for(name: str) -> Layout:
     if name not in LAYOUTS:
         raise BundleError(f"unknown detection layout {name!r}; known: {', '.join(LAYOUTS)}")
     return LAYOUTS[name]
+
+
+def select(name: str) -> Callable[[Select], Select]:
+    """Register a fast candidate selection for layout ``name`` (same result as decoding
+    every box, then keeping those whose best score passes)."""
+    def add(fn: Select) -> Select:
+        FAST_SELECT[name] = fn
+        return fn
+    return add
+
+
+def candidates(outputs: list[np.ndarray], spec: DetectionSpec,
+               threshold: float) -> list[Candidates]:
+    """Each image's boxes whose best class score is >= ``threshold``, with that score and
+    class (the first class on ties), in the layout's box order."""
+    fast = FAST_SELECT.get(spec.layout)
+    if fast is not None:
+        return fast(outputs, spec, threshold)
+    boxes, scores = layout_for(spec.layout).decode(outputs, spec)
+    found = []
+    for image_boxes, image_scores in zip(boxes, scores):
+        if not image_scores.size:
+            found.append(_none())
+            continue
+        classes = np.argmax(image_scores, axis=1)
+        best = np.take_along_axis(image_scores, classes[:, None], axis=1)[:, 0]
+        keep = np.flatnonzero(best >= threshold)
+        boxes_kept = image_boxes[keep]
+        found.append(Candidates(boxes_kept, best[keep], classes[keep],
+                                bool(np.isfinite(best).all() and np.isfinite(boxes_kept).all())))
+    return found
+
+
+def _none() -> Candidates:
+    return Candidates(np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
+                      np.zeros(0, np.int64))
 
 
 def _scale(spec: DetectionSpec) -> np.ndarray:
@@ -89,6 +141,25 @@ def decode_yolov8(outputs: list[np.ndarray], spec: DetectionSpec) -> Decoded:
     out = _single(outputs, spec, "yolov8", 1, 4, "[batch, {}, boxes]")
     rows = np.transpose(out, (0, 2, 1))
     return _xywh_to_xyxy(rows[..., :4] * _scale(spec)), rows[..., 4:]
+
+
+@select("yolov8")
+def select_yolov8(outputs: list[np.ndarray], spec: DetectionSpec,
+                  threshold: float) -> list[Candidates]:
+    """yolov8 without the transpose: the best score of each box is a reduction over the
+    class rows (contiguous), and only passing boxes are decoded."""
+    out = _single(outputs, spec, "yolov8", 1, 4, "[batch, {}, boxes]")
+    scale = _scale(spec)
+    found = []
+    for image in out:
+        scores = image[4:]
+        best = scores.max(axis=0) if scores.shape[1] else np.zeros(0, np.float32)
+        keep = np.flatnonzero(best >= threshold)
+        classes = scores[:, keep].argmax(axis=0) if keep.size else np.zeros(0, np.int64)
+        boxes = _xywh_to_xyxy(image[:4, keep].T * scale)
+        found.append(Candidates(boxes, best[keep], classes.astype(np.int64),
+                                bool(np.isfinite(best).all() and np.isfinite(boxes).all())))
+    return found
 
 
 @register("yolov5", 1, "[1, N, 5 + C]: cx cy w h objectness, then C class scores",
