@@ -35,6 +35,7 @@ from edge_agent.contracts.reference import (
 from edge_agent.contracts.task import LAYOUTS, DetectionSpec, Task
 from edge_agent.contracts.telemetry import (
     ConfidenceHist,
+    DetectionWindow,
     EncodedInput,
     InputHist,
     LatencyMs,
@@ -42,7 +43,9 @@ from edge_agent.contracts.telemetry import (
     ModelState,
     OutboxFigures,
     Prediction,
+    SampleDetection,
     SystemFigures,
+    ValueWindow,
 )
 
 TS = 1767225600.25
@@ -77,6 +80,52 @@ def _sample() -> p.Sample:
                     incarnation=INCARNATION)
 
 
+def _detector_telemetry() -> p.Telemetry:
+    """A detector's window: no confidence or class_counts, the ``detection`` block instead."""
+    from edge_agent.tasks import stats
+
+    return p.Telemetry(
+        device_id="pi-017", seq=4183, ts=TS,
+        model=ModelState(name="digit-boxes", version="2", non_finite=0, probation=False),
+        window_s=60.0, inferences=600, errors=0,
+        latency_ms=LatencyMs(p50=6.12, p95=7.4, p99=9.95),
+        detection=DetectionWindow(
+            frames=600, empty_frames=31, count_edges=[float(e) for e in stats.COUNT_EDGES],
+            count_hist=[31, 170, 201, 148, 42, 8, 0, 0, 0, 0, 0, 0, 0, 0],
+            score_edges=list(stats.SCORE_EDGES),
+            score_hist=[0, 0, 0, 0, 0, 14, 18, 22, 25, 31, 40, 52, 61, 80, 97, 120, 151, 188,
+                        240, 109],
+            class_counts=[402, 431, 415], area_edges=list(stats.AREA_EDGES),
+            area_hist=[0, 0, 0, 0, 0, 96, 505, 640, 7, 0, 0], mean_score=0.7842),
+        outbox=OutboxFigures(), system=SystemFigures(cpu_percent=41.0, rss_mb=88.5),
+        incarnation=INCARNATION)
+
+
+def _generic_telemetry() -> p.Telemetry:
+    """A generic model's window: one ``values`` histogram per output with a reference."""
+    return p.Telemetry(
+        device_id="pi-018", seq=977, ts=TS,
+        model=ModelState(name="wear", version="5"), window_s=60.0, inferences=240, errors=0,
+        latency_ms=LatencyMs(p50=0.41, p95=0.52, p99=0.7),
+        values=[ValueWindow(name="wear_mm", edges=[0.0, 0.5, 1.0, 1.5, 2.0],
+                            counts=[0, 61, 102, 58, 19, 0], mean=0.92)],
+        incarnation=INCARNATION)
+
+
+def _detector_sample() -> p.Sample:
+    """A detector's sample: its ``detections`` (input pixels) instead of a ``prediction``."""
+    raw = struct.pack("<4f", 0.0, 0.5, 1.0, 0.25)
+    return p.Sample(device_id="pi-017", seq=312, ts=TS,
+                    model=ModelRef(name="digit-boxes", version="2"), reason="low_confidence",
+                    detections=[SampleDetection(box=[0.1, 0.0, 1.6, 1.9], score=0.91,
+                                                class_index=7),
+                                SampleDetection(box=[0.9, 0.2, 2.0, 1.8], score=0.31,
+                                                class_index=1)],
+                    input=EncodedInput(dtype="float32", shape=[1, 1, 2, 2],
+                                       data=base64.b64encode(raw).decode("ascii")),
+                    incarnation=INCARNATION)
+
+
 def _commands() -> dict[str, p.Command]:
     update = {"url": "https://cloud.example/artifacts/digits-4.ekb", "sha256": "3f" * 32,
               "version": "4", "size": 48213}
@@ -100,7 +149,9 @@ def example_messages() -> dict[str, p.Message]:
     result = p.CommandResult(device_id="pi-017", seq=97, ts=TS, cmd_id="c-7f3a", type="update",
                              ok=True, detail={"phase": "probation", "final": False,
                                               "version": "4"}, incarnation=INCARNATION)
-    return {"telemetry": _telemetry(), "samples": _sample(), "status": status, **_commands(),
+    return {"telemetry": _telemetry(), "telemetry (detector)": _detector_telemetry(),
+            "telemetry (generic)": _generic_telemetry(), "samples": _sample(),
+            "samples (detector)": _detector_sample(), "status": status, **_commands(),
             "cmd/result": result}
 
 
@@ -199,6 +250,14 @@ outbox, a re-imaged device: every `seq` starts at 1 again). The cloud deduplicat
 on (device, incarnation, kind, seq), counts gaps per incarnation and takes the
 device's state from its newest incarnation; a message without `incarnation` (1.0,
 1.1) belongs to the empty incarnation `""`.
+
+Tasks (protocol 1.3): a classifier's telemetry carries `confidence` and `class_counts`;
+a detector's carries `detection` instead (frames, empty frames, detections per frame,
+scores, classes, relative box areas, counted at the manifest's thresholds on the edges of
+its `reference_stats.detection`; frames, not boxes, are the sample size), and a generic
+model's `values` (one histogram per output on its reference edges). A classifier's sample
+carries `prediction`; a detector's carries `detections` (boxes in the pixels of its
+`input`); a generic model's neither. Older messages read as before.
 
 Topics: `edgekit/<fleet>/<device>/<kind>`, QoS {qos}; `status` is retained.
 """

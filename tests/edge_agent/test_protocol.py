@@ -46,7 +46,7 @@ EXAMPLES = [
 def test_every_message_round_trips(message):
     again = p.decode(message.KIND, message.to_json())
     assert again == message
-    assert json.loads(message.to_json())["v"] == str(p.PROTOCOL_VERSION) == "1.2"
+    assert json.loads(message.to_json())["v"] == str(p.PROTOCOL_VERSION) == "1.3"
 
 
 DEVICE_EXAMPLES = [m for m in EXAMPLES if isinstance(m, p.DeviceMessage)]
