@@ -63,19 +63,24 @@ def demo(out: Path = typer.Option(Path("demo-out"), "--out", "--workdir",
          broker: str = typer.Option(None, "--broker", help="mqtt://HOST:PORT of your broker "
                                     "(load DIR/fleet/broker into it); default: a private "
                                     "mosquitto enforcing the generated ACLs."),
+         task: str = typer.Option("classification", "--task",
+                                   help="classification (digits) or detection (digit boxes)."),
          size: str = typer.Option("full", "--size", help="full, or small (the CI run)."),
-         shift: str = typer.Option("invert", "--shift", help="invert, rotate or noise."),
-         arch: str = typer.Option("small_cnn", "--arch", help="small_cnn or mobilenetv2."),
+         shift: str = typer.Option(None, "--shift", help="classification: invert (default), "
+                                   "rotate or noise; detection: dim (default) or noise."),
+         arch: str = typer.Option(None, "--arch", help="classification: small_cnn (default) "
+                                  "or mobilenetv2; detection: digit_detector."),
          epochs: int = typer.Option(None, "--epochs", help="Baseline training epochs."),
          keep_running: bool = typer.Option(False, "--keep-running",
                                            help="Keep the fleet and dashboard up afterwards "
                                                 "(Ctrl-C stops)."),
          ) -> None:
-    """Run the whole loop: train, build, fleet, drift, retraining trigger, canary rollout."""
+    """Run the whole loop: train, build, fleet, drift, retraining trigger, canary rollout
+    (a digits classifier, or with --task detection a digit-boxes detector)."""
     from edgekit.demo import for_size, run_demo
 
-    settings = for_size(size, out=out, broker=broker, shift=shift, arch=arch, epochs=epochs,
-                        keep_running=keep_running)
+    settings = for_size(size, task=task, out=out, broker=broker, shift=shift, arch=arch,
+                        epochs=epochs, keep_running=keep_running)
     raise typer.Exit(run_demo(settings))
 
 

@@ -14,12 +14,15 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_agent.errors import EdgekitError
 from edge_agent.http_api import HTTP_BIND_ERROR
 from edgekit.demo.settings import FLEET, DemoSettings
 from edgekit.local_broker import LocalMosquitto, free_port, host_port, port_open
+
+if TYPE_CHECKING:
+    from edgekit.demo.tasks.base import DemoTask
 
 ROOT = Path(__file__).resolve().parents[2]
 PORT_ATTEMPTS = 3  # an agent whose free port was taken before it bound starts again
@@ -63,8 +66,11 @@ def _end_group(pgid: int, grace: float = 5.0) -> None:
 class DemoFleet:
     """Broker, cloud and agents of one demo run, under ``<out>/fleet``."""
 
-    def __init__(self, s: DemoSettings, pubkey: Path) -> None:
+    def __init__(self, s: DemoSettings, pubkey: Path, task: DemoTask | None = None) -> None:
+        from edgekit.demo.tasks import task_for
+
         self.s, self.pubkey = s, pubkey
+        self.task = task or task_for(s.task)
         self.dir = (s.out / "fleet").resolve()
         self.logs = self.dir / "logs"
         self.procs: list[tuple[str, subprocess.Popen]] = []
@@ -93,10 +99,10 @@ class DemoFleet:
             "data_dir": str(self.dir / "cloud"), "db": f"sqlite:///{self.dir / 'cloud.db'}",
             "triggers": {"interval_s": 2.0, "default": {
                 "window_s": s.window_s, "k": 2, "n": 3, "min_devices": 2, "fleet_wide": False,
-                "kinds": ["output", "confidence"], "cooldown_s": 3600.0,
+                "kinds": list(self.task.trigger_kinds), "cooldown_s": 3600.0,
                 "drift": {"min_inferences": 40}, "export_max_samples": 5000,
                 "actions": [{"kind": "command", "timeout_s": s.retrain_timeout_s,
-                             "command": [sys.executable, "-m", "examples.digits.retrain",
+                             "command": [sys.executable, "-m", self.task.retrain_module,
                                          "--config", str(retrain_config)]}]}},
             "rollouts": {"interval_s": 1.0}}
         self.cloud_config.write_text(json.dumps(doc, indent=2))
@@ -164,7 +170,7 @@ class DemoFleet:
         """One agent process per device on its profile's bundle."""
         settings = self.dir / "agent.json"
         settings.write_text(json.dumps({
-            "telemetry_interval_s": 1.0, "sample_rate_per_min": 120.0, "low_confidence": 0.9,
+            **self.task.agent_settings(),
             # a loaded 2-core machine must not fail an update on timer noise
             "update": {"probation_inferences": 20, "probation_seconds": 3.0,
                        "max_latency_ratio": 5.0}}))

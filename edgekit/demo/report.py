@@ -1,7 +1,8 @@
 """``report.html``: one self-contained page (inline SVG charts, no scripts) of what the demo
-did: the stages and their figures, the timeline, per device accuracy / confidence / drift
-over time with the shift, the trigger and the rollout marked, latency and size per
-profile for v1 and v2, and the builds' candidate tables."""
+did: the stages and their figures, the timeline, per device the task's figure of merit
+(accuracy, mAP@0.5), confidence and drift over time with the shift, the trigger and the
+rollout marked, the task's own sections (a detector's example frame), latency and size
+per profile for v1 and v2, and the builds' candidate tables."""
 
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ from edgekit.demo.timeline import plain
 if TYPE_CHECKING:
     from edgekit.demo.run import Demo
 
-BUCKET_S = 5.0
 MARKS = {"shift": ("shift", "#d73027"), "trigger": ("trigger", "#fc8d59"),
          "rollout": ("rollout", "#4575b4"), "done": ("all on v2", "#1a9850")}
 KIND_COLOURS = {"input": "#984ea3", "output": "#ff7f00", "confidence": "#377eb8"}
@@ -39,18 +39,19 @@ def fmt(value: Any) -> str:
 def collect(demo: Demo) -> dict[str, Any]:
     """What the page shows, read from the demo's observations, the cloud's API and the
     build reports."""
-    start = demo.tl.start
+    start, bucket_s = demo.tl.start, demo.task.bucket_s
     series: dict[str, dict[str, list[tuple[float, float]]]] = {}
     with demo.obs_lock:
         observations = list(demo.observations)
     buckets: dict[tuple[str, int], list] = defaultdict(list)
     for o in observations:
-        buckets[(o.device, int((o.t - start) // BUCKET_S))].append(o)
+        buckets[(o.device, int((o.t - start) // bucket_s))].append(o)
     for (device, b), obs in sorted(buckets.items()):
-        t = (b + 0.5) * BUCKET_S
-        dev = series.setdefault(device, {"accuracy": [], "confidence": []})
-        dev["accuracy"].append((t, sum(o.pred == o.label for o in obs) / len(obs)))
-        dev["confidence"].append((t, sum(o.confidence for o in obs) / len(obs)))
+        t = (b + 0.5) * bucket_s
+        dev = series.setdefault(device, {})
+        for name, value in demo.task.figures(obs).items():
+            if value is not None:
+                dev.setdefault(name, []).append((t, value))
     drift: dict[str, dict[str, list[tuple[float, float]]]] = {}
     for device in demo.streams:
         try:
@@ -205,6 +206,9 @@ background:#d73027}.badge.passed{background:#66bd63}.badge.reference{background:
 .chart .threshold{stroke:#d73027;stroke-dasharray:5 4}.chart .mark{stroke-width:1.5;
 stroke-dasharray:3 3}.chart .marklabel{font-size:10px}.verdict{font-size:16px;padding:8px;
 border-radius:6px}.verdict.ok{background:#e5f5e0}.verdict.failed{background:#fde0dd}
+.frames{display:flex;flex-wrap:wrap;gap:16px}.frame{margin:0}.frame figcaption{
+font-size:13px;margin-top:4px}.boxlabel{font:600 12px system-ui,sans-serif;paint-order:stroke;
+stroke:#000;stroke-width:3px}
 """
 
 
@@ -218,8 +222,8 @@ def write_report(demo: Demo, data: dict[str, Any], path: Path) -> Path:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>edgekit demo report"
              f"</title><style>{STYLE}</style></head><body><h1>edgekit demo: the whole loop</h1>",
              f'<p class="verdict {"ok" if ok else "failed"}">'
-             f'{"Every stage ok" if ok else "A stage failed"} - {len(demo.s.devices)} devices, '
-             f'shift <b>{html.escape(demo.s.shift)}</b> on '
+             f'{"Every stage ok" if ok else "A stage failed"} - {html.escape(demo.task.name)}, '
+             f'{len(demo.s.devices)} devices, shift <b>{html.escape(demo.s.shift)}</b> on '
              f'{html.escape(", ".join(demo.s.shifted))}, {x_max:.0f} s in all.</p>',
              "<h2>Stages</h2>", table(["stage", "status", "seconds", "figures"],
                                       stage_rows(done), "stages"),
@@ -227,15 +231,17 @@ def write_report(demo: Demo, data: dict[str, Any], path: Path) -> Path:
     for d in demo.s.devices:
         dev = data["series"].get(d.device_id, {})
         label = f"{d.device_id} ({d.profile}{', shifted' if d.shifted else ''})"
-        parts.append(svg_chart([("accuracy", "#1a9850", dev.get("accuracy", [])),
-                                ("confidence", "#377eb8", dev.get("confidence", []))],
-                               marks, x_max, 1.0, f"{label}: accuracy and confidence"))
+        lines = demo.task.lines
+        parts.append(svg_chart([(ln.label, ln.colour, dev.get(ln.figure, [])) for ln in lines],
+                               marks, x_max, 1.0,
+                               f"{label}: {' and '.join(ln.label for ln in lines)}"))
         drift = data["drift"].get(d.device_id, {})
         peak = max([y for pts in drift.values() for _, y in pts] + [2.0])
         parts.append(svg_chart([(kind, KIND_COLOURS[kind], pts) for kind, pts in drift.items()],
                                marks, x_max, min(peak * 1.1, 50.0),
                                f"{d.device_id}: drift score / threshold", threshold=1.0))
     parts.append("</div>")
+    parts += demo.task.report_sections(demo)
     parts += ["<h2>Timeline</h2>", table(["t (s)", "stage", "what happened"],
                                          [[e.t, e.stage, plain(e.text)] for e in tl.events],
                                          "timeline")]
@@ -243,13 +249,14 @@ def write_report(demo: Demo, data: dict[str, Any], path: Path) -> Path:
     if rollout:
         parts += ["<h2>Rollout</h2>", rollout_section(rollout)]
     parts += ["<h2>Latency and size per profile</h2>",
-              table(["model", "profile", "chosen", "method", "prune", "accuracy", "ms",
-                     "fp32 ms", "vs fp32", "size", "timed on"], profile_rows(data["reports"]))]
+              table(["model", "profile", "chosen", "method", "prune",
+                     demo.task.build_metric_label, "ms", "fp32 ms", "vs fp32", "size",
+                     "timed on"], profile_rows(data["reports"]))]
     for version, report in data["reports"].items():
         if report:
             parts += [f"<h2>Build candidates ({version})</h2>",
-                      table(["profile", "candidate", "status", "accuracy", "ms", "size",
-                             "reason"], candidate_rows(report), "cands")]
+                      table(["profile", "candidate", "status", demo.task.build_metric_label,
+                             "ms", "size", "reason"], candidate_rows(report), "cands")]
     parts.append("</body></html>")
     atomic_write(path, "".join(parts).encode("utf-8"))
     return path

@@ -1,6 +1,11 @@
 """The whole loop, stage by stage: train -> build -> fleet (broker with ACLs, cloud, agents)
 -> a quiet baseline -> input shift on some devices -> one retraining trigger -> retrain,
-rebuild, publish v2, canary rollout -> every device on v2 -> accuracy recovers.
+rebuild, publish v2, canary rollout -> every device on v2 -> the task's figure of merit
+(accuracy, mAP@0.5) recovers.
+
+The stages are the same for every task; what differs (model, data, traffic, figure of
+merit, retraining command, report sections) comes from the task's plug-in
+(``edgekit.demo.tasks``, ``--task``).
 
 Each stage checks its own outcome against what a user would expect and records its
 figures; ``summary.json`` and ``report.html`` are written whatever happens, and every
@@ -17,15 +22,9 @@ from typing import Any
 
 from edgekit.cli.output import console
 from edgekit.demo.fleet import DemoFleet
-from edgekit.demo.settings import FLEET, MODEL, DemoSettings
-from edgekit.demo.stream import (
-    DeviceStream,
-    Labels,
-    Observation,
-    Pools,
-    accuracy,
-    mean_confidence,
-)
+from edgekit.demo.settings import FLEET, DemoSettings
+from edgekit.demo.stream import DeviceStream, Labels, Observation, mean_confidence
+from edgekit.demo.tasks import task_for
 from edgekit.demo.timeline import StageFailed, Timeline
 
 TERMINAL = {"done", "rolled_back", "halted", "failed", "aborted"}
@@ -62,6 +61,7 @@ class Demo:
 
     def __init__(self, s: DemoSettings) -> None:
         self.s = s
+        self.task = task_for(s.task)
         self.tl = Timeline()
         self.fleet: DemoFleet | None = None
         self.streams: dict[str, DeviceStream] = {}
@@ -83,21 +83,8 @@ class Demo:
 
     def train(self, fig: dict[str, Any]) -> Path:
         project_root()
-        from examples.digits.train import DEFAULT_EPOCHS, train_baseline
-
-        epochs = self.s.epochs or DEFAULT_EPOCHS[self.s.arch]
-        weights = self.s.out / f"{self.s.arch}-e{epochs}.pt"
-        meta = weights.with_suffix(".json")
-        if weights.is_file() and meta.is_file():
-            fig.update(json.loads(meta.read_text()), cached=True)
-        else:
-            _, acc = train_baseline(self.s.arch, weights, epochs)
-            fig.update(validation_accuracy=round(acc, 4), epochs=epochs, cached=False)
-            meta.write_text(json.dumps({"validation_accuracy": fig["validation_accuracy"],
-                                        "epochs": epochs}))
-        self.tl.log("train", f"{self.s.arch} baseline: validation accuracy "
-                             f"{fig['validation_accuracy']:.4f}"
-                             f"{' (cached)' if fig['cached'] else ''}")
+        weights, line = self.task.train(self.s, fig)
+        self.tl.log("train", f"{line}{' (cached)' if fig['cached'] else ''}")
         return weights
 
     def build(self, fig: dict[str, Any], weights: Path, key: Path) -> dict[str, Path]:
@@ -105,12 +92,13 @@ class Demo:
         from edgekit.cli.build import summary_table
         from export.build import BuildRequest, run_build
 
+        spec = self.task.build_spec(self.s, root)
         self.tl.log("build", f"edgekit build for {', '.join(self.s.profiles)}")
         result = run_build(BuildRequest(
-            model=f"{root}/examples/digits/models.py:{self.s.arch}",
-            data=f"{root}/examples/digits/data.py:data", profiles=self.s.profiles,
-            key_file=key, out_dir=self.s.out / "build", weights=weights, tolerance="0.01",
-            name=MODEL, version="1", time_budget_s=self.s.build_budget_s))
+            model=spec.model, data=spec.data, recipe=spec.recipe, profiles=self.s.profiles,
+            key_file=key, out_dir=self.s.out / "build", weights=weights,
+            tolerance=spec.tolerance, name=self.task.model_name, version="1",
+            time_budget_s=self.s.build_budget_s))
         console.print(summary_table(result.report))
         self.facts["build_report"] = result.report
         fig["profiles"] = {name: {k: p.get(k) for k in ("format", "precision", "metric",
@@ -121,18 +109,19 @@ class Demo:
         return result.bundles
 
     def start_fleet(self, fig: dict[str, Any], bundles: dict[str, Path], key: Path,
-                    pub: Path) -> DemoFleet:
+                    pub: Path, weights: Path) -> DemoFleet:
         root = project_root()
-        fleet = self.fleet = DemoFleet(self.s, pub)
+        fleet = self.fleet = DemoFleet(self.s, pub, self.task)
         retrain_cfg = fleet.dir / "retrain.json"
         fleet.dir.mkdir(parents=True, exist_ok=True)
         fleet.write_cloud_config(retrain_cfg)
         retrain_cfg.write_text(json.dumps({
             "labels": str(fleet.dir / "labels.json"), "out": str(fleet.dir / "retrain"),
             "key": str(key.resolve()), "api": fleet.api, "token_file": str(fleet.token_file),
-            "fleet": FLEET, "profiles": self.s.profiles, "arch": self.s.arch,
-            "epochs": self.s.retrain_epochs, "time_budget_s": self.s.build_budget_s,
+            "fleet": FLEET, "profiles": self.s.profiles,
+            "time_budget_s": self.s.build_budget_s,
             "canary": "1", "bake_s": self.s.bake_s, "waves": "100",
+            **self.task.retrain_settings(self.s, weights.resolve()),
             **self.s.retrain_extra}, indent=2))
         files = fleet.register()
         broker = fleet.start_broker(files)
@@ -155,16 +144,11 @@ class Demo:
         return fleet
 
     def start_streams(self) -> None:
-        from examples.digits.data import MEAN, STD, splits
-
-        x, y = (t.numpy() for t in splits()["validation"])
-        half = len(y) // 2  # digits before the rollout; fresh digits to measure recovery
-        pools = Pools({"stream": (x[:half], y[:half]), "fresh": (x[half:], y[half:])},
-                      self.s.shift, MEAN, STD)
+        pools = self.task.pools(self.s)
         for i, d in enumerate(self.s.devices):
-            stream = DeviceStream(d, self.fleet.ports[d.device_id], pools, self.labels,
-                                  self.s.rate_hz, self.observations, self.obs_lock,
-                                  "stream", seed=i)
+            stream = DeviceStream(d, self.fleet.ports[d.device_id], self.task.ask, pools,
+                                  self.labels, self.s.rate_hz, self.observations,
+                                  self.obs_lock, "stream", seed=i)
             self.streams[d.device_id] = stream
             stream.start()
         threading.Thread(target=self._save_labels, name="labels", daemon=True).start()
@@ -184,18 +168,20 @@ class Demo:
         return self.fleet.get(f"triggers?fleet={FLEET}")["items"]
 
     def baseline(self, fig: dict[str, Any]) -> None:
+        metric = self.task.metric
         began = time.time()
         self.start_streams()
-        self.tl.log("baseline", f"{len(self.streams)} devices classify held-out digits at "
+        self.tl.log("baseline", f"{len(self.streams)} devices {self.task.traffic} at "
                                 f"{self.s.rate_hz:g}/s each; {self.s.baseline_s:g} s unshifted")
         time.sleep(self.s.baseline_s)
         for device, stream in self.streams.items():
-            acc = accuracy(self.recent(began, [device]))
-            fig[device] = {"accuracy": _r(acc), "errors": stream.errors}
+            fig[device] = {metric: _r(self.task.score(self.recent(began, [device]))),
+                           "errors": stream.errors}
+        fig[f"{metric}_shifted"] = _r(self.task.score(self.recent(began, self.s.shifted)))
         fired = self.triggers()
         fig["triggers"] = len(fired)
-        self.tl.log("baseline", "accuracy " + ", ".join(
-            f"{d} {fig[d]['accuracy']}" for d in self.streams) + f"; triggers fired: {len(fired)}")
+        self.tl.log("baseline", f"{self.task.metric_label} " + ", ".join(
+            f"{d} {fig[d][metric]}" for d in self.streams) + f"; triggers fired: {len(fired)}")
         if fired:
             raise StageFailed("a trigger fired on unshifted traffic (a false alarm)")
 
@@ -206,7 +192,8 @@ class Demo:
         began = time.time()
         self.tl.log("drift", f"input shift '{self.s.shift}' on {', '.join(shifted)}", "shift")
         trigger = wait_until(lambda: (self.triggers() or [None])[0], self.s.trigger_timeout_s, 2)
-        fig["accuracy_shifted"] = _r(accuracy(self.recent(began, shifted)))
+        metric = self.task.metric
+        fig[f"{metric}_shifted"] = _r(self.task.score(self.recent(began, shifted)))
         fig["confidence_shifted"] = _r(mean_confidence(self.recent(began, shifted)))
         if trigger is None:
             raise StageFailed(f"no retraining trigger within {self.s.trigger_timeout_s:g} s "
@@ -217,13 +204,15 @@ class Demo:
                    devices_affected=ev["devices_affected"], reason=ev["reason"],
                    samples_exported=detail.get("samples_count"))
         self.tl.log("drift", f"trigger {trigger['id']} fired: {ev['reason']}; devices "
-                             f"{', '.join(ev['devices_affected'])}; accuracy on shifted streams "
-                             f"{fig['accuracy_shifted']}", "trigger")
+                             f"{', '.join(ev['devices_affected'])}; {self.task.metric_label} "
+                             f"on shifted streams {fig[f'{metric}_shifted']}", "trigger")
+        self.task.snapshot(self, "before")
         return detail
 
     def retrain(self, fig: dict[str, Any], trigger: dict[str, Any]) -> int:
         result_file = self.fleet.dir / "retrain" / "result.json"
-        self.tl.log("retrain", "the trigger's command action runs examples/digits/retrain.py: "
+        script = self.task.retrain_module.replace(".", "/") + ".py"
+        self.tl.log("retrain", f"the trigger's command action runs {script}: "
                                "label samples, train v2, edgekit build, publish, rollout")
         done = wait_until(lambda: result_file.is_file(), self.s.retrain_timeout_s + 30, 2)
         if not done:
@@ -235,7 +224,8 @@ class Demo:
             raise StageFailed(f"retraining failed: {doc['error']}")
         self.facts["retrain_report"] = doc.get("build_report")
         self.tl.log("retrain", f"v{doc['version']}: {doc['samples']['labelled']} labelled "
-                               f"samples, validation accuracy {doc['validation_accuracy']}, "
+                               f"samples, validation {self.task.metric_label} "
+                               f"{doc[f'validation_{self.task.metric}']}, "
                                f"build {doc['build_seconds']} s, published "
                                f"{len(doc['bundles'])} bundles; rollout {doc['rollout']}",
                     "rollout")
@@ -274,25 +264,31 @@ class Demo:
             raise StageFailed("not every device runs v" + want + ": " + ", ".join(
                 f"{d} v{v}" for d, v in versions.items()))
 
-    def recovery(self, fig: dict[str, Any], before: dict[str, Any]) -> None:
+    def recovery(self, fig: dict[str, Any], baseline: dict[str, Any],
+                 before: dict[str, Any]) -> None:
+        metric, label = self.task.metric, self.task.metric_label
         for stream in self.streams.values():
             stream.pool = "fresh"
         began = time.time()
-        self.tl.log("recovery", f"{self.s.recovery_s:g} s of fresh held-out digits (never "
+        self.tl.log("recovery", f"{self.s.recovery_s:g} s of fresh held-out inputs (never "
                                 "labelled or trained on), shift still on")
         time.sleep(self.s.recovery_s)
         for device in self.streams:
             obs = [o for o in self.recent(began, [device]) if o.version != "1"]
-            fig[device] = {"accuracy": _r(accuracy(obs)), "inferences": len(obs)}
+            fig[device] = {metric: _r(self.task.score(obs)), "inferences": len(obs)}
         shifted = [o for o in self.recent(began, self.s.shifted) if o.version != "1"]
-        fig["accuracy_shifted"] = _r(accuracy(shifted))
-        fig["accuracy_shifted_before"] = before.get("accuracy_shifted")
-        self.tl.log("recovery", f"accuracy on the shifted streams {before.get('accuracy_shifted')}"
-                                f" with v1 -> {fig['accuracy_shifted']} with v2", "recovered")
-        if fig["accuracy_shifted"] is None or fig["accuracy_shifted"] < \
-                self.s.min_recovered_accuracy:
-            raise StageFailed(f"accuracy on the shifted streams {fig['accuracy_shifted']} is "
-                              f"below {self.s.min_recovered_accuracy}")
+        verdict = self.task.recovery(self.s, baseline.get(f"{metric}_shifted"),
+                                     before.get(f"{metric}_shifted"), _r(self.task.score(shifted)))
+        fig.update({f"{metric}_shifted": verdict.after,
+                    f"{metric}_shifted_before": verdict.before,
+                    f"{metric}_shifted_baseline": verdict.baseline,
+                    "share_of_drop_recovered": verdict.share_of_drop, **verdict.figures})
+        self.task.snapshot(self, "after")
+        self.tl.log("recovery", f"{label} on the shifted streams {verdict.baseline} unshifted "
+                                f"-> {verdict.before} shifted with v1 -> {verdict.after} with v2",
+                    "recovered")
+        if verdict.failure:
+            raise StageFailed(verdict.failure)
         fired = self.triggers()
         fig["triggers"] = len(fired)
         if len(fired) != 1:
@@ -308,9 +304,10 @@ class Demo:
         with tl.stage("build") as fig:
             bundles = self.build(fig, weights, key)
         with tl.stage("fleet") as fig:
-            self.start_fleet(fig, bundles, key, pub)
+            self.start_fleet(fig, bundles, key, pub, weights)
         with tl.stage("baseline") as fig:
             self.baseline(fig)
+            baseline_fig = fig
         with tl.stage("drift") as fig:
             trigger = self.drift(fig)
             drift_fig = fig
@@ -321,12 +318,12 @@ class Demo:
             fig["version"] = version
             self.rollout(fig, rollout_id)
         with tl.stage("recovery") as fig:
-            self.recovery(fig, drift_fig)
+            self.recovery(fig, baseline_fig, drift_fig)
 
     def run(self) -> int:
         s = self.s
         s.out.mkdir(parents=True, exist_ok=True)
-        console.rule("edgekit demo: the whole loop")
+        console.rule(f"edgekit demo: the whole loop ({self.task.name})")
         interrupted = False
         try:
             self._stages()

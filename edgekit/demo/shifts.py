@@ -1,5 +1,6 @@
 """Input shifts the demo applies to some devices' streams: functions on the model's input
-(normalised digits, ``[N, 1, H, W]``), each working on the [0, 1] image underneath.
+(normalised images, ``[N, 1, H, W]``: digits, digit canvases), each working on the [0, 1]
+image underneath. Each task names the shifts that make sense for it.
 
 A shift is deterministic for a given input and seed, so the same digit shifted twice is
 the same array (the demo's labelling stand-in looks inputs up by their bytes).
@@ -29,7 +30,16 @@ def noise(unit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(unit + rng.normal(0.0, 0.35, unit.shape), 0.0, 1.0)
 
 
-SHIFTS: dict[str, Shift] = {"invert": invert, "rotate": rotate, "noise": noise}
+DIM, DIM_NOISE = 0.35, 0.08
+
+
+def dim(unit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A darker scene and a noisier sensor (dusk, a dirty lens, a cheaper camera): the
+    image at DIM of its brightness plus Gaussian noise of sigma DIM_NOISE."""
+    return np.clip(unit * DIM + rng.normal(0.0, DIM_NOISE, unit.shape), 0.0, 1.0)
+
+
+SHIFTS: dict[str, Shift] = {"invert": invert, "rotate": rotate, "noise": noise, "dim": dim}
 
 
 def apply(name: str, x: np.ndarray, mean: float, std: float, seed: int = 0) -> np.ndarray:

@@ -33,14 +33,16 @@ EVAL_SCORE_THRESHOLD = 0.001     # keep low scores for mAP (the deployed thresho
 
 
 def train(model: torch.nn.Module, data: dict[str, Any], epochs: int = DEFAULT_EPOCHS,
-          seed: int = 0, log: list[float] | None = None) -> torch.nn.Module:
-    """Train ``model`` in place on ``data["train"]`` (batches of images and padded labels);
-    appends each epoch's mean loss to ``log`` when given. Returns the model in eval mode."""
+          seed: int = 0, log: list[float] | None = None,
+          lr: float = LEARNING_RATE) -> torch.nn.Module:
+    """Train ``model`` in place on ``data["train"]`` (batches of images and padded labels),
+    peak learning rate ``lr`` (lower to fine-tune); appends each epoch's mean loss to ``log``
+    when given. Returns the model in eval mode."""
     torch.manual_seed(seed)
     batches = data["train"]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=5e-4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=5e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=LEARNING_RATE, total_steps=epochs * len(batches), pct_start=0.1)
+        optimizer, max_lr=lr, total_steps=epochs * len(batches), pct_start=0.1)
     for epoch in range(epochs):
         model.train()
         losses = []

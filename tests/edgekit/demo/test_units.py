@@ -12,7 +12,8 @@ from edge_agent.errors import EdgekitError
 from edgekit.demo.report import badge, fmt, stage_rows, svg_chart, table
 from edgekit.demo.settings import DeviceSpec, for_size
 from edgekit.demo.shifts import SHIFTS, apply
-from edgekit.demo.stream import Labels, _probabilities, input_key
+from edgekit.demo.stream import Labels, input_key
+from edgekit.demo.tasks.classification import probabilities
 from edgekit.demo.timeline import StageFailed, Timeline
 
 
@@ -22,7 +23,8 @@ def test_sizes_and_bad_settings(tmp_path):
     assert small.profiles == ["rpi4", "jetson-orin-nano", "x86-64"]
     with pytest.raises(EdgekitError, match="unknown demo size 'huge'"):
         for_size("huge")
-    with pytest.raises(EdgekitError, match="unknown shift 'blur'; choose one of"):
+    with pytest.raises(EdgekitError, match="unknown shift 'blur' for the classification demo; "
+                                           "choose one of invert, rotate, noise"):
         for_size("small", shift="blur")
     with pytest.raises(EdgekitError, match="at least 2 devices"):
         for_size("small", devices=(DeviceSpec("a", "x86-64", True),
@@ -58,8 +60,8 @@ def test_labels_are_keyed_by_the_input_bytes(tmp_path):
 
 def test_probabilities_softmax_logits_only():
     probs = np.array([0.1, 0.9])
-    assert np.array_equal(_probabilities(probs), probs)
-    logits = _probabilities(np.array([1.0, -1.0, 3.0]))
+    assert np.array_equal(probabilities(probs), probs)
+    logits = probabilities(np.array([1.0, -1.0, 3.0]))
     assert abs(logits.sum() - 1) < 1e-9 and logits.argmax() == 2
 
 
