@@ -84,3 +84,29 @@ def served_dir(tmp_path: Path):
     server = FileServer(folder)
     yield folder, server
     server.close()
+
+
+@pytest.fixture(scope="session")
+def task_bundle(tmp_path_factory: pytest.TempPathFactory, keypair):
+    """Signed bundles of small real models as other tools export them, packed once per
+    session: ``task_bundle("yolov8")`` (a detector in that layout, ONNX),
+    ``task_bundle("yolov8", "tflite")``, ``task_bundle("generic")`` (two outputs)."""
+    from tests.edge_agent.task_bundles import LABELS, foreign_onnx, foreign_tflite, pack_task
+
+    folder = tmp_path_factory.mktemp("task-bundles")
+    made: dict[tuple[str, str], Path] = {}
+
+    def make(layout: str, fmt: str = "onnx") -> Path:
+        if (layout, fmt) not in made:
+            source = "boxes_scores" if layout == "generic" else layout
+            model = (foreign_onnx if fmt == "onnx" else foreign_tflite)(source, folder)
+            out = folder / f"{layout}-{fmt}.ekb"
+            if layout == "generic":
+                made[(layout, fmt)] = pack_task(model, out, keypair, "generic",
+                                                output_names=["boxes", "scores"])
+            else:
+                made[(layout, fmt)] = pack_task(model, out, keypair, "detection", layout,
+                                                labels=LABELS)
+        return made[(layout, fmt)]
+
+    return make

@@ -57,10 +57,21 @@ def foreign_tflite(layout: str, folder: Path, seed: int = 0) -> Path:
     return path
 
 
-def rewrite(bundle: Path, keypair, out: Path, **changes) -> Path:
-    """The bundle again with manifest fields replaced (e.g. ``preprocessing``), re-signed."""
+def rewrite(bundle: Path, keypair, out: Path, payloads: dict | None = None,
+            **changes) -> Path:
+    """The bundle again with manifest fields (e.g. ``preprocessing``) and payload files
+    (role -> path) replaced, re-signed."""
     with open_bundle(bundle, trusted_keys([keypair[1]])) as opened:
         manifest = replace(opened.manifest, **changes)
-        payloads = {role: opened.path(role) for role in opened.manifest.files}
-        write_bundle(manifest, payloads, load_private_key(keypair[0]), out)
+        files = {role: opened.path(role) for role in opened.manifest.files}
+        files.update(payloads or {})
+        write_bundle(manifest, files, load_private_key(keypair[0]), out)
     return out
+
+
+def golden_arrays(bundle: Path, keypair, role: str = "golden_output") -> list[np.ndarray]:
+    """A bundle's golden input or output arrays."""
+    from edge_agent.golden import load_arrays
+
+    with open_bundle(bundle, trusted_keys([keypair[1]])) as opened:
+        return load_arrays(opened.path(role))
