@@ -13,12 +13,15 @@ from cloud_sync.api.deps import get_conn
 from cloud_sync.dashboard import queries as q
 from cloud_sync.dashboard.auth import PREFIX, require_login
 from cloud_sync.dashboard.render import DashboardError, positive_int, render
-from cloud_sync.rollouts.health import CHECKS
+from cloud_sync.rollouts.health import all_checks
 from cloud_sync.triggers.queries import get_trigger
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False, dependencies=[Depends(require_login)])
 PER_PAGE = 50
-GROUP_FIGURES = ("devices", "inferences", "errors", "non_finite", "p95_ms", "confidence_mean")
+GROUP_FIGURES = ("devices", "inferences", "errors", "non_finite", "p95_ms", "confidence_mean",
+                 "frames", "empty_frames", "detections", "score_mean")
+DETECTOR_ONLY = ("frames", "empty_frames", "detections", "score_mean")
+HIDDEN_FIGURES = ("canary", "control", "p_values", "frames_per_side")
 HIDDEN_EVIDENCE = ("fleet", "model", "version", "trigger_id")  # shown in the page header
 
 
@@ -67,16 +70,30 @@ def comparison(figures: dict[str, Any] | None, thresholds: dict[str, Any]) -> di
     health verdict's figures; empty when the verdict has none."""
     figures = figures or {}
     canary, control = figures.get("canary") or {}, figures.get("control") or {}
+    detector = figures.get("task") == "detection"
     groups = [(name, canary.get(name), control.get(name)) for name in GROUP_FIGURES
-              if name in canary or name in control]
-    checks = [(text, figures.get(key), thresholds.get(attr),
-               figures.get(key) is not None and thresholds.get(attr) is not None
-               and figures[key] > thresholds[attr])
-              for key, attr, text in CHECKS if key in figures]
+              if (name in canary or name in control)
+              and (detector or name not in DETECTOR_ONLY)]
+    if detector:
+        groups += [("detections per frame", _ratio(canary, "detections", "frames"),
+                    _ratio(control, "detections", "frames")),
+                   ("empty-frame rate", _ratio(canary, "empty_frames", "frames"),
+                    _ratio(control, "empty_frames", "frames"))]
+    shown = [c for c in all_checks() if c.figure in figures]
+    p_values = figures.get("p_values") or {}
+    checks = [(c.label, figures.get(c.figure),
+               thresholds.get(c.limit), c.fails(figures.get(c.figure), thresholds.get(c.limit)),
+               p_values.get(c.figure), c.below) for c in shown]
     rest = {k: v for k, v in figures.items()
-            if k not in ("canary", "control") and k not in {c[0] for c in CHECKS}}
-    return {"groups": groups, "checks": checks, "rest": rest,
-            "classes": (canary.get("class_counts") or {}, control.get("class_counts") or {})}
+            if k not in HIDDEN_FIGURES and k not in {c.figure for c in shown}}
+    key = "detected_classes" if detector else "class_counts"
+    return {"groups": groups, "checks": checks, "rest": rest, "detector": detector,
+            "with_p": any(check[4] is not None for check in checks),
+            "classes": (canary.get(key) or {}, control.get(key) or {})}
+
+
+def _ratio(group: dict[str, Any], part: str, whole: str) -> float | None:
+    return group[part] / group[whole] if group.get(whole) else None
 
 
 @router.get("/rollouts/{rollout_id}")

@@ -13,6 +13,10 @@ Two comparisons are made like for like, because a fleet mixes hardware and input
   reference; a retrained model that fixes drift moves *towards* its reference, even
   though its class mix differs from the drifted control's. Without references the
   plain canary-to-control distance is used.
+
+The model-output checks depend on the task (``task_health.TASK_HEALTH``: a classifier's
+confidence and classes, a detector's detections per frame, scores, class mix and empty
+frames); latency, NaN/inf outputs, errors and silence are common to every task.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from cloud_sync.rollouts.policy import Thresholds
+from cloud_sync.rollouts.task_health import Check, class_distance, significant, task_health
 from cloud_sync.store.chunks import rows_in_chunks
 from cloud_sync.store.schema import messages
 
@@ -42,10 +47,75 @@ class Figures:
     class_counts: dict[str, int] = field(default_factory=dict)
     last_seen: dict[str, float] = field(default_factory=dict)
     p95_by_device: dict[str, float] = field(default_factory=dict)
+    frames: int = 0
+    """A detector's figures (protocol 1.3 telemetry ``detection``): frames, empty frames,
+    boxes, their mean score and its variance, frames by box count, classes detected."""
+    empty_frames: int = 0
+    detections: int = 0
+    score_mean: float | None = None
+    score_var: float = 0.0
+    count_edges: list[float] = field(default_factory=list)
+    count_hist: list[int] = field(default_factory=list)
+    detected_classes: dict[str, int] = field(default_factory=dict)
 
     def rate(self, count: int) -> float:
         """``count`` per inference (0 with no inferences)."""
         return count / self.inferences if self.inferences else 0.0
+
+    @property
+    def per_frame(self) -> float:
+        """Detections per frame (0 with no frames)."""
+        return self.detections / self.frames if self.frames else 0.0
+
+    @property
+    def empty_rate(self) -> float:
+        """Share of frames with no detection (0 with no frames)."""
+        return self.empty_frames / self.frames if self.frames else 0.0
+
+
+class _DetectionSums:
+    """A detector's telemetry rows summed: counts add up, score moments by detections."""
+
+    def __init__(self) -> None:
+        self.score_hist: np.ndarray | None = None
+        self.score_edges: list[float] = []
+        self.count_hist: np.ndarray | None = None
+        self.score_sum = 0.0
+
+    def add(self, out: Figures, block: dict[str, Any]) -> None:
+        out.frames += int(block.get("frames") or 0)
+        out.empty_frames += int(block.get("empty_frames") or 0)
+        scores = np.asarray(block.get("score_hist") or [], dtype=np.int64)
+        boxes = int(scores.sum())
+        out.detections += boxes
+        self.score_sum += float(block.get("mean_score") or 0.0) * boxes
+        for i, n in enumerate(block.get("class_counts") or []):
+            if n:
+                out.detected_classes[str(i)] = out.detected_classes.get(str(i), 0) + int(n)
+        self.score_hist = _added(self.score_hist, scores)
+        self.count_hist = _added(self.count_hist, np.asarray(block.get("count_hist") or [],
+                                                             dtype=np.int64))
+        self.score_edges = block.get("score_edges") or self.score_edges
+        out.count_edges = block.get("count_edges") or out.count_edges
+
+    def finish(self, out: Figures) -> None:
+        if self.count_hist is not None:
+            out.count_hist = self.count_hist.tolist()
+        if out.detections:
+            out.score_mean = self.score_sum / out.detections
+            edges = np.asarray(self.score_edges, float)
+            centres = (edges[:-1] + edges[1:]) / 2
+            hist = self.score_hist.astype(float)
+            if len(centres) == len(hist):
+                out.score_var = float(hist @ (centres - out.score_mean) ** 2 / hist.sum())
+
+
+def _added(total: np.ndarray | None, more: np.ndarray) -> np.ndarray | None:
+    if not len(more):
+        return total
+    if total is None or len(total) != len(more):
+        return more.copy() if total is None else total
+    return total + more
 
 
 def _payload(row: Any) -> dict[str, Any]:
@@ -73,6 +143,7 @@ def figures(conn: Connection, device_ids: list[str], version: str | None, start:
 
     p95s, confs = [], []
     per_device: dict[str, list[tuple[float, int]]] = {}
+    boxes = _DetectionSums()
     for row in rows_in_chunks(conn, device_ids, query):
         doc, n = _payload(row.payload), row.inferences or 0
         out.last_seen[row.device_id] = max(out.last_seen.get(row.device_id, 0.0), row.ts)
@@ -86,6 +157,9 @@ def figures(conn: Connection, device_ids: list[str], version: str | None, start:
             confs.append((row.confidence_mean, n))
         for cls, count in (doc.get("class_counts") or {}).items():
             out.class_counts[cls] = out.class_counts.get(cls, 0) + int(count)
+        if doc.get("detection"):
+            boxes.add(out, doc["detection"])
+    boxes.finish(out)
     out.devices = len(out.last_seen)
     out.p95_ms = _weighted(p95s)
     out.confidence_mean = _weighted(confs)
@@ -104,6 +178,8 @@ class Context:
     own_before_p95: dict[str, float] = field(default_factory=dict)
     canary_reference: list[float] | None = None
     control_reference: list[float] | None = None
+    task: str = "classification"
+    """The new version's task (the manifest's ``task.kind``): which checks apply."""
 
 
 def latency_ratio(canary: Figures, control: Figures, ctx: Context
@@ -142,18 +218,6 @@ def _weighted(pairs: list[tuple[float, int]]) -> float | None:
     return sum(v * n for v, n in pairs) / total if total else None
 
 
-def class_distance(a: dict[str, float], b: dict[str, float]) -> float | None:
-    """Jensen-Shannon distance (base 2, in [0, 1]) of two class-count histograms."""
-    keys = sorted(set(a) | set(b))
-    p = np.array([a.get(k, 0) for k in keys], float)
-    q = np.array([b.get(k, 0) for k in keys], float)
-    if not keys or p.sum() == 0 or q.sum() == 0:
-        return None
-    from cloud_sync.drift.stats import js_distance
-
-    return float(js_distance(p, q))
-
-
 @dataclass
 class Verdict:
     """``ok``, ``bad`` or ``insufficient`` (not enough data yet), why, and the figures."""
@@ -170,35 +234,34 @@ class Verdict:
 
 def _comparisons(canary: Figures, control: Figures, ctx: Context) -> dict[str, Any]:
     out: dict[str, Any] = {
+        "task": ctx.task,
         "non_finite_rate": canary.rate(canary.non_finite),
         "error_rate": canary.rate(canary.errors),
         "control_error_rate": control.rate(control.errors) if control.inferences else None,
-        "p95_ratio": None, "p95_diff_ms": None, "latency_baseline": None,
-        "confidence_drop": None, "class_distance": None, "class_distance_basis": None}
+        "p95_ratio": None, "p95_diff_ms": None, "latency_baseline": None}
     out["p95_ratio"], out["p95_diff_ms"], out["latency_baseline"] = latency_ratio(
         canary, control, ctx)
-    if control.inferences:
-        if canary.confidence_mean is not None and control.confidence_mean is not None:
-            out["confidence_drop"] = control.confidence_mean - canary.confidence_mean
-        to_ref = reference_distance(canary.class_counts, ctx.canary_reference)
-        control_to_ref = reference_distance(control.class_counts, ctx.control_reference)
-        if to_ref is not None and control_to_ref is not None:
-            out["class_distance"] = to_ref - control_to_ref
-            out["class_distance_basis"] = (f"distance to own reference {to_ref:.3g} vs "
-                                           f"control's {control_to_ref:.3g}")
-        else:
-            out["class_distance"] = class_distance(canary.class_counts, control.class_counts)
-            out["class_distance_basis"] = "distance to control (no reference)"
-    return out
+    return {**out, **task_health(ctx.task).compare(canary, control, ctx)}
 
 
-CHECKS = (  # (figure, threshold attribute, how it reads)
-    ("non_finite_rate", "max_non_finite_rate", "NaN/inf output rate"),
-    ("p95_ratio", "max_p95_ratio", "p95 latency ratio to control"),
-    ("confidence_drop", "max_confidence_drop", "mean confidence drop vs control"),
-    ("class_distance", "max_class_distance", "predicted-class distance beyond control's"),
-)
+COMMON_CHECKS = (Check("non_finite_rate", "max_non_finite_rate", "NaN/inf output rate"),
+                 Check("p95_ratio", "max_p95_ratio", "p95 latency ratio to control"))
 HARD = ("non_finite_rate",)  # halts at once; the others are judged over the whole bake
+
+
+def checks_of(task: str) -> tuple[Check, ...]:
+    """The checks a rollout of a ``task`` model is judged by."""
+    return COMMON_CHECKS + task_health(task).checks
+
+
+def all_checks() -> tuple[Check, ...]:
+    """Every task's checks (for showing a stored verdict whatever its task)."""
+    from cloud_sync.rollouts.task_health import TASK_HEALTH
+
+    found = dict.fromkeys(COMMON_CHECKS)
+    for health in TASK_HEALTH.values():
+        found.update(dict.fromkeys(health.checks))
+    return tuple(found)
 
 
 def judge(canary: Figures, control: Figures, expected: list[str], t: Thresholds,
@@ -207,17 +270,18 @@ def judge(canary: Figures, control: Figures, expected: list[str], t: Thresholds,
     counts from their last telemetry on the new version, or from ``since``). ``hard`` on
     the verdict: a reason that halts at once (NaN/inf outputs, errors, silence), not only
     at the end of the bake."""
-    comp = _comparisons(canary, control, ctx or Context())
+    ctx = ctx or Context()
+    comp = _comparisons(canary, control, ctx)
     quiet = {d: now - max(canary.last_seen.get(d, since), since) for d in expected}
     silent = {d: round(s / heartbeat_s, 1) for d, s in quiet.items()
               if s > t.max_missed_heartbeats * heartbeat_s}
     figs = {"canary": asdict(canary), "control": asdict(control), **comp,
             "missed_heartbeats": silent}
     noise = comp["p95_diff_ms"] is not None and comp["p95_diff_ms"] < t.p95_floor_ms
-    failing = [(key, f"{label} {comp[key]:.3g} > {getattr(t, attr):g}")
-               for key, attr, label in CHECKS
-               if comp[key] is not None and comp[key] > getattr(t, attr)
-               and not (key == "p95_ratio" and noise)]
+    failing = [(c.figure, f"{c.label} {comp[c.figure]:.3g} {c.sign} {getattr(t, c.limit):g}")
+               for c in checks_of(ctx.task)
+               if c.fails(comp.get(c.figure), getattr(t, c.limit))
+               and not (c.figure == "p95_ratio" and noise) and significant(c, comp, t)]
     reasons = [why for _, why in failing]
     hard = any(key in HARD for key, _ in failing)
     if comp["control_error_rate"] is not None and \

@@ -26,8 +26,9 @@ from cloud_sync.rollouts.health import Context, figures, judge
 from cloud_sync.rollouts.policy import RolloutPolicy
 from cloud_sync.rollouts.progress import FAILED, FINISHED, SETTLED, TOOK, Step
 from cloud_sync.rollouts.store import TERMINAL, event, release_devices
+from cloud_sync.rollouts.task_health import task_health
 from cloud_sync.store.schema import devices, rollout_devices, rollouts
-from cloud_sync.triggers.scoring import reference_for
+from cloud_sync.triggers.scoring import reference_for, task_for
 
 log = logging.getLogger(__name__)
 
@@ -118,14 +119,16 @@ def _context(step: Step, r: Any, took: list[str], fleet: dict[str, Any],
                        and d.model_version != r.model_version)
     control_version = versions.most_common(1)[0][0] if versions else None
 
+    task = task_for(step.conn, r.model_name, r.model_version)
+
     def classes(version: str | None) -> list[float] | None:
         ref = reference_for(step.conn, r.model_name, version) if version else None
-        return ref.output.class_distribution if ref is not None and ref.output else None
+        return task_health(task).reference_classes(ref) if ref is not None else None
 
     return Context(profiles={i: d.profile for i, d in fleet.items()},
                    own_before_p95=before.p95_by_device,
                    canary_reference=classes(r.model_version),
-                   control_reference=classes(control_version))
+                   control_reference=classes(control_version), task=task)
 
 
 def _bake(step: Step, r: Any, policy: RolloutPolicy) -> None:

@@ -26,6 +26,19 @@ class Thresholds(BaseModel):
     max_confidence_drop: float = Field(0.15, ge=0)
     max_class_distance: float = Field(0.5, ge=0, le=1)
     max_missed_heartbeats: float = Field(6.0, gt=0)
+    # detectors (issue 19): canary vs control, frames as the unit
+    min_detections_ratio: float = Field(1 / 3, ge=0)  # fewer detections per frame: halt
+    max_detections_ratio: float = Field(3.0, gt=0)  # more: halt (boxes everywhere)
+    max_score_drop: float = Field(0.15, ge=0, le=1)
+    max_empty_rate_increase: float = Field(0.3, ge=0, le=1)
+    health_alpha: float = Field(0.01, gt=0, lt=1)  # a task figure fails only if significant
+
+    @model_validator(mode="after")
+    def _ratios(self) -> Thresholds:
+        if self.min_detections_ratio >= self.max_detections_ratio:
+            raise ValueError(f"min_detections_ratio ({self.min_detections_ratio:g}) must be "
+                             f"below max_detections_ratio ({self.max_detections_ratio:g})")
+        return self
 
 
 class RolloutPolicy(BaseModel):
