@@ -1,6 +1,9 @@
-"""Samples for retraining: the ``samples`` rows of a fleet (and model version) as one .npz.
+"""Samples for retraining: the ``samples`` rows of a fleet (and model version), in one of
+``FORMATS``: ``npz`` (one file, below) or ``coco`` (a folder of PNG images and a COCO JSON
+whose annotations are the device's detections, for CVAT / Label Studio:
+``cloud_sync.samples_coco``).
 
-Arrays (one entry per sample, oldest first): ``inputs`` (the inputs stacked, in their
+The .npz's arrays (one entry per sample, oldest first): ``inputs`` (the inputs stacked, in their
 own dtype; only samples of the most common shape are kept, the others counted in
 ``meta``), ``predictions`` (class index, -1 if none), ``confidence`` (NaN if none),
 ``reason``, ``device``, ``time`` (Unix seconds), ``seq`` and ``meta`` (a JSON
@@ -25,7 +28,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from cloud_sync.errors import CloudError
-from cloud_sync.store.schema import samples
+from cloud_sync.samples_coco import write_coco
+from cloud_sync.store.schema import bundles, models, samples
 
 DEFAULT_LIMIT = 10_000
 KEEP_NEWER_S = 3600.0  # the size cap never takes files younger: an action may be reading them
@@ -51,8 +55,9 @@ class SampleFilter:
 
 def _query(f: SampleFilter) -> sa.Select:
     c = samples.c
-    query = sa.select(c.device_id, c.seq, c.ts, c.reason, c.pred_class, c.pred_confidence,
-                      c.input_dtype, c.input_shape, c.input_data).where(c.fleet == f.fleet)
+    query = sa.select(c.device_id, c.incarnation, c.seq, c.ts, c.reason, c.pred_class,
+                      c.pred_confidence, c.input_dtype, c.input_shape, c.input_data,
+                      c.model_name, c.model_version, c.payload).where(c.fleet == f.fleet)
     for column, value in ((c.model_name, f.model_name), (c.model_version, f.model_version),
                           (c.reason, f.reason)):
         if value is not None:
@@ -73,9 +78,13 @@ def _inputs(rows: list[Any]) -> tuple[list[Any], np.ndarray]:
     return kept, np.stack(arrays).astype(np.dtype(dtype))
 
 
-def export_samples(conn: Connection, f: SampleFilter, out: Path) -> dict[str, Any]:
-    """Write the samples matching ``f`` to ``out`` (.npz, written atomically); returns
+def export_samples(conn: Connection, f: SampleFilter, out: Path,
+                   fmt: str = "npz") -> dict[str, Any]:
+    """Write the samples matching ``f`` to ``out`` in format ``fmt`` (``FORMATS``); returns
     ``meta`` (counts and filters)."""
+    if fmt not in FORMATS:
+        raise CloudError(f"samples export: unknown format {fmt!r}; one of "
+                         f"{', '.join(FORMATS)}")
     rows = list(reversed(conn.execute(_query(f)).all()))
     try:
         kept, inputs = _inputs(rows)
@@ -83,8 +92,13 @@ def export_samples(conn: Connection, f: SampleFilter, out: Path) -> dict[str, An
         raise CloudError(f"samples export: a stored input cannot be read ({exc})") from None
     meta = {"fleet": f.fleet, "model": f.model_name, "version": f.model_version,
             "since": f.since, "reason": f.reason, "limit": f.limit, "samples": len(kept),
-            "skipped_other_shapes": len(rows) - len(kept)}
-    out = Path(out)
+            "skipped_other_shapes": len(rows) - len(kept), "format": fmt}
+    return {**meta, **FORMATS[fmt](conn, kept, inputs, Path(out), meta)}
+
+
+def _write_npz(conn: Connection, kept: list[Any], inputs: np.ndarray, out: Path,
+               meta: dict[str, Any]) -> dict[str, Any]:
+    """The .npz (written atomically; see the module doc)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp.npz")
     np.savez_compressed(
@@ -99,7 +113,38 @@ def export_samples(conn: Connection, f: SampleFilter, out: Path) -> dict[str, An
         seq=np.array([r.seq for r in kept], dtype=np.int64),
         meta=np.array(json.dumps(meta)))
     os.replace(tmp, out)
-    return meta
+    return {}
+
+
+def labels_of(conn: Connection, name: str | None, version: str | None) -> list[str]:
+    """The class labels of a published model version's detector task (or its plain
+    ``labels``), empty when unknown."""
+    if not name or not version:
+        return []
+    query = (sa.select(bundles.c.manifest).join(models, models.c.id == bundles.c.model_id)
+             .where(models.c.name == name, models.c.version == version).limit(1))
+    manifest = conn.execute(query).scalar() or {}
+    task = manifest.get("task") or {}
+    return list((task.get("detection") or {}).get("labels") or manifest.get("labels") or [])
+
+
+def _payload(value: Any) -> dict[str, Any]:
+    return json.loads(value) if isinstance(value, str) else (value or {})
+
+
+def _write_coco(conn: Connection, kept: list[Any], inputs: np.ndarray, out: Path,
+                meta: dict[str, Any]) -> dict[str, Any]:
+    """A folder of PNGs and a COCO JSON with the devices' detections as annotations."""
+    items = [{"name": f"{r.device_id}-{r.incarnation or 'legacy'}-{r.seq}", "input": inputs[i],
+              "detections": _payload(r.payload).get("detections"), "device": r.device_id,
+              "time": r.ts, "reason": r.reason} for i, r in enumerate(kept)]
+    versions = {(r.model_name, r.model_version) for r in kept}
+    name, version = next(iter(versions)) if len(versions) == 1 else (None, None)
+    labels = labels_of(conn, meta["model"] or name, meta["version"] or version)
+    return write_coco(out, items, labels, {"description": "edgekit samples", **meta})
+
+
+FORMATS = {"npz": _write_npz, "coco": _write_coco}
 
 
 def prune_exports(folder: Path, max_age_s: float, max_bytes: int, now: float,

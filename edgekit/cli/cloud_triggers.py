@@ -91,16 +91,21 @@ def samples_export(fleet: str = typer.Option(..., "--fleet", help="The devices' 
                                               "this reason (e.g. low_confidence)."),
                    limit: int = typer.Option(10_000, "--limit", min=0,
                                              help="At most this many, the newest."),
-                   out: Path = typer.Option(..., "-o", "--out", help="The .npz file to write."),
+                   out: Path = typer.Option(..., "-o", "--out", help="The .npz file to write "
+                                            "(--format coco: the folder)."),
+                   fmt: str = typer.Option("npz", "--format", help="npz (one file) or coco "
+                                           "(PNG images + COCO JSON with the devices' "
+                                           "detections, for CVAT / Label Studio)."),
                    db: str = DbOption, config: Path = ConfigOption,
                    as_json: bool = JsonFlag) -> None:
-    """Write samples (inputs, predictions, confidence, reason, device, time) to an .npz."""
+    """Write samples (inputs, predictions or detections, reason, device, time) to an .npz,
+    or as a COCO dataset an annotation tool imports."""
     from cloud_sync.samples_export import SampleFilter, export_samples
     from edgekit.cli.cloud import _store
 
     wanted = SampleFilter(fleet, model, version, parse_since(since), reason, limit)
     with _store(db, config) as (_cfg, engine), engine.connect() as conn:
-        meta = export_samples(conn, wanted, out)
+        meta = export_samples(conn, wanted, out, fmt)
     if as_json:
         print_json({**meta, "out": str(out)})
         return
