@@ -68,6 +68,7 @@ MATRIX_MAX = 160
 boxes of one class (``PAIRS_MAX`` pairs at most; past that, class by class, a large class
 walking its kept boxes: one vectorised pass over the rest per kept box)."""
 PAIRS_MAX = 400_000
+SMALL_CLASS = 32  # class by class, a class this small reads its IoU matrix
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float,
@@ -106,25 +107,39 @@ def _greedy_pairs(boxes: np.ndarray, classes: np.ndarray, iou: float,
                   limit: int) -> np.ndarray:
     """Greedy NMS of many ranked boxes from the IoU of each same-class pair."""
     pairs = _same_class_pairs(classes)
-    if pairs is None:
-        return _per_class(boxes, classes, iou, limit)
+    if pairs is None:  # too many pairs: class by class, walking a crowded class
+        one_class = bool((classes == classes[0]).all())
+        return (_greedy_walk if one_class else _per_class)(boxes, classes, iou, limit)
     better, worse = pairs
     a, b = boxes[better], boxes[worse]
-    inter = np.prod(np.clip(np.minimum(a[:, 2:], b[:, 2:]) - np.maximum(a[:, :2], b[:, :2]),
-                            0, None), axis=1)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
-    union = area_a + area_b - inter
+    width = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
+    height = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
+    inter = width * height
+    area = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0,
+                                                                 None)
+    union = area[better] + area[worse] - inter
     hit = inter > iou * np.where(union > 0, union, np.inf)
-    better, worse = better[hit], worse[hit]
-    by_better = np.argsort(better, kind="stable")
-    better, worse = better[by_better], worse[by_better]
-    sources, first = np.unique(better, return_index=True)
-    removed = np.zeros(len(boxes), dtype=bool)
-    for source, targets in zip(sources.tolist(), np.split(worse, first[1:])):
-        if not removed[source]:
-            removed[targets] = True
-    return np.flatnonzero(~removed)[:limit]
+    return _resolve(len(boxes), better[hit], worse[hit])[:limit]
+
+
+def _resolve(count: int, better: np.ndarray, worse: np.ndarray) -> np.ndarray:
+    """The boxes greedy NMS keeps, given which better box suppresses which worse one.
+
+    Greedy keeps a box when no kept better box suppresses it. Each round decides, at once,
+    every box whose suppressors are all decided (kept if none of them was kept); the best
+    undecided box is always among them, so the rounds end, usually after a few."""
+    undecided, kept = np.ones(count, dtype=bool), np.zeros(count, dtype=bool)
+    while undecided.any():
+        waiting = np.zeros(count, dtype=bool)
+        waiting[worse[undecided[better]]] = True
+        suppressed = np.zeros(count, dtype=bool)
+        suppressed[worse[kept[better]]] = True
+        decided = undecided & (~waiting | suppressed)
+        kept |= decided & ~suppressed
+        undecided &= ~decided
+        live = undecided[worse]  # edges into decided boxes are done with
+        better, worse = better[live], worse[live]
+    return np.flatnonzero(kept)
 
 
 def _per_class(boxes: np.ndarray, classes: np.ndarray, iou: float, limit: int) -> np.ndarray:
@@ -134,7 +149,7 @@ def _per_class(boxes: np.ndarray, classes: np.ndarray, iou: float, limit: int) -
     bounds = np.flatnonzero(np.diff(classes[grouped])) + 1
     kept = []
     for members in np.split(grouped, bounds):
-        nms_of = _greedy_matrix if len(members) <= MATRIX_MAX else _greedy_walk
+        nms_of = _greedy_matrix if len(members) <= SMALL_CLASS else _greedy_pairs
         kept.append(members[nms_of(boxes[members], classes[members], iou, limit)])
     return np.sort(np.concatenate(kept))[:limit]
 
