@@ -40,12 +40,13 @@ class Detections:
 
     def to_list(self, labels: Sequence[str] = ()) -> list[dict]:
         """JSON-ready detections, best first: class, label, score and box."""
+        boxes = np.round(self.boxes.astype(np.float64), 2).tolist()
+        scores = np.round(self.scores.astype(np.float64), 5).tolist()
         rows = []
-        for box, score, cls in zip(self.boxes, self.scores, self.classes):
-            row = {"class": int(cls), "score": round(float(score), 5),
-                   "box": [round(float(v), 2) for v in box]}
-            if labels and 0 <= int(cls) < len(labels):
-                row["label"] = labels[int(cls)]
+        for box, score, cls in zip(boxes, scores, self.classes.tolist()):
+            row = {"class": cls, "score": score, "box": box}
+            if labels and 0 <= cls < len(labels):
+                row["label"] = labels[cls]
             rows.append(row)
         return rows
 
