@@ -21,6 +21,7 @@ PER_PAGE = 50
 GROUP_FIGURES = ("devices", "inferences", "errors", "non_finite", "p95_ms", "confidence_mean",
                  "frames", "empty_frames", "detections", "score_mean")
 DETECTOR_ONLY = ("frames", "empty_frames", "detections", "score_mean")
+CLASSIFIER_ONLY = ("confidence_mean",)
 HIDDEN_FIGURES = ("canary", "control", "p_values", "frames_per_side")
 HIDDEN_EVIDENCE = ("fleet", "model", "version", "trigger_id")  # shown in the page header
 
@@ -73,7 +74,7 @@ def comparison(figures: dict[str, Any] | None, thresholds: dict[str, Any]) -> di
     detector = figures.get("task") == "detection"
     groups = [(name, canary.get(name), control.get(name)) for name in GROUP_FIGURES
               if (name in canary or name in control)
-              and (detector or name not in DETECTOR_ONLY)]
+              and name not in (CLASSIFIER_ONLY if detector else DETECTOR_ONLY)]
     if detector:
         groups += [("detections per frame", _ratio(canary, "detections", "frames"),
                     _ratio(control, "detections", "frames")),
@@ -81,15 +82,26 @@ def comparison(figures: dict[str, Any] | None, thresholds: dict[str, Any]) -> di
                     _ratio(control, "empty_frames", "frames"))]
     shown = [c for c in all_checks() if c.figure in figures]
     p_values = figures.get("p_values") or {}
-    checks = [(c.label, figures.get(c.figure),
+    twice = {c.figure for c in shown if sum(o.figure == c.figure for o in shown) > 1}
+    checks = [(c.label + ((" (lower limit)" if c.below else " (upper limit)")
+                          if c.figure in twice else ""), figures.get(c.figure),
                thresholds.get(c.limit), c.fails(figures.get(c.figure), thresholds.get(c.limit)),
                p_values.get(c.figure), c.below) for c in shown]
     rest = {k: v for k, v in figures.items()
             if k not in HIDDEN_FIGURES and k not in {c.figure for c in shown}}
     key = "detected_classes" if detector else "class_counts"
+    classes = (canary.get(key) or {}, control.get(key) or {})
     return {"groups": groups, "checks": checks, "rest": rest, "detector": detector,
-            "with_p": any(check[4] is not None for check in checks),
-            "classes": (canary.get(key) or {}, control.get(key) or {})}
+            "with_p": any(check[4] is not None for check in checks), "classes": classes,
+            "mix": class_mix(*classes)}
+
+
+def class_mix(canary: dict[str, int], control: dict[str, int]) -> list[tuple[str, float, float]]:
+    """(class, canary share, control share) per class, by class index: the bars of the
+    class-mix chart."""
+    totals = (sum(canary.values()) or 1, sum(control.values()) or 1)
+    keys = sorted(set(canary) | set(control), key=lambda k: (len(k), k))
+    return [(k, canary.get(k, 0) / totals[0], control.get(k, 0) / totals[1]) for k in keys]
 
 
 def _ratio(group: dict[str, Any], part: str, whole: str) -> float | None:

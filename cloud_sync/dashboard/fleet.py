@@ -13,12 +13,20 @@ from cloud_sync.api.deps import get_conn
 from cloud_sync.dashboard import queries as q
 from cloud_sync.dashboard.auth import PREFIX, require_login
 from cloud_sync.dashboard.render import DashboardError, positive_int, render
+from cloud_sync.drift import ALL_KINDS
 from cloud_sync.registry import STATES
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False, dependencies=[Depends(require_login)])
 PER_PAGE_MAX = 500
 RECENT_S = 24 * 3600
-DRIFT_KINDS = ("input", "output", "confidence")
+DRIFT_KINDS = ALL_KINDS  # every task's, in order; a device shows those it has scores of
+DRIFT_CAPTIONS = {
+    "input": "Input (PSI, worst channel)", "output": "Output (JS distance of classes)",
+    "confidence": "Confidence drop", "det_count": "Detections per frame (PSI, n = frames)",
+    "det_score": "Detection scores (PSI, n = effective frames)",
+    "det_class": "Detected class mix (JS distance, n = effective frames)",
+    "det_area": "Box areas (PSI, n = effective frames)",
+    "values": "Output values (PSI, worst output)"}
 
 
 @router.get("/")
@@ -68,7 +76,10 @@ def device_page(device_id: str, request: Request,
         raise DashboardError(404, f"no device {device_id!r} is registered; "
                                   "pick one from the devices table")
     drift = q.device_drift(conn, device_id)
-    charts = {"telemetry": q.device_telemetry(conn, device_id),
-              "drift": {k: drift[k] for k in DRIFT_KINDS if k in drift}}
+    telemetry = q.device_telemetry(conn, device_id)
+    charts = {"telemetry": telemetry,
+              "drift": {k: drift[k] for k in DRIFT_KINDS
+                        if k in drift and any(v is not None for v in drift[k]["score"])}}
     return render(request, "device.html", device=device, charts=charts,
-                  channels=q.latest_channels(conn, device_id))
+                  detector=any(f is not None for f in telemetry["frames"]),
+                  captions=DRIFT_CAPTIONS, channels=q.latest_channels(conn, device_id))

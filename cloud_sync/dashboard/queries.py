@@ -200,8 +200,16 @@ def device_row(conn: Connection, device_id: str) -> dict[str, Any] | None:
 def device_telemetry(conn: Connection, device_id: str) -> dict[str, list[Any]]:
     """The newest telemetry points of a device as chart columns (oldest first)."""
     points, _ = telemetry_series(conn, device_id, None, None, TELEMETRY_POINTS)
-    names = ("ts", "latency_p50", "latency_p95", "inferences", "errors", "confidence_mean")
-    return {n: [p[n] for p in points] for n in names}
+    names = ("ts", "latency_p50", "latency_p95", "inferences", "errors", "confidence_mean",
+             "frames", "score_mean")
+    out = {n: [p[n] for p in points] for n in names}
+    out["per_frame"] = [_share(p["detections"], p["frames"]) for p in points]
+    out["empty_rate"] = [_share(p["empty_frames"], p["frames"]) for p in points]
+    return out
+
+
+def _share(part: int | None, whole: int | None) -> float | None:
+    return part / whole if part is not None and whole else None
 
 
 def device_drift(conn: Connection, device_id: str) -> dict[str, dict[str, list[Any]]]:

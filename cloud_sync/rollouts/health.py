@@ -278,7 +278,7 @@ def judge(canary: Figures, control: Figures, expected: list[str], t: Thresholds,
     figs = {"canary": asdict(canary), "control": asdict(control), **comp,
             "missed_heartbeats": silent}
     noise = comp["p95_diff_ms"] is not None and comp["p95_diff_ms"] < t.p95_floor_ms
-    failing = [(c.figure, f"{c.label} {comp[c.figure]:.3g} {c.sign} {getattr(t, c.limit):g}")
+    failing = [(c.figure, f"{c.label} {comp[c.figure]:.3g} {c.sign} {getattr(t, c.limit):.3g}")
                for c in checks_of(ctx.task)
                if c.fails(comp.get(c.figure), getattr(t, c.limit))
                and not (c.figure == "p95_ratio" and noise) and significant(c, comp, t)]

@@ -32,6 +32,18 @@
       return { series: [line("mean confidence", COLORS.main)],
                data: [t.ts, t.confidence_mean], range: [0, 1] };
     },
+    per_frame: function (t) {
+      return { series: [line("detections per frame", COLORS.main)],
+               data: [t.ts, t.per_frame] };
+    },
+    empty_rate: function (t) {
+      return { series: [line("empty frames", COLORS.p95)],
+               data: [t.ts, t.empty_rate], range: [0, 1] };
+    },
+    score: function (t) {
+      return { series: [line("mean score", COLORS.main)],
+               data: [t.ts, t.score_mean], range: [0, 1] };
+    },
     drift: function (_t, d, el) {
       const k = d[el.dataset.kind];
       const values = k.score.concat(k.threshold).filter(Number.isFinite);

@@ -1,7 +1,8 @@
 """The dashboard in a real browser: Debian's chromium driven by Playwright against uvicorn
 serving ``create_app`` over a filled store. Checks what a person would see (the login,
 device rows, drawn charts, the trigger's evidence tables, a halted rollout shown as halted)
-and keeps a screenshot of every page in pytest's tmp dir and in test-output/screenshots/."""
+and keeps a screenshot of every page in pytest's tmp dir and in test-output/screenshots/. A
+detector fleet (issue 19) has its own store: its camera and rollout pages."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 from edgekit.local_broker import free_port
 from tests.cloud_sync.dashboard.conftest import TOKEN
 from tests.cloud_sync.dashboard.fill import fill_store, trigger_cfg
+from tests.cloud_sync.dashboard.fill_detector import detector_cfg, fill_detector_fleet
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -37,6 +39,16 @@ INKED = """c => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.hei
 @pytest.fixture()
 def server(tmp_path):
     """uvicorn in a thread serving the app over a filled SQLite store; yields (url, filled)."""
+    yield from _serve(tmp_path, trigger_cfg, fill_store)
+
+
+@pytest.fixture()
+def detector_server(tmp_path):
+    """The same over a store filled with a detector fleet (``fill_detector``)."""
+    yield from _serve(tmp_path, detector_cfg, fill_detector_fleet)
+
+
+def _serve(tmp_path, make_cfg, fill):
     import uvicorn
 
     from cloud_sync.api import create_app
@@ -44,8 +56,8 @@ def server(tmp_path):
 
     url = f"sqlite:///{tmp_path / 'cloud.db'}"
     engine = open_store(url)
-    cfg = trigger_cfg(tmp_path / "cloud", url)
-    filled = fill_store(engine, cfg, time.time())
+    cfg = make_cfg(tmp_path / "cloud", url)
+    filled = fill(engine, cfg, time.time())
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(create_app(cfg, engine, api_token=TOKEN),
                                         host="127.0.0.1", port=port, log_level="warning"))
@@ -186,3 +198,37 @@ def test_rollouts_promoted_and_halted(server, page, tmp_path):
     states = page.locator("table.timeline > tbody > tr > td:nth-child(2)").all_inner_texts()
     assert states == ["pending", "canary", "baking", "wave", "baking", "wave", "baking", "done"]
     _shot(page, tmp_path, "10-rollout-promoted")
+
+
+def _columns_fit(page) -> None:
+    """No table cell's text is cut off (a truncated column)."""
+    cut = page.eval_on_selector_all(
+        "td, th", "els => els.filter(e => e.scrollWidth > e.clientWidth + 1)"
+                  ".map(e => e.innerText)")
+    assert not cut, f"truncated cells: {cut[:3]}"
+
+
+def test_detector_fleet_camera_and_rollout_pages(detector_server, page, tmp_path):
+    base, filled = detector_server
+    _login(page, base, f"/dashboard/devices/{filled.drifting[0]}")
+    page.wait_for_selector(".chart[data-drawn=true] canvas")
+    charts = page.locator(".chart[data-drawn=true] canvas")
+    # latency, inferences, detections per frame, empty frames, score + 4 detection drift kinds
+    assert charts.count() == 9
+    for i in range(charts.count()):
+        assert charts.nth(i).evaluate(INKED) > 500, f"chart {i} looks blank"
+    shown = page.locator("main").inner_text()
+    assert "Detections per frame" in shown and "Detected class mix" in shown
+    _columns_fit(page)
+    _shot(page, tmp_path, "11-detector-camera")
+    page.goto(f"{base}/dashboard/rollouts/{filled.halted}")
+    banner = page.get_by_test_id("halted-banner").inner_text()
+    assert banner.startswith("HALTED") and "detections per frame" in banner
+    checks = page.locator("table.checks").first.inner_text()
+    assert "under the limit" in checks and "empty-frame rate increase" in checks
+    mix = page.get_by_test_id("class-mix").first
+    assert mix.is_visible() and "class 0" in mix.inner_text()
+    _no_raw_documents(page)
+    _columns_fit(page)
+    _nothing_overflows(page)
+    _shot(page, tmp_path, "12-detector-rollout-halted")
