@@ -132,3 +132,15 @@ def _wait_healthy(base: str, proc: subprocess.Popen, timeout: float = 90.0) -> N
         except OSError:
             time.sleep(0.2)
     raise AssertionError("the agent's HTTP API did not come up")
+
+
+def test_agent_selftest_of_a_detector_judges_its_detections(keys, tmp_path):
+    pytest.importorskip("torch", reason="the detector is exported here (build host only)")
+    from tests.export.foreign_detectors import export_foreign
+
+    model = export_foreign("yolov8", tmp_path / "det.onnx")
+    out = tmp_path / "det.ekb"
+    edgekit("bundle", "pack", model, "--profile", "x86-64", "--name", "det", "--version", "1",
+            "--key", keys[0], "-o", out, "--task", "detection", "--layout", "yolov8")
+    said = edgekit("agent", "selftest", "--bundle", out, "--pubkey", keys[1])
+    assert said.startswith("ok: det v1 runs here on "), said
