@@ -24,6 +24,7 @@ from edge_agent.tasks import stats
 from edge_agent.tasks.detection import Detections
 
 BATCH = 64
+PENDING_BYTES = 4 << 20  # a generic model's buffered outputs are counted past this size
 
 
 class DetectionCounter:
@@ -93,6 +94,7 @@ class ValueCounter:
                       for i, name in enumerate(names)]
         self._lock = threading.Lock()
         self._pending: list[list[np.ndarray]] = []
+        self._pending_bytes = 0
         self._reset()
 
     def _reset(self) -> None:
@@ -106,12 +108,14 @@ class ValueCounter:
         if not any(r is not None for r in self._refs):
             return
         with self._lock:
-            self._pending.append([np.array(o, dtype=np.float32) for o in outputs])
-            if len(self._pending) >= BATCH:
+            copies = [np.array(o, dtype=np.float32) for o in outputs]
+            self._pending.append(copies)
+            self._pending_bytes += sum(c.nbytes for c in copies)
+            if len(self._pending) >= BATCH or self._pending_bytes >= PENDING_BYTES:
                 self._flush()
 
     def _flush(self) -> None:
-        pending, self._pending = self._pending, []
+        pending, self._pending, self._pending_bytes = self._pending, [], 0
         if not pending:
             return
         for i, ref in enumerate(self._refs):
