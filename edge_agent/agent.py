@@ -168,11 +168,13 @@ class Agent:
         ([height, width] of the caller's image: boxes in its pixels). InputError on bad
         input or options (see ``edge_agent.tasks.options``).
         """
-        opts = PredictOptions.parse(options) if options else NO_OPTIONS
         serving = self.serving
         active, metrics = serving.active, serving.metrics
         task = active.model.task
-        opts.check_task(task.kind)
+        opts = NO_OPTIONS
+        if options:  # the common call has none: no parsing on the hot path
+            opts = PredictOptions.parse(options)
+            opts.check_task(task.kind)
         specs = active.model.manifest.inputs
         if len(inputs) != len(specs):
             raise InputError(f"model takes {len(specs)} input(s), got {len(inputs)}")
