@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cloud_sync.sim.reference import Shares, draw_window
+from cloud_sync.sim import detection
+from cloud_sync.sim.reference import Drift, Shares, draw_window, shares, synthetic_reference
 from edge_agent import protocol as p
 from edge_agent.agent import STATUS_BLOCK
 from edge_agent.contracts import (
@@ -43,6 +44,18 @@ class Model:
     normal: Shares
     drifted: Shares
     profile: str = "x86-64"  # the bundle's profile; the built-in reference says x86-64
+    detector: detection.DetectorWorld | None = None
+    """Set for a simulated detector: telemetry carries ``detection``, samples detections."""
+
+
+def detector_model(name: str = "sim-detector", version: str = "1") -> Model:
+    """A simulated detector: the synthetic input reference plus a detection reference."""
+    world = detection.DetectorWorld()
+    ref = synthetic_reference()
+    ref.output = None
+    ref.detection = detection.detection_reference(world).detection
+    base = synthetic_reference()
+    return Model(name, version, ref, shares(base), shares(base, Drift()), detector=world)
 
 
 @dataclass
@@ -92,30 +105,44 @@ class SimDevice:
         per_channel, below, above, classes, conf = draw_window(self.rng, shares, inferences,
                                                                INPUT_VALUES)
         lat = float(self.rng.gamma(4.0, 0.5))
+        world = self.model.detector
+        if world is not None:
+            found = detection.detection_window(self.rng, world, inferences,
+                                               "drifted" if self.drifted else "normal")
+            classes, confidence = {}, None
+        else:
+            found = None
+            confidence = ConfidenceHist(edges=list(ref.output.confidence_edges), counts=conf,
+                                        mean=_mean(ref.output.confidence_edges, conf))
         return p.Telemetry(
             device_id=self.device_id, seq=self._next(p.TELEMETRY), ts=time.time(),
             model=ModelState(name=self.model.name, version=self.model.version),
             window_s=window_s, inferences=inferences, errors=0,
             latency_ms=LatencyMs(p50=round(lat, 3), p95=round(lat * 1.6, 3),
                                  p99=round(lat * 2.2, 3)),
-            confidence=ConfidenceHist(edges=list(ref.output.confidence_edges), counts=conf,
-                                      mean=_mean(ref.output.confidence_edges, conf)),
-            class_counts=classes,
+            confidence=confidence, class_counts=classes, detection=found,
             input_hist=InputHist(bin_edges=list(ref.input.bin_edges),
                                  channel_axis=ref.input.channel_axis, below=below, above=above,
                                  per_channel=per_channel)).to_json()
 
     def sample(self) -> bytes:
-        """One kept input (random values in the reference range) with a low confidence."""
+        """One kept input (random values in the reference range) with a low confidence (a
+        detector's: an image of its input size with one frame's detections)."""
         channels = len(self.model.ref.input.per_channel)
         low, high = self.model.ref.input.range
-        data = self.rng.uniform(low, high, size=(1, channels, 4, 4)).astype("<f4")
+        world = self.model.detector
+        size = tuple(world.input_size) if world else (4, 4)
+        data = self.rng.uniform(low, high, size=(1, channels, *size)).astype("<f4")
+        prediction, found = None, None
+        if world is not None:
+            found = detection.sample_detections(detection.draw_frames(self.rng, world, 1)[0])
+        else:
+            prediction = Prediction(class_index=int(self.rng.integers(0, 10)),
+                                    confidence=round(float(self.rng.uniform(0.2, 0.5)), 3))
         return p.Sample(
             device_id=self.device_id, seq=self._next(p.SAMPLES), ts=time.time(),
             model=ModelRef(name=self.model.name, version=self.model.version),
-            reason="low_confidence",
-            prediction=Prediction(class_index=int(self.rng.integers(0, 10)),
-                                  confidence=round(float(self.rng.uniform(0.2, 0.5)), 3)),
+            reason="low_confidence", prediction=prediction, detections=found,
             input=EncodedInput(dtype="float32", shape=list(data.shape),
                                data=base64.b64encode(data.tobytes()).decode("ascii"))).to_json()
 

@@ -24,6 +24,7 @@ from edge_agent.broker_config import BrokerConfig
 from edge_agent.errors import ConfigError
 
 CONNECT_WAVE = 200
+SIM_TASKS = ("classification", "detection")
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,9 @@ class SimSettings:
     sample_chance: float = 0.05
     seed: int = 0
     keepalive_s: int = 60
+    task: str = "classification"
+    """``classification`` (class counts, confidence) or ``detection`` (protocol 1.3
+    ``detection`` blocks and samples with detections: ``cloud_sync.sim.detection``)."""
 
     def __post_init__(self) -> None:
         checks = {"devices": self.devices >= 1, "interval_s": self.interval_s > 0,
@@ -64,6 +68,9 @@ class SimSettings:
         bad = next((name for name, ok in checks.items() if not ok), None)
         if bad is not None:
             raise ConfigError(f"fleet sim setting {bad}={getattr(self, bad)!r} is out of range")
+        if self.task not in SIM_TASKS:
+            raise ConfigError(f"fleet sim task {self.task!r} is not one of "
+                              f"{', '.join(SIM_TASKS)}")
         BrokerConfig.from_url(self.broker)  # a clear error for a bad URL, here
 
 

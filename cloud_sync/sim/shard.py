@@ -10,7 +10,7 @@ import numpy as np
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from cloud_sync.sim.device import Model, SimDevice
+from cloud_sync.sim.device import Model, SimDevice, detector_model
 from cloud_sync.sim.fleet import CONNECT_WAVE, SimReport, SimSettings, schedule
 from cloud_sync.sim.loop import ClientLoop
 from cloud_sync.sim.reference import Drift, reference_from_bundle, shares, synthetic_reference
@@ -148,6 +148,8 @@ def _identities(settings: SimSettings) -> list[tuple[str, str, str | None, str |
 
 
 def _model(settings: SimSettings) -> Model:
+    if settings.task == "detection":
+        return detector_model()
     if settings.bundle is not None:
         ref, name, version, profile = reference_from_bundle(settings.bundle)
     else:
