@@ -88,19 +88,31 @@ def served_dir(tmp_path: Path):
 
 @pytest.fixture(scope="session")
 def task_bundle(tmp_path_factory: pytest.TempPathFactory, keypair):
-    """Signed bundles of small real models as other tools export them, packed once per
-    session: ``task_bundle("yolov8")`` (a detector in that layout, ONNX),
-    ``task_bundle("yolov8", "tflite")``, ``task_bundle("generic")`` (two outputs)."""
-    from tests.edge_agent.task_bundles import LABELS, foreign_onnx, foreign_tflite, pack_task
+    """Signed bundles of small real models, packed once per session:
+    ``task_bundle("yolov8")`` (a detector written with onnx alone), ``task_bundle("generic")``
+    (the same with a second output), and, where torch is installed, detectors as other
+    tools export them: ``task_bundle("yolov5")``, ``("boxes_scores")``, ``("yolov8",
+    "tflite")``."""
+    from tests.edge_agent.task_bundles import (
+        LABELS,
+        foreign_onnx,
+        foreign_tflite,
+        onnx_detector,
+        pack_task,
+    )
 
     folder = tmp_path_factory.mktemp("task-bundles")
     made: dict[tuple[str, str], Path] = {}
 
+    def model_file(layout: str, fmt: str) -> Path:
+        if fmt == "onnx" and layout in ("yolov8", "generic"):
+            return onnx_detector(folder / f"{layout}.onnx", two_outputs=layout == "generic")
+        pytest.importorskip("torch", reason="other tools' detectors are exported with torch")
+        return (foreign_onnx if fmt == "onnx" else foreign_tflite)(layout, folder)
+
     def make(layout: str, fmt: str = "onnx") -> Path:
         if (layout, fmt) not in made:
-            source = "boxes_scores" if layout == "generic" else layout
-            model = (foreign_onnx if fmt == "onnx" else foreign_tflite)(source, folder)
-            out = folder / f"{layout}-{fmt}.ekb"
+            model, out = model_file(layout, fmt), folder / f"{layout}-{fmt}.ekb"
             if layout == "generic":
                 made[(layout, fmt)] = pack_task(model, out, keypair, "generic",
                                                 output_names=["boxes", "scores"])

@@ -1,5 +1,10 @@
-"""Detection and generic bundles for the agent's tests, packed from small real models as
-other tools export them (``tests/export/foreign_detectors``: nothing is trained)."""
+"""Detection and generic bundles for the agent's tests, packed from small real models.
+
+``onnx_detector`` writes a yolov8-layout detector with the ``onnx`` package alone (no
+torch: it runs where only the agent and onnx are installed, as on the Python 3.9 check);
+``foreign_onnx`` / ``foreign_tflite`` export ``tests/export/foreign_detectors`` with torch
+(other layouts, TFLite). Nothing is trained.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +17,55 @@ from edge_agent.bundle import load_private_key, open_bundle, trusted_keys
 from edge_agent.bundle.writer import write_bundle
 
 LABELS = ["person", "traffic light", "dog"]
+SIZE, GRID, CLASSES = 64, 8, 3
+
+
+def onnx_detector(path: Path, seed: int = 0, two_outputs: bool = False) -> Path:
+    """A detector in the yolov8 layout, ``images [1, 3, 64, 64] -> output0 [1, 7, 64]``:
+    8 x 8 average pooling, a random linear map per anchor, then centre x/y within 8 pixels
+    of the anchor, width/height 12..32 pixels, 3 sigmoid class scores spread around 0.5.
+    ``two_outputs`` adds the pooled features ``[1, 3, 64]`` as a second output."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    anchors = GRID * GRID
+    ys, xs = np.meshgrid(np.arange(GRID), np.arange(GRID), indexing="ij")
+    centres = (np.stack([xs.ravel(), ys.ravel()]) + 0.5) * (SIZE // GRID)
+    scale = np.concatenate([np.full((2, anchors), 16.0), np.full((2, anchors), 20.0),
+                            np.ones((CLASSES, anchors))]).astype(np.float32)
+    offset = np.concatenate([centres - 8, np.full((2, anchors), 12.0),
+                             np.zeros((CLASSES, anchors))]).astype(np.float32)
+    consts = {"shape": np.array([1, 3, anchors], np.int64),
+              "weight": rng.normal(0, 2, (4 + CLASSES, 3)).astype(np.float32),
+              "bias": rng.normal(0, 1, (4 + CLASSES, anchors)).astype(np.float32),
+              "scale": scale, "offset": offset}
+    nodes = [helper.make_node("AveragePool", ["images"], ["pooled4"], kernel_shape=[8, 8],
+                              strides=[8, 8]),
+             helper.make_node("Reshape", ["pooled4", "shape"], ["pooled"]),
+             helper.make_node("MatMul", ["weight", "pooled"], ["mixed"]),
+             helper.make_node("Add", ["mixed", "bias"], ["logits"]),
+             helper.make_node("Sigmoid", ["logits"], ["unit"]),
+             helper.make_node("Mul", ["unit", "scale"], ["scaled"]),
+             helper.make_node("Add", ["scaled", "offset"], ["output0"])]
+    outputs = [helper.make_tensor_value_info("output0", TensorProto.FLOAT,
+                                             [1, 4 + CLASSES, anchors])]
+    if two_outputs:
+        outputs.append(helper.make_tensor_value_info("pooled", TensorProto.FLOAT,
+                                                     [1, 3, anchors]))
+    graph = helper.make_graph(
+        nodes, "detector",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, SIZE, SIZE])],
+        outputs, [numpy_helper.from_array(v, k) for k, v in consts.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
 
 
 def reference_images(n: int = 16, seed: int = 0) -> np.ndarray:
-    """Uniform [0, 1] images the size the foreign detectors take."""
-    from tests.export.foreign_detectors import SIZE
-
+    """Uniform [0, 1] images the size the test detectors take."""
     return np.random.default_rng(seed).uniform(0, 1, (n, 3, SIZE, SIZE)).astype(np.float32)
 
 

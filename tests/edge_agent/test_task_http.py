@@ -86,6 +86,6 @@ def test_a_generic_model_answers_named_outputs_over_http(task_bundle, keypair, t
         refused, _, why = post(base, "/v1/predict?score_threshold=0.5", x)
     outputs = json.loads(body)["outputs"]
     assert status == 200 and list(outputs) == ["boxes", "scores"]
-    assert np.asarray(outputs["boxes"]).shape == (1, 64, 4)
+    assert np.asarray(outputs["boxes"]).shape == (1, 7, 64)
     assert refused == 400 and "score_threshold is for detection bundles; this bundle's task " \
         "is 'generic'" in json.loads(why)["error"]

@@ -1,6 +1,7 @@
-"""Detectors and generic models served by the agent: real bundles (packed from ONNX and
-TFLite models as other tools export them) run in ONNX Runtime and LiteRT; answers, options,
-telemetry blocks, samples and the golden verdict by the task's parity rule."""
+"""Detectors and generic models served by the agent: real bundles run in ONNX Runtime and
+LiteRT (a yolov8 detector written with onnx; where torch is here, detectors in every layout
+as other tools export them, and one converted to TFLite); answers, options, telemetry
+blocks, samples and the golden verdict by the task's parity rule."""
 
 from __future__ import annotations
 
@@ -50,10 +51,10 @@ def test_overrides_change_the_answer_not_the_telemetry(tmp_path, keypair, task_b
     x = reference_images(1, seed=8)
     with agent_for(tmp_path, keypair, task_bundle("yolov8")) as agent:
         default = agent.predict(x)["detections"]
-        strict = agent.predict(x, score_threshold=0.503)["detections"]
+        strict = agent.predict(x, score_threshold=0.7)["detections"]
         apart = agent.predict(x, iou_threshold=0.0)["detections"]  # no overlap at all
         few = agent.predict(x, max_detections=2)["detections"]
-        assert 0 < len(strict) < len(default) and min(d["score"] for d in strict) >= 0.503
+        assert 0 < len(strict) < len(default) and min(d["score"] for d in strict) >= 0.7
         assert 0 < len(apart) < len(default) and few == default[:2]
         agent.telemetry_tick()
         window = Telemetry.from_dict(messages(agent, "telemetry")[-1]).detection
@@ -79,7 +80,7 @@ def test_boxes_come_back_in_the_callers_pixels_through_a_letterbox(tmp_path, key
 
 
 def test_detector_telemetry_and_samples(tmp_path, keypair, task_bundle):
-    # every detection of these untrained models scores about 0.5: below a 0.6 bar
+    # the test detector's scores spread around 0.5: some below a 0.6 bar
     with agent_for(tmp_path, keypair, task_bundle("yolov8"), low_confidence=0.6,
                    sample_rate_per_min=600.0) as agent:
         for i in range(5):
@@ -94,7 +95,8 @@ def test_detector_telemetry_and_samples(tmp_path, keypair, task_bundle):
     assert sum(window.class_counts) == sum(window.score_hist) == sum(window.area_hist) > 0
     assert 0.25 <= window.mean_score <= 1 and telemetry.model.non_finite == 0
     assert sample.reason == "low_confidence" and sample.prediction is None
-    assert sample.detections and all(0.25 <= d.score < 0.6 for d in sample.detections)
+    assert sample.detections and min(d.score for d in sample.detections) < 0.6
+    assert all(d.score >= 0.25 for d in sample.detections)
     assert sample.input.shape == [1, 3, 64, 64]
 
 
@@ -110,7 +112,7 @@ def test_a_generic_model_answers_its_named_outputs(tmp_path, keypair, task_bundl
     assert list(answer["outputs"]) == ["boxes", "scores"]
     assert all(np.array_equal(a, b) for a, b in zip(answer["outputs"].values(), raw))
     assert [v.name for v in telemetry.values] == ["boxes", "scores"]  # the reference's names
-    assert [sum(v.counts) for v in telemetry.values] == [2 * 64 * 4, 2 * 64 * 3]
+    assert [sum(v.counts) for v in telemetry.values] == [2 * 7 * 64, 2 * 3 * 64]
     assert telemetry.detection is None and telemetry.confidence is None
 
 
@@ -138,7 +140,7 @@ def _shifted_golden(bundle, keypair, folder, pixels: float):
 def test_the_golden_check_judges_detections_by_the_parity_rule(tmp_path, keypair, task_bundle):
     bundle = task_bundle("yolov8")
     keys = trusted_keys([keypair[1]])
-    near = _shifted_golden(bundle, keypair, tmp_path, 0.4)  # elementwise: far over atol
+    near = _shifted_golden(bundle, keypair, tmp_path, 0.1)  # elementwise: over atol
     with open_bundle(near, keys) as opened:
         loaded = LoadedModel.load(opened)  # IoU of the moved boxes stays over 0.9
         assert loaded.golden.ok and loaded.golden.max_abs_diff > loaded.golden.atol

@@ -12,8 +12,8 @@ from edge_agent.golden import save_arrays
 from tests.edge_agent.agent_helpers import agent_config, results, update_cmd
 from tests.edge_agent.task_bundles import (
     LABELS,
-    foreign_onnx,
     golden_arrays,
+    onnx_detector,
     pack_task,
     reference_images,
     rewrite,
@@ -25,8 +25,9 @@ from tests.edge_agent.test_updates import offer
 def detectors(tmp_path_factory, keypair):
     """Detector bundles v1 and v2 (two seeds), and v3 whose golden boxes moved 6 pixels."""
     folder = tmp_path_factory.mktemp("detectors")
-    made = {v: pack_task(foreign_onnx("yolov8", folder, seed=int(v)), folder / f"v{v}.ekb",
-                         keypair, "detection", "yolov8", version=v, labels=LABELS)
+    made = {v: pack_task(onnx_detector(folder / f"v{v}.onnx", seed=int(v)),
+                         folder / f"v{v}.ekb", keypair, "detection", "yolov8", version=v,
+                         labels=LABELS)
             for v in ("1", "2", "3")}
     outputs = golden_arrays(made["3"], keypair)
     outputs[0] = outputs[0].copy()
