@@ -39,6 +39,7 @@ class DetectorFill:
 
     cameras: list[str]
     drifting: list[str]
+    trigger_id: int
     halted: int
 
 
@@ -59,7 +60,7 @@ def _row(conn, rng, device: str, version: str, ts: float, mode: str, frames: int
                                                    p.Telemetry.from_json(msg.to_json()), ts)])
 
 
-def _history(engine, cfg: CloudConfig, start: float, rng) -> None:
+def _history(engine, cfg: CloudConfig, start: float, rng) -> int:
     with transaction(engine) as conn:
         conn.execute(sa.insert(devices), [
             {"id": d, "fleet": "cams", "profile": "x86-64", "model_name": "det",
@@ -73,9 +74,12 @@ def _history(engine, cfg: CloudConfig, start: float, rng) -> None:
                 for d in CAMERAS:
                     mode = "drifted" if d in DRIFTING and w >= WINDOWS // 2 else "normal"
                     _row(conn, rng, d, "1", start + w * WINDOW_S + k + 1, mode)
+    fired = []
     for w in range(1, WINDOWS + 1):
         with transaction(engine) as conn:
-            trigger_step(conn, cfg, start + w * WINDOW_S + 1)
+            fired += trigger_step(conn, cfg, start + w * WINDOW_S + 1).fired
+    assert len(fired) == 1, f"expected one trigger, got {fired}"
+    return fired[0]
 
 
 def _url(sha, ttl, sent_at):
@@ -123,6 +127,6 @@ def fill_detector_fleet(engine, cfg: CloudConfig, now: float) -> DetectorFill:
     """Fill an empty, migrated store (see the module docstring)."""
     rng = np.random.default_rng(0)
     start = math.floor(now / WINDOW_S) * WINDOW_S - (WINDOWS + 12) * WINDOW_S  # before it
-    _history(engine, cfg, start, rng)
+    trigger_id = _history(engine, cfg, start, rng)
     halted = _blind_rollout(engine, now - 600, rng)
-    return DetectorFill(CAMERAS, DRIFTING, halted)
+    return DetectorFill(CAMERAS, DRIFTING, trigger_id, halted)

@@ -232,3 +232,10 @@ def test_detector_fleet_camera_and_rollout_pages(detector_server, page, tmp_path
     _columns_fit(page)
     _nothing_overflows(page)
     _shot(page, tmp_path, "12-detector-rollout-halted")
+    page.goto(f"{base}/dashboard/triggers/{filled.trigger_id}")
+    evidence = page.locator(".evidence").inner_text()
+    assert all(d in evidence for d in filled.drifting) and "det_class" in evidence
+    _no_raw_documents(page)
+    _columns_fit(page)
+    _nothing_overflows(page)
+    _shot(page, tmp_path, "13-detector-trigger")
