@@ -142,3 +142,31 @@ def test_unknown_task_is_a_one_line_error():
     with pytest.raises(DriftError, match="no drift scores for task 'segmentation'"):
         drift_scores(REFERENCE, window_counts(np.random.default_rng(1), 20), DriftConfig(),
                      "segmentation")
+
+
+def test_detection_windows_pool_and_refuse_other_bins():
+    from cloud_sync.drift import DriftError, pool
+    from cloud_sync.drift.window import from_telemetry
+
+    rng = np.random.default_rng(8)
+    a, b = (detection_window(rng, WORLD, 30) for _ in range(2))
+    pooled = pool([from_telemetry(telemetry(a, 1)), from_telemetry(telemetry(b, 2))], "fleet:x")
+    det = pooled.tasks.detection
+    assert det.frames == 60 and det.detections == sum(a.score_hist) + sum(b.score_hist)
+    assert det.mean_score == pytest.approx((a.mean_score * sum(a.score_hist) + b.mean_score
+                                            * sum(b.score_hist)) / det.detections)
+    other = detection_window(rng, WORLD, 30)
+    other.area_edges = [0.0, 0.5, 1.0]
+    other.area_hist = [sum(other.area_hist), 0]
+    with pytest.raises(DriftError, match="detection histograms on different bins"):
+        pool([from_telemetry(telemetry(a, 1)), from_telemetry(telemetry(other, 3))], "fleet:x")
+
+
+def test_a_classifier_window_scored_as_a_detector_is_insufficient_not_drift():
+    """A task mix-up (a classifier's telemetry against a detector's reference) never alarms."""
+    msg = p.Telemetry(device_id="c", seq=1, ts=1.0, window_s=1.0, inferences=500, errors=0,
+                      model=ModelState(name="m", version="1"), class_counts={"1": 500})
+    results = drift_scores(REFERENCE, aggregate([msg], "c", 0.0, 2.0), DriftConfig(),
+                           "detection")
+    assert {r.verdict for r in results.values()} == {INSUFFICIENT}
+    assert results["det_count"].reason == "the window holds no detection counts"
