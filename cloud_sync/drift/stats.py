@@ -217,6 +217,15 @@ def mean_drop_test(window_mean: float, window_var: float, n: float, reference_me
     return drop, se * float(_sps().norm.isf(level)), float(_sps().norm.sf(drop / se))
 
 
+def normal_p_value(diff: float, se: float, two_sided: bool = False) -> float:
+    """Probability of a normal difference at least ``diff`` (``|diff|`` when two-sided)
+    with standard error ``se`` and no true difference (0 or 1 when ``se`` is 0)."""
+    if se <= 0:
+        return 0.0 if (abs(diff) if two_sided else diff) > 0 else 1.0
+    tail = float(_sps().norm.sf((abs(diff) if two_sided else diff) / se))
+    return min(1.0, 2.0 * tail) if two_sided else tail
+
+
 # -- many channels ---------------------------------------------------------------------------
 
 

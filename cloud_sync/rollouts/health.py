@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from cloud_sync.rollouts.policy import Thresholds
-from cloud_sync.rollouts.task_health import Check, class_distance, significant, task_health
+from cloud_sync.rollouts.task_health import Check, significant, task_health
 from cloud_sync.store.chunks import rows_in_chunks
 from cloud_sync.store.schema import messages
 
@@ -204,13 +204,6 @@ def latency_ratio(canary: Figures, control: Figures, ctx: Context
     if not ratios:
         return None, None, "no like-for-like baseline"
     return float(np.median(ratios)), float(np.median(diffs)), " + ".join(sorted(bases))
-
-
-def reference_distance(counts: dict[str, int], reference: list[float] | None) -> float | None:
-    """JS distance of class counts to a reference class distribution (by class index)."""
-    if not reference:
-        return None
-    return class_distance(counts, {str(i): p for i, p in enumerate(reference)})
 
 
 def _weighted(pairs: list[tuple[float, int]]) -> float | None:

@@ -134,9 +134,7 @@ def _count_var(f: Figures) -> float:
 
 
 def _two_sided(diff: float, se: float) -> float:
-    if se <= 0:
-        return 0.0 if diff else 1.0
-    return float(2 * stats._sps().norm.sf(abs(diff) / se))
+    return stats.normal_p_value(diff, se, two_sided=True)
 
 
 def _per_frame_p(canary: Figures, control: Figures) -> float:
@@ -163,7 +161,7 @@ def _score_p(canary: Figures, control: Figures, drop: float) -> float | None:
     if n <= 0 or m <= 0:
         return None
     var = max(canary.score_var, control.score_var, 1e-4)
-    return float(stats._sps().norm.sf(drop / math.sqrt(var * stats.null_scale(n, m))))
+    return stats.normal_p_value(drop, math.sqrt(var * stats.null_scale(n, m)))
 
 
 def _class_p(canary: Figures, control: Figures, distance: float) -> float | None:
@@ -184,7 +182,7 @@ def _detection(canary: Figures, control: Figures, ctx: Context) -> dict[str, Any
     p = out["p_values"]
     if control.per_frame > 0:
         out["detections_per_frame_ratio"] = canary.per_frame / control.per_frame
-    elif canary.per_frame > 0:
+    elif canary.per_frame > 0:  # control found nothing: count it as half a detection
         out["detections_per_frame_ratio"] = canary.per_frame / (0.5 / control.frames)
     p["detections_per_frame_ratio"] = _per_frame_p(canary, control)
     out["empty_rate_increase"] = canary.empty_rate - control.empty_rate
