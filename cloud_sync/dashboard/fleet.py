@@ -82,4 +82,5 @@ def device_page(device_id: str, request: Request,
                         if k in drift and any(v is not None for v in drift[k]["score"])}}
     return render(request, "device.html", device=device, charts=charts,
                   detector=any(f is not None for f in telemetry["frames"]),
+                  confident=any(c is not None for c in telemetry["confidence_mean"]),
                   captions=DRIFT_CAPTIONS, channels=q.latest_channels(conn, device_id))
