@@ -1,9 +1,10 @@
 """A detector rollout through a real ``cloud serve`` and a real broker (issue 19), on SQLite
 and PostgreSQL: four cameras speak the protocol with its own classes (status, 1.3
 telemetry with ``detection`` blocks, answers to update and rollback commands, as agents
-do); the new version's canary finds nothing. ``edgekit rollout start`` starts it over the
-API; serve's ingest stores the telemetry, its controller halts the rollout on detector
-health and rolls the canary back over MQTT; the other cameras never get the update."""
+do); the new version's canary finds nothing, or finds boxes everywhere. ``edgekit rollout
+start`` starts it over the API; serve's ingest stores the telemetry, its controller halts
+the rollout on detector health and rolls the canary back over MQTT; the other cameras
+never get the update."""
 
 from __future__ import annotations
 
@@ -38,11 +39,11 @@ WORLD = DetectorWorld()
 
 
 class Camera:
-    """One simulated camera on detector ``det``: telemetry every 0.3 s in ``mode`` (``none``
-    once on ``blind_version``), cmd/results as the agent sends them."""
+    """One simulated camera on detector ``det``: telemetry every 0.3 s, normal on version 1,
+    in ``new_mode`` on any other; cmd/results as the agent sends them."""
 
-    def __init__(self, device: str, port: int, blind_version: str, seed: int) -> None:
-        self.device, self.version, self.blind = device, "1", blind_version
+    def __init__(self, device: str, port: int, new_mode: str, seed: int) -> None:
+        self.device, self.version, self.new_mode = device, "1", new_mode
         self.seqs: dict[str, int] = {}
         self.rng = np.random.default_rng(seed)
         self.commands: list[str] = []
@@ -69,7 +70,7 @@ class Camera:
 
     def tick(self) -> None:
         with self.lock:
-            mode = "none" if self.version == self.blind else "normal"
+            mode = "normal" if self.version == "1" else self.new_mode
             self.send(p.TELEMETRY, p.Telemetry(
                 device_id=self.device, seq=self._seq(p.TELEMETRY), ts=time.time(),
                 window_s=0.3, model=ModelState(name="det", version=self.version),
@@ -100,8 +101,8 @@ class Camera:
         self.client.disconnect()
 
 
-@pytest.fixture()
-def site(tmp_path, db_url, capsys, keypair):
+@pytest.fixture(params=["none", "everywhere"])
+def site(request, tmp_path, db_url, capsys, keypair):
     engine = open_store(db_url)
     with transaction(engine) as conn:
         publish_detector(conn, "1", "cd" * 32)
@@ -116,7 +117,7 @@ def site(tmp_path, db_url, capsys, keypair):
              str(tmp_path / "cloud.json"), "--http", api],
             cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT), EDGEKIT_API_TOKEN=TOKEN),
             stdout=subprocess.DEVNULL, stderr=log)
-        cameras = [Camera(d, broker.port, "2", i) for i, d in enumerate(CAMERAS)]
+        cameras = [Camera(d, broker.port, request.param, i) for i, d in enumerate(CAMERAS)]
         stop = threading.Event()
 
         def traffic() -> None:
@@ -127,7 +128,7 @@ def site(tmp_path, db_url, capsys, keypair):
 
         threading.Thread(target=traffic, daemon=True).start()
         try:
-            yield f"http://{api}", engine, cameras, capsys
+            yield f"http://{api}", engine, cameras, capsys, request.param
         finally:
             stop.set()
             for cam in cameras:
@@ -160,8 +161,8 @@ def _profiled(engine) -> int:
 
 
 @pytest.mark.slow
-def test_a_blind_detector_is_halted_and_rolled_back_through_cloud_serve(site):
-    api, engine, cameras, capsys = site
+def test_a_blind_or_trigger_happy_detector_is_halted_and_rolled_back_through_serve(site):
+    api, engine, cameras, capsys, mode = site
     wait_for(lambda: _stored(engine) == len(CAMERAS), 60, "detection telemetry from every camera")
     for cam in cameras:  # their first status may have gone out before serve subscribed
         with cam.lock:
@@ -178,7 +179,10 @@ def test_a_blind_detector_is_halted_and_rolled_back_through_cloud_serve(site):
     doc = wait_for(finished, 90, f"rollout {rid} to be rolled back",
                    lambda: _cli(capsys, api, "rollout", "status", rid)["timeline"])
     halt = next(e for e in doc["timeline"] if e["state"] == "halted")
-    assert "detections per frame, ratio to control 0 < 0.333" in halt["message"]
+    assert "detections per frame, ratio to control " + ("0 < 0.333" if mode == "none" else "") \
+        in halt["message"]
+    if mode == "everywhere":
+        assert halt["figures"]["detections_per_frame_ratio"] > 3 and "> 3" in halt["message"]
     assert doc["verdict"]["figures"]["task"] == "detection"
     canary = [c for c in cameras if c.commands]
     assert len(canary) == 1 and canary[0].commands == ["update", "rollback"]
