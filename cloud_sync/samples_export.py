@@ -6,9 +6,11 @@ whose annotations are the device's detections, for CVAT / Label Studio:
 The .npz's arrays (one entry per sample, oldest first): ``inputs`` (the inputs stacked, in their
 own dtype; only samples of the most common shape are kept, the others counted in
 ``meta``), ``predictions`` (class index, -1 if none), ``confidence`` (NaN if none),
-``reason``, ``device``, ``time`` (Unix seconds), ``seq`` and ``meta`` (a JSON
-string: filters, counts). Loads with plain ``numpy.load`` (no pickles). At most
-``limit`` samples, the newest, are exported (the store's retention bounds the rest).
+``reason``, ``device``, ``time`` (Unix seconds), ``seq``, ``detections`` (a detector's
+boxes as a JSON string per sample: ``[{"box": [x1, y1, x2, y2], "score", "class"}]``,
+``"null"`` for other models) and ``meta`` (a JSON string: filters, counts). Loads with
+plain ``numpy.load`` (no pickles). At most ``limit`` samples, the newest, are exported
+(the store's retention bounds the rest).
 
 Exports accumulate in ``<data_dir>/exports`` (one .npz and one evidence file per
 trigger); ``prune_exports`` (run by retention) bounds that folder by age and size.
@@ -111,6 +113,8 @@ def _write_npz(conn: Connection, kept: list[Any], inputs: np.ndarray, out: Path,
         device=np.array([r.device_id for r in kept], dtype=str),
         time=np.array([r.ts for r in kept], dtype=np.float64),
         seq=np.array([r.seq for r in kept], dtype=np.int64),
+        detections=np.array([json.dumps(_payload(r.payload).get("detections"))
+                             for r in kept], dtype=str),
         meta=np.array(json.dumps(meta)))
     os.replace(tmp, out)
     return {}

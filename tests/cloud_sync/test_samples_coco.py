@@ -83,13 +83,19 @@ def test_coco_export_imports_with_the_devices_detections(db_url, tmp_path):
 
 
 def test_npz_export_keeps_working_for_detector_samples(db_url, tmp_path):
-    _store_samples(db_url)
+    sent = _store_samples(db_url)
+
+    def _sent_rows():
+        return [[d.to_dict() for d in found] for found in sent] + [[]]
+
     out = tmp_path / "s.npz"
     done = runner.invoke(app, ["cloud", "samples", "export", "--fleet", "f1", "-o", str(out),
                                "--db", db_url])
     assert done.exit_code == 0, done.output
     z = np.load(out)
     assert z["inputs"].shape == (4, 1, 3, 64, 64) and set(z["predictions"]) == {-1}
+    sent = _sent_rows()
+    assert [json.loads(d) for d in z["detections"]] == sent
 
 
 def test_an_unknown_format_is_a_one_line_error(db_url, tmp_path):
