@@ -85,7 +85,7 @@ def value_references(outputs: Any, names: list[str]) -> list[ValueReference]:
     parts = _as_list(outputs)
     names = names or [f"output_{i}" for i in range(len(parts))]
     refs = []
-    for name, out in zip(names, parts, strict=False):
+    for name, out in zip(names, parts):
         array = np.asarray(out, dtype=np.float64)
         edges = stats.value_edges(array)
         refs.append(ValueReference(name=name, edges=edges, counts=stats.value_counts(array, edges),
