@@ -149,3 +149,15 @@ def test_the_golden_check_judges_detections_by_the_parity_rule(tmp_path, keypair
         LoadedModel.load(opened)
     assert "golden check failed: detections of 1 golden image(s) disagree by the parity rule" \
         in str(info.value)
+
+
+def test_a_batch_answers_one_entry_per_image(tmp_path, keypair, task_bundle):
+    from edge_agent.tasks.options import PredictOptions
+
+    with agent_for(tmp_path, keypair, task_bundle("yolov8")) as agent:
+        task = agent.active.model.task
+        raw = [np.concatenate([agent.predict(reference_images(1, seed=s), raw=True)[0]
+                               for s in (1, 2)])]  # the test model takes batch 1: run twice
+        singles = [agent.predict(reference_images(1, seed=s)) for s in (1, 2)]
+    answer = task.answer(raw, task.after_run(raw, None), PredictOptions())
+    assert answer == {"images": singles}
