@@ -30,7 +30,7 @@ def noise(unit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(unit + rng.normal(0.0, 0.35, unit.shape), 0.0, 1.0)
 
 
-DIM, DIM_NOISE = 0.35, 0.08
+DIM, DIM_NOISE = 0.5, 0.1
 
 
 def dim(unit: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -146,3 +146,55 @@ def test_the_task_block_is_a_valid_detection_spec():
     task = pytest.importorskip("edge_agent.contracts.task")
     spec = task.DetectionSpec.from_dict(boxes_data.TASK["detection"])
     assert spec.num_classes == 10 and spec.normalized_boxes
+
+
+def test_retraining_labels_the_collected_frames_once_each(tmp_path):
+    import json
+
+    from edgekit.demo.stream import input_key
+    from examples.digit_boxes.retrain import labelled_frames, padded
+
+    frames = np.random.default_rng(0).random((3, 1, 1, 96, 96)).astype(np.float32)
+    np.savez(tmp_path / "samples.npz", inputs=np.concatenate([frames, frames[:1]]))
+    truth = {input_key(frames[0]): [[3, 1, 2, 20, 30]], input_key(frames[1]): []}
+    (tmp_path / "labels.json").write_text(json.dumps(truth))
+    x, y, counts = labelled_frames(tmp_path / "samples.npz", tmp_path / "labels.json")
+    assert counts == {"collected": 4, "labelled": 2}
+    assert x.shape == (2, 1, 96, 96) and y.shape == (2, boxes_data.MAX_DIGITS, 5)
+    assert y[0, 0].tolist() == [3, 1, 2, 20, 30] and y[0, 1:, 0].tolist() == [-1] * 3
+    assert padded([])[:, 0].tolist() == [-1] * 4
+    empty = labelled_frames(tmp_path / "missing.npz", tmp_path / "labels.json")
+    assert empty[2] == {"collected": 0, "labelled": 0}
+
+
+def test_retraining_splits_keep_a_holdout_out_of_training(tmp_path):
+    from pathlib import Path
+
+    from examples.digit_boxes.retrain import RetrainConfig, make_splits
+    from examples.digit_boxes.retrain_data import ENV, data, read, write
+
+    x = torch.rand(10, 1, 96, 96)
+    y = torch.full((10, boxes_data.MAX_DIGITS, 5), -1.0)
+    cfg = RetrainConfig(labels=Path("l"), out=tmp_path, key=Path("k"), api="", token_file=Path(
+        "t"), fleet="f", profiles=[], weights=Path("w"), replay=20, sample_weight=2)
+    parts = make_splits(cfg, (x, y))
+    assert len(parts["holdout"][1]) == 2 and len(parts["train"][1]) == 8 * 2 + 20
+    held = {input_key_of(t) for t in parts["holdout"][0]}
+    assert not held & {input_key_of(t) for t in parts["train"][0]}
+    assert held <= {input_key_of(t) for t in parts["validation"][0]}
+    path = write(tmp_path / "d.npz", {k: v for k, v in parts.items() if k != "holdout"})
+    assert torch.equal(read(path)["test"][0], parts["test"][0])
+    import os
+
+    os.environ[ENV] = str(path)
+    try:
+        got = data()
+    finally:
+        del os.environ[ENV]
+    assert got["task"]["kind"] == "detection" and set(got) >= {"train", "calibration", "test"}
+
+
+def input_key_of(t: torch.Tensor) -> str:
+    from edgekit.demo.stream import input_key
+
+    return input_key(t.numpy())
