@@ -14,6 +14,11 @@ so they are registered only as the opt-in ``ort-peer-default`` baseline.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -107,11 +112,26 @@ def _preprocessed(src: Path, out: Path) -> Path:
 
     pre = out.with_name(out.stem + ".pre.onnx")
     try:
-        with quiet():
+        with quiet(), _scratch_cwd(out.parent):
             quant_pre_process(str(src), str(pre))
         return pre
     except Exception:  # shape inference is an optimisation; quantize the raw file instead
         return src
+
+
+@contextlib.contextmanager
+def _scratch_cwd(parent: Path) -> Iterator[None]:
+    """Run in a scratch folder under ``parent``, removed afterwards: when symbolic shape
+    inference is incomplete, ORT saves ``sym_shape_infer_temp.onnx`` and its weights into
+    the current directory before raising, which would litter the user's folder."""
+    scratch = Path(tempfile.mkdtemp(prefix=".ort-pre-", dir=parent))
+    before = os.getcwd()
+    os.chdir(scratch)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def ort_static(job: QuantizeJob, out: Path) -> Path:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from compress import progress
-from export.errors import export_failure
+from export.errors import ExportError, export_failure
 from export.quiet import quiet
 from export.registry import Exporter, QuantizeJob, Quantizer, register_exporter, register_quantizer
 
@@ -48,19 +48,60 @@ def export_tflite(model: torch.nn.Module, example: torch.Tensor, target: Any,
 register_exporter(Exporter("tflite", ".tflite", export_tflite, "litert_torch.convert"))
 
 
+FLOAT_OP_LADDER: tuple[tuple[str, ...], ...] = (
+    (),
+    ("fixed_qparams",),
+    ("mul", "mul_relu"),
+    ("fixed_qparams", "mul", "mul_relu", "cat"),
+)
+"""PT2E annotators to leave out, tried in order while the LiteRT converter refuses the
+quantized graph with a "same scale constraint" error. A fixed-qparams op (sigmoid, output
+scale 1/256) feeding a layout change whose output has another scale (a detector head's
+``sigmoid(x) * stride`` flattened for its output) is the common case: leaving those few
+ops in float keeps every conv int8 and converts."""
+
+SAME_SCALE = "same scale constraint"
+
+
+def _quantizer_without(ops: tuple[str, ...]) -> Any:
+    """litert's PT2EQuantizer class, minus the annotators of ``ops`` (those stay float)."""
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer
+
+    if not ops:
+        return PT2EQuantizer
+    kept = [op for op in PT2EQuantizer.STATIC_OPS if op not in ops]
+    return type(f"PT2EQuantizerFloat_{'_'.join(ops)}", (PT2EQuantizer,), {"STATIC_OPS": kept})
+
+
 def _pt2e(job: QuantizeJob, out: Path, per_channel: bool, dynamic: bool = False) -> Path:
+    failure: ExportError | None = None
+    for float_ops in FLOAT_OP_LADDER:
+        try:
+            path = _pt2e_once(job, out, per_channel, dynamic, float_ops)
+        except ExportError as exc:
+            if SAME_SCALE not in str(exc):
+                raise
+            failure = failure or exc
+            continue
+        if float_ops:
+            progress.note(f"  LiteRT refused the fully int8 graph ({SAME_SCALE}); converted "
+                          f"with {', '.join(float_ops)} left in float")
+        return path
+    assert failure is not None
+    raise failure
+
+
+def _pt2e_once(job: QuantizeJob, out: Path, per_channel: bool, dynamic: bool,
+               float_ops: tuple[str, ...]) -> Path:
     example = job.example[:1]
     with quiet() as captured:  # importing litert-torch prints TensorFlow banners on fd 2
-        from litert_torch.quantize.pt2e_quantizer import (
-            PT2EQuantizer,
-            get_symmetric_quantization_config,
-        )
+        from litert_torch.quantize.pt2e_quantizer import get_symmetric_quantization_config
         from litert_torch.quantize.quant_config import QuantConfig
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
         config = get_symmetric_quantization_config(is_per_channel=per_channel,
                                                    is_dynamic=dynamic)
-        quantizer = PT2EQuantizer().set_global(config)
+        quantizer = _quantizer_without(float_ops)().set_global(config)
         try:
             graph = prepare_pt2e(torch.export.export(job.model.eval(), (example,)).module(),
                                  quantizer)
