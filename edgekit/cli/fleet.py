@@ -35,6 +35,8 @@ def sim(broker: str = typer.Option(..., "--broker", help="mqtt://HOST:PORT"),
         sample_chance: float = typer.Option(0.05, "--sample-chance",
                                             help="Chance of a sample after each telemetry."),
         seed: int = typer.Option(0, "--seed", help="Random seed."),
+        task: str = typer.Option("classification", "--task", help="What the simulated "
+                                 "devices run: classification or detection (cameras)."),
         as_json: bool = JsonFlag) -> None:
     """Simulate devices speaking the real protocol over real MQTT connections."""
     from cloud_sync.sim import SimSettings, read_credentials, run_fleet
@@ -44,7 +46,7 @@ def sim(broker: str = typer.Option(..., "--broker", help="mqtt://HOST:PORT"),
                            interval_s=interval, duration_s=duration, drift_after_s=drift_after,
                            drift_fraction=drift_fraction, bundle=bundle, credentials=creds,
                            processes=processes, device_prefix=prefix,
-                           sample_chance=sample_chance, seed=seed)
+                           sample_chance=sample_chance, seed=seed, task=task)
     report = run_fleet(settings).to_dict()
     if as_json:
         print_json(report)

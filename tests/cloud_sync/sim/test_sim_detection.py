@@ -37,3 +37,16 @@ def test_an_unknown_sim_task_is_a_one_line_error():
     with pytest.raises(ConfigError, match="fleet sim task 'segmentation' is not one of "
                                           "classification, detection"):
         SimSettings(broker="mqtt://127.0.0.1:1883", task="segmentation")
+
+
+def test_fleet_sim_cli_runs_cameras_and_refuses_an_unknown_task(tmp_path, capsys):
+    from tests.cli import run_main
+
+    with Mosquitto(tmp_path / "broker") as broker:
+        assert run_main("fleet", "sim", "--broker", broker.url, "--devices", "2",
+                        "--interval", "0.3", "--duration", "0.8", "--task", "detection",
+                        "--json") == 0
+        assert '"connected": 2' in capsys.readouterr().out
+        assert run_main("fleet", "sim", "--broker", broker.url, "--task", "segmentation") == 1
+    err = capsys.readouterr().err.strip()
+    assert "fleet sim task 'segmentation' is not one of" in err and "\n" not in err
