@@ -130,3 +130,13 @@ def test_recovery_is_an_absolute_level_or_a_share_of_the_drop(after, ok, tmp_pat
     assert verdict.share_of_drop == round((after - 0.2) / (0.72 - 0.2), 4)
     if not ok:
         assert "below 0.8 and made up" in verdict.failure
+
+
+def test_the_classifier_pools_and_score_are_todays(tmp_path):
+    task = task_for("classification")
+    pools = task.pools(for_size("small", out=tmp_path))
+    xs, ys = pools.get("stream", True)
+    assert xs.shape[1:] == (1, 32, 32) and all(isinstance(y, int) for y in ys)
+    json.dumps(ys)
+    obs = [_obs(3, 3), _obs(3, 5)]
+    assert task.score(obs) == 0.5 and task.figures(obs) == {"metric": 0.5, "confidence": 0.9}
