@@ -22,7 +22,11 @@ if TYPE_CHECKING:
 
 MARKS = {"shift": ("shift", "#d73027"), "trigger": ("trigger", "#fc8d59"),
          "rollout": ("rollout", "#4575b4"), "done": ("all on v2", "#1a9850")}
-KIND_COLOURS = {"input": "#984ea3", "output": "#ff7f00", "confidence": "#377eb8"}
+KIND_COLOURS = {"input": "#984ea3", "output": "#ff7f00", "confidence": "#377eb8",
+                # a detector's drift kinds (cloud_sync.drift.tasks)
+                "det_count": "#ff7f00", "det_score": "#377eb8", "det_class": "#a65628",
+                "det_area": "#f781bf", "values": "#ff7f00"}
+OTHER_COLOURS = ("#4daf4a", "#999999", "#e41a1c", "#66c2a5")
 
 
 # -- figures -----------------------------------------------------------------------------
@@ -115,7 +119,7 @@ def svg_chart(lines: list[tuple[str, str, list[tuple[float, float]]]], marks: li
             path = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in points)
             out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" '
                        f'stroke-width="2"/>')
-        lx = left + n * 110
+        lx = left + n * min(110, w // max(len(lines), 1))  # the legend fits the width
         out.append(f'<rect x="{lx}" y="23" width="10" height="10" fill="{colour}"/>'
                    f'<text x="{lx + 14}" y="32" class="legend">{html.escape(label)}</text>')
     out.append("</svg>")
@@ -237,7 +241,8 @@ def write_report(demo: Demo, data: dict[str, Any], path: Path) -> Path:
                                f"{label}: {' and '.join(ln.label for ln in lines)}"))
         drift = data["drift"].get(d.device_id, {})
         peak = max([y for pts in drift.values() for _, y in pts] + [2.0])
-        parts.append(svg_chart([(kind, KIND_COLOURS[kind], pts) for kind, pts in drift.items()],
+        parts.append(svg_chart([(kind, KIND_COLOURS.get(kind, OTHER_COLOURS[i % 4]), pts)
+                                for i, (kind, pts) in enumerate(drift.items())],
                                marks, x_max, min(peak * 1.1, 50.0),
                                f"{d.device_id}: drift score / threshold", threshold=1.0))
     parts.append("</div>")

@@ -359,11 +359,14 @@ class Demo:
     def report(self) -> None:
         from edgekit.demo.report import collect, write_report
 
-        with self.tl.stage("report") as fig:
-            data = collect(self)
-            path = write_report(self, data, self.s.out / "report.html")
-            fig["html"] = str(path)
-            self.tl.log("report", f"{path}")
+        try:
+            with self.tl.stage("report") as fig:
+                data = collect(self)
+                path = write_report(self, data, self.s.out / "report.html")
+                fig["html"] = str(path)
+                self.tl.log("report", f"{path}")
+        except Exception:  # noqa: BLE001  the stage is failed with its error, printed and in
+            return         # summary.json; the processes must still be stopped
 
     def keep_running(self) -> None:
         fleet = self.fleet

@@ -56,10 +56,10 @@ class RetrainConfig:
     profiles: list[str]
     weights: Path
     arch: str = "digit_detector"
-    epochs: int = 4
+    epochs: int = 3
     lr: float = 1e-3
-    sample_weight: int = 3
-    replay: int = 1200
+    sample_weight: int = 2
+    replay: int = 300
     holdout: float = 0.2
     recipe: Path | None = ROOT / "examples" / "digit_boxes" / "recipe-demo.yaml"
     tolerance: str = "0.01"
@@ -143,6 +143,8 @@ def fine_tune(cfg: RetrainConfig, parts: dict[str, tuple[torch.Tensor, torch.Ten
     model.load_state_dict(torch.load(cfg.weights, weights_only=True))
     loader = DataLoader(TensorDataset(*parts["train"]), batch_size=32, shuffle=True,
                         generator=torch.Generator().manual_seed(0))
+    print(f"fine-tuning {cfg.weights.name}: {cfg.epochs} epochs of {len(loader)} batches",
+          flush=True)
     train(model, {"train": loader}, cfg.epochs, lr=cfg.lr)
     figures = {"validation_map50": round(evaluate_map(model, *parts["validation"])["map_50"], 4)}
     if len(parts["holdout"][1]):
