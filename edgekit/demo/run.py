@@ -365,7 +365,7 @@ class Demo:
                 path = write_report(self, data, self.s.out / "report.html")
                 fig["html"] = str(path)
                 self.tl.log("report", f"{path}")
-        except Exception:  # noqa: BLE001  the stage is failed with its error, printed and in
+        except Exception:  # the stage is failed with its error, printed and in
             return         # summary.json; the processes must still be stopped
 
     def keep_running(self) -> None:
