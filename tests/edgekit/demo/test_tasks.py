@@ -140,3 +140,17 @@ def test_the_classifier_pools_and_score_are_todays(tmp_path):
     json.dumps(ys)
     obs = [_obs(3, 3), _obs(3, 5)]
     assert task.score(obs) == 0.5 and task.figures(obs) == {"metric": 0.5, "confidence": 0.9}
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--task", "segmentation"], "error: unknown demo task 'segmentation'; choose one of "
+                                 "classification, detection"),
+    (["--task", "detection", "--shift", "rotate"], "error: unknown shift 'rotate' for the "
+                                                   "detection demo; choose one of dim, noise"),
+])
+def test_demo_command_bad_task_or_shift_is_one_line(args, message, tmp_path, capsys):
+    from tests.cli import run_main
+
+    assert run_main("demo", *args, "--out", tmp_path / "out") == 1
+    err = capsys.readouterr().err.strip()
+    assert err == message and not (tmp_path / "out").exists()
