@@ -154,3 +154,19 @@ def test_demo_command_bad_task_or_shift_is_one_line(args, message, tmp_path, cap
     assert run_main("demo", *args, "--out", tmp_path / "out") == 1
     err = capsys.readouterr().err.strip()
     assert err == message and not (tmp_path / "out").exists()
+
+
+def test_the_detector_is_trained_once_then_cached(tmp_path, monkeypatch):
+    import examples.digit_boxes.data as boxes
+
+    real = boxes.loaders
+    monkeypatch.setattr(boxes, "loaders", lambda: real(train=64, calibration=16, validation=32))
+    s = for_size("small", task="detection", out=tmp_path, epochs=1)
+    task = task_for("detection")
+    fig: dict = {}
+    weights, line = task.train(s, fig)
+    assert weights.is_file() and not fig["cached"] and 0 <= fig["validation_map50"] <= 1
+    assert line.startswith("digit_detector baseline: validation mAP@0.5 ")
+    again: dict = {}
+    assert task.train(s, again)[0] == weights and again["cached"]
+    assert again["validation_map50"] == fig["validation_map50"]
