@@ -31,7 +31,7 @@ from edge_agent.bundle.versions import is_newer
 from edge_agent.command_journal import ANSWERED, NEW, CommandJournal
 from edge_agent.errors import EdgekitError
 from edge_agent.golden import load_arrays
-from edge_agent.probation import NOISE_FLOOR_MS, Probation
+from edge_agent.probation import Probation, latency_regressed
 from edge_agent.slots import ActiveModel
 
 if TYPE_CHECKING:
@@ -97,12 +97,6 @@ def golden_latencies_ms(models: list[ActiveModel], runs: int = 21,
             active.model.session.run(feed)
             times[i].append((time.perf_counter() - start) * 1000.0)
     return [float(np.median(t)) if t else float("nan") for t in times]
-
-
-def latency_regressed(old_ms: float, new_ms: float, ratio: float) -> bool:
-    """The new model is over ``ratio`` times the old one's latency, by more than noise."""
-    return bool(np.isfinite(old_ms) and new_ms > ratio * old_ms
-                and new_ms - old_ms > NOISE_FLOOR_MS)
 
 
 class CommandHandler:
@@ -284,15 +278,16 @@ class CommandHandler:
 
     def _check_latency(self, new: ActiveModel) -> float | None:
         serving = self.host.serving
-        ratio = self.host.update_policy.max_latency_ratio
+        policy = self.host.update_policy
         for _ in range(LATENCY_CONFIRMATIONS):
             old_ms, new_ms = golden_latencies_ms([serving.active, new])
-            if not latency_regressed(old_ms, new_ms, ratio):
+            if not latency_regressed(old_ms, new_ms, policy):
                 break
         else:
-            raise UpdateRejected(f"latency regression: {new_ms:.2f} ms vs {old_ms:.2f} ms on the "
-                                 f"golden input (bound {ratio}x, in {LATENCY_CONFIRMATIONS} "
-                                 "measurements)")
+            raise UpdateRejected(
+                f"latency regression: {new_ms:.2f} ms vs {old_ms:.2f} ms on the golden input "
+                f"(bound {policy.max_latency_ratio}x and +{policy.min_latency_regression_ms} ms, "
+                f"in {LATENCY_CONFIRMATIONS} measurements)")
         # Probation compares live latency with the old model's live latency; without
         # enough live traffic the golden-input comparison above is the latency check.
         recent = list(serving.recent_latency)

@@ -25,6 +25,10 @@ class UpdatePolicy:
     probation_seconds: float = 120.0
     max_error_rate: float = 0.02
     max_latency_ratio: float = 2.0
+    # A slower model is a regression only when it also adds this much per inference:
+    # a 0.02 ms model measured at 0.15 ms is over any ratio, yet nothing a device feels,
+    # and on a busy core such sub-millisecond medians are mostly scheduling noise.
+    min_latency_regression_ms: float = 0.5
     min_inferences_for_rates: int = 20
 
 

@@ -9,7 +9,11 @@ import numpy as np
 
 from edge_agent.config import UpdatePolicy
 
-NOISE_FLOOR_MS = 0.1  # below this, timer and scheduling noise dominate a tiny model's latency
+
+def latency_regressed(old_ms: float, new_ms: float, policy: UpdatePolicy) -> bool:
+    """``new_ms`` is over the policy's ratio of ``old_ms`` and adds more than its floor."""
+    return bool(np.isfinite(old_ms) and new_ms > policy.max_latency_ratio * old_ms
+                and new_ms - old_ms > policy.min_latency_regression_ms)
 
 
 class Probation:
@@ -51,8 +55,7 @@ class Probation:
                     return f"error rate {rate:.1%} over the {self.policy.max_error_rate:.1%} bound"
                 if self.baseline and self._latencies:
                     p50 = float(np.median(self._latencies))
-                    slower = p50 > self.policy.max_latency_ratio * self.baseline
-                    if slower and p50 - self.baseline > NOISE_FLOOR_MS:
+                    if latency_regressed(self.baseline, p50, self.policy):
                         ratio = self.policy.max_latency_ratio
                         return (f"latency p50 {p50:.2f} ms is over {ratio}x "
                                 f"the previous model's {self.baseline:.2f} ms")

@@ -147,7 +147,7 @@ def test_missing_config_bundle_does_not_stop_an_installed_agent(tmp_path, keypai
 def test_rejected_update_frees_its_slot_and_status(tmp_path, keypair, make_onnx_bundle,
                                                    served_dir):
     with Agent(agent_config(tmp_path / "s", keypair[1], make_onnx_bundle("1"))) as agent:
-        slow = make_onnx_bundle("2", slow=30)
+        slow = make_onnx_bundle("2", slow=200)
         agent.commands.handle(update_cmd(offer(served_dir, slow), slow, "2"))
         assert "latency regression" in results(agent)[-1]["error"]
         assert [p.name for p in agent.store.models.iterdir()] == [agent.store.current().slot]

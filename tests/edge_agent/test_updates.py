@@ -112,7 +112,7 @@ def test_nan_outputs_in_probation_roll_back(agent, served_dir, make_onnx_bundle,
 
 
 def test_latency_regression_is_rejected_before_the_switch(agent, served_dir, make_onnx_bundle):
-    slow = make_onnx_bundle("2", slow=30)
+    slow = make_onnx_bundle("2", slow=200)
     agent.commands.handle(update_cmd(offer(served_dir, slow), slow, "2"))
     res = results(agent)[-1]
     assert not res["ok"] and "latency regression" in res["error"]
