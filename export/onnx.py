@@ -15,6 +15,7 @@ so they are registered only as the opt-in ``ort-peer-default`` baseline.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
@@ -32,6 +33,7 @@ from export.registry import Exporter, QuantizeJob, Quantizer, register_exporter,
 
 INPUT_NAME, OUTPUT_NAME = "input", "output"
 DYNAMO_MIN_OPSET = 18
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
 
 def output_names(model: torch.nn.Module, example: torch.Tensor) -> list[str]:
@@ -107,16 +109,33 @@ class _Reader:
                                           total=len(self._batches)))
 
 
-def _preprocessed(src: Path, out: Path) -> Path:
+def _preprocessed(src: Path, pre: Path) -> Path:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    pre = out.with_name(out.stem + ".pre.onnx")
     try:
-        with quiet(), _scratch_cwd(out.parent):
+        with quiet(), _scratch_cwd(pre.parent):
             quant_pre_process(str(src), str(pre))
         return pre
     except Exception:  # shape inference is an optimisation; quantize the raw file instead
         return src
+
+
+def _preprocessed_once(src: Path) -> Path:
+    """The pre-processed float file, made once per float file and shared by the full int8
+    file and every selective variant (the node names they exclude come from it)."""
+    pre = src.with_name(f"{src.stem}.{_digest(src)}.pre.onnx")
+    return pre if pre.exists() else _preprocessed(src, pre)
+
+
+def _digest(path: Path, extra: bytes = b"") -> str:
+    return hashlib.sha256(path.read_bytes() + extra).hexdigest()[:12]
+
+
+def _calibration_cache(pre: Path, job: QuantizeJob) -> Path:
+    """Where ORT keeps the calibrated tensor ranges of ``pre`` for this calibration set, so a
+    selective variant quantizes without calibrating again."""
+    data = job.calibration.detach().float().numpy().tobytes()
+    return pre.with_name(f"{pre.stem}.calib-{_digest(pre, data)}.json")
 
 
 @contextlib.contextmanager
@@ -135,15 +154,35 @@ def _scratch_cwd(parent: Path) -> Iterator[None]:
 
 
 def ort_static(job: QuantizeJob, out: Path) -> Path:
-    """QDQ int8: per-channel int8 weights, uint8 activations, MinMax calibration."""
+    """QDQ int8: per-channel int8 weights, uint8 activations, MinMax calibration.
+
+    Selective: ``job.options["keep_float"]`` names nodes left in float (ORT's
+    ``nodes_to_exclude``), ``job.options["quantize_only"]`` the only nodes quantized
+    (``nodes_to_quantize``); node names are those ``quantized_nodes`` lists.
+    """
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    src = _preprocessed(job.fp32_file(), out)
+    src = _preprocessed_once(job.fp32_file())
+    cache = _calibration_cache(src, job)
+    reader = None if cache.exists() else _Reader(src, job)
     with quiet():
-        quantize_static(str(src), str(out), _Reader(src, job), quant_format=QuantFormat.QDQ,
+        quantize_static(str(src), str(out), reader, quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8)
+                        weight_type=QuantType.QInt8, calibration_cache_path=str(cache),
+                        nodes_to_exclude=list(job.options.get("keep_float", [])),
+                        nodes_to_quantize=list(job.options.get("quantize_only", [])))
     return out
+
+
+def quantized_nodes(path: Path) -> list[str]:
+    """The nodes of a QDQ file that ORT quantized (those fed by a DequantizeLinear), in
+    graph order: the names ``keep_float`` and ``quantize_only`` take."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    return [n.name for n in graph.node
+            if n.name and n.op_type not in QDQ_OPS and any(i in dequantized for i in n.input)]
 
 
 def ort_peer_default(job: QuantizeJob, out: Path) -> Path:
@@ -160,7 +199,7 @@ def ort_dynamic(job: QuantizeJob, out: Path) -> Path:
     """Dynamic int8: int8 weights, activations quantized at run time."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    src = _preprocessed(job.fp32_file(), out)
+    src = _preprocessed(job.fp32_file(), out.with_name(out.stem + ".pre.onnx"))
     with quiet():
         quantize_dynamic(str(src), str(out), weight_type=QuantType.QInt8)
     return out
@@ -186,7 +225,8 @@ for _q in (
     Quantizer("float", "onnx", "fp32", onnx_float, summary="fp32 export"),
     Quantizer("ort-fp16", "onnx", "fp16", ort_float16, summary="ORT float16 converter"),
     Quantizer("ort-static", "onnx", "int8", ort_static,
-              summary="ORT quantize_static QDQ, per-channel s8 weights, u8 activations"),
+              summary="ORT quantize_static QDQ, per-channel s8 weights, u8 activations",
+              layers=lambda job, path: quantized_nodes(path)),
     Quantizer("ort-peer-default", "onnx", "int8", ort_peer_default, default=False,
               summary="ORT quantize_static with defaults (peer baseline)"),
     Quantizer("ort-dynamic", "onnx", "int8-dynamic", ort_dynamic,

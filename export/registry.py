@@ -61,6 +61,11 @@ class Quantizer:
 
     ``default`` methods are tried unless the recipe names methods; opt-in ones
     (``inc``, the ``*-peer-default`` baselines) only when the recipe lists them.
+    ``layers`` (for methods that quantize selectively) lists the layers that a job's file
+    of this method (the path) quantized; such a method honours ``job.options["keep_float"]``
+    (layers left in float) and ``job.options["quantize_only"]`` (the only layers
+    quantized), which per-layer sensitivity and mixed precision use
+    (``export/sensitivity.py``, ``export/mixed_precision.py``).
     """
 
     name: str
@@ -69,6 +74,7 @@ class Quantizer:
     run: Callable[[QuantizeJob, Path], Path]
     default: bool = True
     summary: str = ""
+    layers: Callable[[QuantizeJob, Path], list[str]] | None = None
 
 
 EXPORTERS: Registry[Exporter] = Registry("export format", ExportError)
