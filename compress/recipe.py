@@ -6,7 +6,7 @@ A recipe fixes or bounds each step of ``edgekit build``::
     version: 1
     prune:    {search: adaptive, measure: macs, protect: ["classifier*"]}   # or ratios: [0, 0.5]
     distill:  {temperature: 4.0, alpha: 0.7, epochs: 6, schedule: cosine, patience: 2}
-    quantize: {precisions: [int8], methods: [default, inc]}
+    quantize: {precisions: [int8], methods: [default, inc], mixed_precision: {enabled: false}}
     search:   {formats: [onnx, tflite], latency_runs: 100}
 
 Every field has a default, so an empty file (or no ``--recipe``) is the default recipe.
@@ -165,6 +165,21 @@ class IncConfig(_Config):
     max_trials: int = Field(default=4, ge=1, le=100)
 
 
+class MixedPrecisionConfig(_Config):
+    """Mixed precision when int8 costs too much accuracy (``quantize.mixed_precision``).
+
+    When an int8 file drops more than the tolerance on the selection split (or more than
+    half of it while a float candidate is within tolerance), its layers are ranked by
+    sensitivity (one layer in int8 at a time, ``export/sensitivity.py``) and candidates
+    keeping the 1, 2, ... most sensitive layers in float are measured until one is within
+    tolerance, at most ``max_float_layers``. Methods that cannot leave layers in float
+    (``Quantizer.layers`` is None) are left as they are.
+    """
+
+    enabled: bool = True
+    max_float_layers: int = Field(default=8, ge=1, le=256)
+
+
 class QuantizeConfig(_Config):
     """Which precisions and quantizer methods the search may try.
 
@@ -178,6 +193,7 @@ class QuantizeConfig(_Config):
     methods: list[str] = Field(default_factory=lambda: ["default"], min_length=1)
     calibration_samples: int = Field(default=256, ge=1)
     inc: IncConfig = Field(default_factory=IncConfig)
+    mixed_precision: MixedPrecisionConfig = Field(default_factory=MixedPrecisionConfig)
 
 
 class SearchConfig(_Config):

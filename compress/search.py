@@ -13,13 +13,19 @@ tolerance. Verdicts use the selection split; a ``SELECTIONS`` policy ranks those
 within tolerance (``fastest``, or ``target_order`` where host timings do not stand for
 the device), and the first of the ranking whose metric on the gate split is within
 tolerance is chosen, so the reported metric was never optimised for.
+
+Mixed precision: when an int8 file drops more than the tolerance on the selection
+split, or more than half of it while a float candidate is within tolerance (the
+alternative it would likely lose to on the gate split), the plan's ``mixed`` hook
+(``export/mixed_precision.py``) ranks its layers by sensitivity and returns candidates
+keeping the fewest layers in float; they are timed, gated and ranked with the others.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from compress import progress
@@ -30,6 +36,7 @@ from compress.registry import Registry
 from compress.techniques import Student, Students
 
 CHOSEN, PASSED, REJECTED, FAILED, SKIPPED = "chosen", "passed", "rejected", "failed", "skipped"
+FLOAT_PRECISIONS = ("fp32", "fp16")
 
 
 @dataclass(frozen=True)
@@ -38,7 +45,8 @@ class Candidate:
 
     Candidates compare by (ratio, target position in the profile, method, threads).
     ``threads`` is set when the profile lets the search choose the thread count (the
-    target is then a copy with that count).
+    target is then a copy with that count). ``keep_float`` names the layers a
+    mixed-precision candidate leaves in float (empty: every layer the method quantizes).
     """
 
     ratio: float
@@ -46,6 +54,7 @@ class Candidate:
     method: str
     target: Any = field(compare=False, hash=False)  # OnnxTarget | TfliteTarget
     threads: int | None = None
+    keep_float: tuple[str, ...] = ()
 
     @property
     def format(self) -> str:
@@ -59,8 +68,11 @@ class Candidate:
 
     @property
     def id(self) -> str:
-        """``r<ratio>/<format>/<precision>/<method>[/t<threads>]``, as the report lists it."""
+        """``r<ratio>/<format>/<precision>/<method>[/float<n>][/t<threads>]``, as the report
+        lists it (``float<n>``: n layers kept in float)."""
         base = f"r{self.ratio:g}/{self.format}/{self.precision}/{self.method}"
+        if self.keep_float:
+            base += f"/float{len(self.keep_float)}"
         return base if self.threads is None else f"{base}/t{self.threads}"
 
 
@@ -89,7 +101,8 @@ class Outcome:
                 "reason": self.reason, "metric": self.metric, "size_bytes": self.size_bytes,
                 "latency_ms": self.latency_ms, "latency_ms_1thread": self.latency_ms_1thread,
                 "threads": self.threads, "latency_source": self.latency_source,
-                "gate_metric": self.gate_metric, "parity": self.parity}
+                "gate_metric": self.gate_metric, "parity": self.parity,
+                "keep_float": list(c.keep_float)}
 
 
 class Evaluator(Protocol):
@@ -124,6 +137,7 @@ class SearchResult:
     selection_note: str = ""
     stop: str = ""
     gate_baseline: float | None = None
+    mixed_precision: list[dict[str, Any]] = field(default_factory=list)
 
     def reference_for(self, fmt: str) -> Outcome | None:
         """The measured reference (the original model, fp32) in one format."""
@@ -216,6 +230,20 @@ def rank_by_target_order(passing: list[Outcome]) -> tuple[list[Outcome], str]:
 FinalGate = Callable[[Outcome], float]
 
 
+@dataclass
+class MixedRun:
+    """What a mixed-precision hook made from one int8 candidate: the candidates it
+    measured (fewest layers in float first) and its report (the sensitivity ranking)."""
+
+    candidates: list[Candidate]
+    report: dict[str, Any]
+
+
+# (int8 candidate, its student, the metric floor to reach) -> the run, or None when the
+# candidate's method cannot leave layers in float
+MixedPrecision = Callable[[Candidate, Student, float], MixedRun | None]
+
+
 def choose(outcomes: list[Outcome], selection: str = "fastest", final: FinalGate | None = None,
            final_floor: float = -math.inf) -> Outcome | None:
     """Rank the passing outcomes by the ``selection`` policy; the first whose gate-split
@@ -256,7 +284,8 @@ class SearchPlan:
     ``ratios``: the adaptive search's passing ratios (None: the recipe's list, every
     candidate measured). ``selection``: a ``SELECTIONS`` policy. ``final``/``gate_baseline``:
     the gate split's metric and baseline. ``budget``/``share_s``: stop stepping down to
-    lower ratios (or measuring list candidates) after ``share_s`` seconds.
+    lower ratios (or measuring list candidates) after ``share_s`` seconds. ``mixed``: the
+    mixed-precision hook (None: off).
     """
 
     ratios: list[float] | None = None
@@ -265,6 +294,7 @@ class SearchPlan:
     gate_baseline: float | None = None
     budget: Budget | None = None
     share_s: float = math.inf
+    mixed: MixedPrecision | None = None
 
 
 def run_search(profile: Any, recipe: Recipe, students: Students, evaluator: Evaluator,
@@ -282,6 +312,10 @@ def run_search(profile: Any, recipe: Recipe, students: Students, evaluator: Eval
     walk = _descending if plan.ratios is not None else _every
     outcomes, stop = walk(profile, candidates, students, evaluator, baseline - allowed_drop,
                           plan)
+    mixed_reports: list[dict[str, Any]] = []
+    if plan.mixed is not None:
+        outcomes += _mixed_precision(profile, outcomes, students, evaluator,
+                                     (baseline, allowed_drop), plan.mixed, mixed_reports)
     refs = [_measure(profile, c, students, evaluator) for c in references or []]
     evaluator.latencies([o for o in outcomes + refs if o.status not in (FAILED, SKIPPED)])
     max_bytes = profile.limits.max_model_mb * 1e6
@@ -307,7 +341,56 @@ def run_search(profile: Any, recipe: Recipe, students: Students, evaluator: Eval
         chosen = choose(new, plan.selection, plan.final, final_floor)
     _, note = SELECTIONS.get(plan.selection)([])
     return SearchResult(outcomes, chosen, baseline, allowed_drop, refs, plan.selection, note,
-                        stop, plan.gate_baseline)
+                        stop, plan.gate_baseline, mixed_reports)
+
+
+def mixed_floor(outcome: Outcome, outcomes: list[Outcome], baseline: float,
+                allowed_drop: float) -> tuple[float, str] | None:
+    """The floor a mixed-precision search of ``outcome`` must reach and why it runs, or
+    None when it need not: the full tolerance when int8 misses it; half of it when int8
+    uses more than half while a float candidate is within tolerance."""
+    c = outcome.candidate
+    if (c.precision != "int8" or c.keep_float or outcome.status in (FAILED, REJECTED, SKIPPED)
+            or outcome.metric is None or not math.isfinite(outcome.metric)):
+        return None
+    drop = baseline - outcome.metric
+    if drop > allowed_drop:
+        return baseline - allowed_drop, (f"int8 drops {drop:.4f} on the selection split, over "
+                                         f"the tolerance {allowed_drop:.4f}")
+    alternative = next((o for o in outcomes if o.candidate.precision in FLOAT_PRECISIONS
+                        and within_tolerance(o, baseline - allowed_drop)), None)
+    if alternative is not None and drop > allowed_drop / 2:
+        return baseline - allowed_drop / 2, (
+            f"int8 drops {drop:.4f}, over half the tolerance {allowed_drop:.4f}, while "
+            f"{alternative.candidate.id} is the float alternative")
+    return None
+
+
+def _mixed_precision(profile: Any, outcomes: list[Outcome], students: Students,
+                     evaluator: Evaluator, gate_figures: tuple[float, float],
+                     hook: MixedPrecision, reports: list[dict[str, Any]]) -> list[Outcome]:
+    """Per (target, method), the highest-ratio int8 outcome that needs it gets mixed
+    candidates, for each of its thread counts; their reports go to ``reports``."""
+    baseline, allowed_drop = gate_figures
+    done: set[tuple[int, str]] = set()
+    new: list[Outcome] = []
+    for o in sorted(outcomes, key=lambda o: -o.candidate.ratio):
+        c, group = o.candidate, (o.candidate.target_index, o.candidate.method)
+        need = None if group in done else mixed_floor(o, outcomes, baseline, allowed_drop)
+        if need is None:
+            continue
+        done.add(group)
+        progress.note(f"  {profile.name}: {c.id}: mixed precision ({need[1]})")
+        run = hook(c, students.get(c.ratio), need[0])
+        if run is None:
+            continue
+        variants = [v.candidate for v in outcomes if v.candidate.ratio == c.ratio
+                    and (v.candidate.target_index, v.candidate.method) == group]
+        new += [_measure(profile, replace(m, target=v.target, threads=v.threads), students,
+                         evaluator) for m in run.candidates for v in variants]
+        reports.append({"candidate": c.id, "trigger": need[1], "floor": round(need[0], 6),
+                        **run.report, "candidates": [m.id for m in run.candidates]})
+    return new
 
 
 Walk = tuple[list[Outcome], str]
