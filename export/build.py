@@ -46,6 +46,7 @@ from export.evaluate import EvalData, Evaluator
 from export.inputs import BuildInputs, prepare_inputs
 from export.latency import LatencySource, latency_source
 from export.lineage import lineage
+from export.mixed_precision import MixedPrecision, mixed_section
 from export.registry import method_names
 from export.report import write_html, write_json
 from hardware_profiles import Profile, get_profile
@@ -187,11 +188,18 @@ def search_profiles(profiles: list[Profile], recipe: Recipe, prep: Prepared,
         plan = SearchPlan(ratios=ratios.passing() if ratios else None,
                           selection=selection_for(profile, evaluator.source),
                           final=evaluator.gate_metric, gate_baseline=prep.gate_baseline,
-                          budget=budget, share_s=budget.left() / (len(profiles) - i))
+                          budget=budget, share_s=budget.left() / (len(profiles) - i),
+                          mixed=mixed_hook(recipe, evaluator))
         results[profile.name] = run_search(profile, recipe, prep.students, evaluator,
                                            prep.selection_baseline, prep.allowed,
                                            references(profile, recipe), plan)
     return results
+
+
+def mixed_hook(recipe: Recipe, evaluator: Evaluator) -> MixedPrecision | None:
+    """The search's mixed-precision hook, unless the recipe turns it off."""
+    config = recipe.quantize.mixed_precision
+    return MixedPrecision(evaluator, config) if config.enabled else None
 
 
 def _source(req: BuildRequest, profiles: list[Profile]) -> LatencySource:
@@ -338,6 +346,7 @@ def profile_figures(result: SearchResult, prep: Prepared, profile: Profile,
     figures.update({
         "format": chosen.candidate.format, "precision": chosen.candidate.precision,
         "method": chosen.candidate.method, "prune_ratio": chosen.candidate.ratio,
+        "keep_float": list(chosen.candidate.keep_float),
         "metric": round(chosen.gate_metric, 6), "selection_metric": round(chosen.metric, 6),
         "latency_ms": chosen.latency_ms,
         "latency_ms_1thread": chosen.latency_ms_1thread, "threads": chosen.threads,
@@ -398,6 +407,7 @@ def build_report(ctx: ReportContext, results: dict[str, SearchResult], bundles: 
                  "selection_note": result.selection_note, "search_stop": result.stop,
                  "candidates": [_row(o, req.artifacts_dir) for o in result.outcomes],
                  "references": [_row(o, req.artifacts_dir) for o in result.references],
+                 "mixed_precision": mixed_section(result),
                  **ctx.tasks.get(name, {})}
         if result.chosen is None:
             entry["reason"] = _failure_reason(result)

@@ -10,6 +10,7 @@ only for ``gate_metric``: the final check of a candidate already selected.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,14 @@ class Artifact:
     metric: float
     parity: dict[str, Any]
     export_problem: str | None = None  # fp32: why it does not compute what torch computes
+
+
+def layers_key(layers: tuple[str, ...]) -> tuple[str, ...]:
+    """A short file-name part for the layers a candidate keeps in float (none: nothing)."""
+    if not layers:
+        return ()
+    digest = hashlib.sha256("\n".join(layers).encode()).hexdigest()[:8]
+    return (f"float{len(layers)}", digest)
 
 
 class Evaluator:
@@ -166,7 +175,7 @@ class Evaluator:
         """The candidate's file and figures, made once (failures are remembered too)."""
         exporter = exporter_for(candidate.format)
         key = (student.key, candidate.format, *exporter.file_key(candidate.target),
-               candidate.precision, candidate.method)
+               candidate.precision, candidate.method, *layers_key(candidate.keep_float))
         if key not in self._artifacts:
             try:
                 self._artifacts[key] = self._make(candidate, student, key)
@@ -183,15 +192,12 @@ class Evaluator:
         exporter = exporter_for(candidate.format)
         out = self.workdir / student.key / ("-".join(key[1:]) + exporter.suffix)
         out.parent.mkdir(parents=True, exist_ok=True)
-        job = QuantizeJob(model=student.model, example=self.data.example,
-                          calibration=self.data.calibration, target=candidate.target,
-                          workdir=out.parent, fp32_file=lambda: self.fp32_file(candidate, student),
-                          evaluate=self._torch_score, tolerable_loss=self.tolerable_loss,
-                          options={"inc": self.recipe.quantize.inc})
+        job = self.job(candidate, student, out.parent,
+                       {"keep_float": list(candidate.keep_float)} if candidate.keep_float else {})
         progress.note(f"  exporting {student.key} {candidate.format}/{candidate.precision} "
                       f"({candidate.method})")
         with self.budget.phase("export"):
-            path = self._quantize(quantizer, job, out, candidate.format)
+            path = self.quantize(quantizer, job, out, candidate.format)
         try:
             with self.budget.phase("evaluate"):
                 outputs = ExportedModel(candidate.format, path,
@@ -209,8 +215,19 @@ class Evaluator:
         return Artifact(path, candidate.format, candidate.precision, candidate.method, metric,
                         figures, problem)
 
+    def job(self, candidate: Candidate, student: Student, workdir: Path,
+            options: dict[str, Any]) -> QuantizeJob:
+        """The quantize job of a candidate's student, with extra quantizer ``options``
+        (``keep_float``, ``quantize_only``: see ``Quantizer.layers``)."""
+        return QuantizeJob(model=student.model, example=self.data.example,
+                           calibration=self.data.calibration, target=candidate.target,
+                           workdir=workdir, fp32_file=lambda: self.fp32_file(candidate, student),
+                           evaluate=self._torch_score, tolerable_loss=self.tolerable_loss,
+                           options={"inc": self.recipe.quantize.inc, **options})
+
     @staticmethod
-    def _quantize(quantizer: Any, job: QuantizeJob, out: Path, fmt: str) -> Path:
+    def quantize(quantizer: Any, job: QuantizeJob, out: Path, fmt: str) -> Path:
+        """Run a quantizer; its library's errors become one-line ``ExportError``s."""
         try:
             return quantizer.run(job, out)
         except ExportError:

@@ -65,6 +65,56 @@ def tradeoff_plot(profile: dict[str, Any]) -> str:
     return encoded
 
 
+SENSITIVITY_BARS = 20  # the most sensitive layers drawn; report.json lists them all
+KEPT_COLOUR, QUANTIZED_COLOUR = "#d73027", "#4575b4"
+MIXED_COLUMNS = ("id", "layers_in_float", "status", "metric", "latency_ms", "int8_latency_ms",
+                 "latency_cost_ms")
+
+
+def sensitivity_plot(run: dict[str, Any]) -> str:
+    """Per-layer sensitivity of one int8 file: the metric drop and the output error with
+    only that layer in int8, most sensitive first; layers kept in float in red."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    rows = run["sensitivity"]["layers"][:SENSITIVITY_BARS][::-1]
+    kept = set(run.get("keep_float") or [])
+    colours = [KEPT_COLOUR if r["layer"] in kept else QUANTIZED_COLOUR for r in rows]
+    names = [r["layer"] for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 1.2 + 0.25 * len(rows)), sharey=True)
+    left.barh(names, [r["drop"] for r in rows], color=colours)
+    left.set(xlabel="metric drop with only this layer in int8 (selection split)",
+             title="per-layer sensitivity (red: kept in float)")
+    right.barh(names, [max(r["output_error"], 1e-12) for r in rows], color=colours)
+    right.set(xscale="log", xlabel="relative output error", title="output error")
+    left.tick_params(axis="y", labelsize=7)
+    encoded = png_base64(fig)
+    plt.close(fig)
+    return encoded
+
+
+def mixed_html(profile: dict[str, Any]) -> str:
+    """Each mixed-precision run: why it ran, the sensitivity chart, the layers kept in
+    float and each mixed candidate's metric and latency next to full int8's."""
+    parts = []
+    for run in profile.get("mixed_precision") or []:
+        head = (f"<h3>mixed precision from {_cell(run.get('candidate'))}</h3>"
+                f"<p>{_cell(run.get('trigger'))}; floor {_cell(run.get('floor'))}</p>")
+        if run.get("error"):
+            parts.append(f"{head}<p>{_cell(run['error'])}</p>")
+            continue
+        sens = run.get("sensitivity") or {}
+        chart = (f"<img alt='sensitivity' src='data:image/png;base64,{sensitivity_plot(run)}'>"
+                 if sens.get("layers") else "")
+        kept = _cell(run.get("keep_float")) or "none within the floor"
+        parts.append(f"{head}<p>layers kept in float: {kept} (ranked in "
+                     f"{_cell(sens.get('seconds'))} s)</p>{chart}"
+                     f"{_table(run.get('tried') or [], MIXED_COLUMNS)}")
+    return "".join(parts)
+
+
 def _text(value: Any) -> str:
     """A value as a person reads it: floats to 4 significant digits, mappings as
     ``key value`` pairs and lists joined, never a Python or JSON literal."""
@@ -89,7 +139,8 @@ def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-SUMMARY_KEYS = ("status", "bundle", "format", "precision", "method", "prune_ratio", "metric",
+SUMMARY_KEYS = ("status", "bundle", "format", "precision", "method", "keep_float",
+                "prune_ratio", "metric",
                 "baseline_metric", "metric_split", "selection_metric",
                 "selection_baseline_metric", "latency_ms", "baseline_latency_ms", "speedup",
                 "threads", "size_bytes", "baseline_size_bytes", "latency_note", "selection_note",
@@ -146,7 +197,7 @@ def _profile_section(name: str, profile: dict[str, Any]) -> str:
     plot = tradeoff_plot(profile) if profile["candidates"] else ""
     image = f"<img alt='tradeoff' src='data:image/png;base64,{plot}'>" if plot else ""
     return (f"<h2>{html.escape(name)}</h2><table>{summary}</table><p>parity: {parity}</p>"
-            f"{task_html(profile)}{image}<h3>candidates</h3>"
+            f"{task_html(profile)}{image}{mixed_html(profile)}<h3>candidates</h3>"
             f"{_table(profile['candidates'], CANDIDATE_COLUMNS)}")
 
 

@@ -1,0 +1,135 @@
+"""Mixed precision: the search's ``mixed`` hook for int8 candidates that cost too much.
+
+For an int8 candidate whose method can leave layers in float (``Quantizer.layers``),
+rank the layers its file quantized by sensitivity on the selection split
+(``export/sensitivity.py``), then make candidates that keep the 1, 2, 3, ... most
+sensitive layers in float (``keep_float``, e.g. ONNX Runtime's ``nodes_to_exclude``)
+until one is within the floor, at most ``max_float_layers``. Each is an ordinary
+candidate of the ``Evaluator``: the same file cache, parity figures, gate and latency
+ranking as every other, so a mixed file slower than fp16 loses to fp16.
+
+Why this and not NNCF's ``quantize_with_accuracy_control`` or INC's fallback
+strategy: both would quantize the model again through their own pipelines (NNCF's
+ONNX backend inserts its own QDQ nodes, INC 3.x's ONNX path is a separate package),
+so the file they return would not be the ``ort-static`` file the search measured and
+the device runs; and both rank by keeping one group in float at a time, which QDQ
+tensors shared by two layers hide (see ``export/sensitivity.py``). Here the quantizer is
+the one the candidate already uses, with its own include / exclude options.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from compress import progress
+from compress.evaluation import score
+from compress.outputs import Outputs, to_torch
+from compress.recipe import MixedPrecisionConfig
+from compress.search import Candidate, MixedRun, Outcome, SearchResult, within_tolerance
+from compress.techniques import Student
+from export.errors import ExportError
+from export.evaluate import Evaluator
+from export.registry import Quantizer, exporter_for, quantizers_for
+from export.runner import ExportedModel
+from export.sensitivity import SensitivityRanking, rank_layers
+
+
+class MixedPrecision:
+    """The search's mixed-precision hook, measuring through the build's ``Evaluator``."""
+
+    def __init__(self, evaluator: Evaluator, config: MixedPrecisionConfig) -> None:
+        self.evaluator, self.config = evaluator, config
+
+    def __call__(self, candidate: Candidate, student: Student, floor: float) -> MixedRun | None:
+        """Rank the candidate's layers, then keep the fewest in float that reach ``floor``."""
+        quantizer = _quantizer(candidate)
+        if quantizer.layers is None:
+            return None
+        try:
+            full = self.evaluator.artifact(candidate, student)
+            with self.evaluator.budget.phase("sensitivity"):
+                job = self.evaluator.job(candidate, student, full.path.parent, {})
+                ranking = self.rank(candidate, student, quantizer, quantizer.layers(job, full.path))
+        except ExportError as exc:  # the int8 candidate stays as it was measured
+            return MixedRun([], {"error": f"sensitivity not measured: {exc}"})
+        tried, reached = self.keep_float(candidate, student, ranking.order(), floor)
+        kept = list(tried[-1].keep_float) if reached else []
+        progress.note(f"  {candidate.id}: " + (f"{len(kept)} layer(s) in float reach the floor"
+                                               if reached else "no mix within the floor"))
+        return MixedRun(tried, {"sensitivity": ranking.to_dict(), "keep_float": kept,
+                                "reached_floor": reached})
+
+    def rank(self, candidate: Candidate, student: Student, quantizer: Quantizer,
+             layers: list[str]) -> SensitivityRanking:
+        """Each layer in int8 alone, scored on the selection split in the real runtime."""
+        evaluator = self.evaluator
+        reference = evaluator.torch_outputs(student)
+        float_metric = score(evaluator.data.metric, to_torch(reference), evaluator.data.val_y)
+        folder = evaluator.workdir / student.key / "sensitivity"
+        folder.mkdir(parents=True, exist_ok=True)
+        names = {layer: i for i, layer in enumerate(layers)}
+        suffix = exporter_for(candidate.format).suffix
+
+        def probe(layer: str) -> tuple[float, Outputs]:
+            out = folder / f"{candidate.method}-only{names[layer]}{suffix}"
+            job = evaluator.job(candidate, student, folder, {"quantize_only": [layer]})
+            path = evaluator.quantize(quantizer, job, out, candidate.format)
+            outputs = ExportedModel(candidate.format, path,
+                                    candidate.target.runtime_options()).predict(
+                evaluator.data.val_x.numpy())
+            path.unlink(missing_ok=True)
+            return score(evaluator.data.metric, to_torch(outputs), evaluator.data.val_y), outputs
+
+        int8 = evaluator.artifact(candidate, student).metric
+        progress.note(f"  {candidate.id}: sensitivity of {len(layers)} layers")
+        return rank_layers(layers, probe, float_metric, int8, reference,
+                           out_of_time=lambda: evaluator.budget.left() <= 0)
+
+    def keep_float(self, candidate: Candidate, student: Student, order: list[str],
+                   floor: float) -> tuple[list[Candidate], bool]:
+        """Candidates keeping the 1, 2, ... first layers of ``order`` in float, measured
+        until one is within ``floor`` (True) or the limit or the budget is reached."""
+        tried: list[Candidate] = []
+        for n in range(1, min(self.config.max_float_layers, len(order)) + 1):
+            mixed = replace(candidate, keep_float=tuple(order[:n]))
+            tried.append(mixed)
+            if within_tolerance(self.evaluator.accuracy(mixed, student), floor):
+                return tried, True
+            if self.evaluator.budget.left() <= 0:
+                break
+        return tried, False
+
+
+def _quantizer(candidate: Candidate) -> Quantizer:
+    return next(q for q in quantizers_for(candidate.format, candidate.precision)
+                if q.name == candidate.method)
+
+
+def mixed_section(result: SearchResult) -> list[dict[str, Any]]:
+    """The report's mixed-precision runs of one profile: the trigger, the sensitivity
+    ranking, the layers kept in float, and each mixed candidate's figures next to the
+    full int8 file's (what keeping those layers in float cost in latency)."""
+    by_id = {o.candidate.id: o for o in result.outcomes}
+    runs = []
+    for run in result.mixed_precision:
+        source = by_id[run["candidate"]].candidate
+        tried = [_tried(o, by_id.get(replace(o.candidate, keep_float=()).id))
+                 for o in result.outcomes if o.candidate.keep_float
+                 and _group(o.candidate) == _group(source)]
+        runs.append({**run, "tried": tried})
+    return runs
+
+
+def _group(c: Candidate) -> tuple[float, int, str]:
+    return c.ratio, c.target_index, c.method
+
+
+def _tried(outcome: Outcome, full: Outcome | None) -> dict[str, Any]:
+    row = {"id": outcome.candidate.id, "layers_in_float": len(outcome.candidate.keep_float),
+           "status": outcome.status, "metric": outcome.metric,
+           "latency_ms": outcome.latency_ms}
+    if full is not None and full.latency_ms and outcome.latency_ms:
+        row["int8_latency_ms"] = full.latency_ms
+        row["latency_cost_ms"] = round(outcome.latency_ms - full.latency_ms, 4)
+    return row

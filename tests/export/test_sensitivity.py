@@ -1,0 +1,181 @@
+"""Per-layer sensitivity and mixed precision on a real model with one layer int8 destroys
+(``tests/export/sensitive.py``), with real ONNX Runtime: the ranking finds the layer, the
+mixed candidate keeps it in float and passes the gate where full int8 fails, and the
+build reports it (report.json and the HTML chart) unless the recipe turns it off."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from compress.evaluation import top1_accuracy
+from compress.outputs import to_numpy
+from compress.recipe import Recipe
+from compress.search import PASSED, REJECTED, SearchPlan, run_search
+from compress.techniques import Student
+from export.build import BuildRequest, run_build
+from export.evaluate import EvalData, Evaluator
+from export.mixed_precision import MixedPrecision
+from export.onnx import ort_static, quantized_nodes
+from export.runner import ExportedModel
+from export.sensitivity import output_error, rank_layers
+from hardware_profiles import get_profile
+from tests.compress.tiny import tiny_tensors
+from tests.export.conftest import make_job, make_target
+from tests.export.sensitive import SENSITIVE, trained_outlier_model
+
+CONSUMER = "fc3"  # reads the outlier tensor, so quantizing it alone destroys it too
+ONNX_ONLY = {"prune": {"enabled": False}, "distill": {"enabled": False},
+             "quantize": {"precisions": ["int8", "fp32"]},
+             "search": {"formats": ["onnx"], "latency_runs": 10, "latency_warmup": 1,
+                        "latency_rounds": 2}}
+
+
+@pytest.fixture(scope="module")
+def model():
+    return trained_outlier_model()
+
+
+@pytest.fixture(scope="module")
+def data():
+    (cal_x, _), (val_x, val_y) = tiny_tensors(64, 2), tiny_tensors(200, 3)
+    return cal_x, val_x, val_y
+
+
+def _accuracy(path, x, y):
+    outputs = ExportedModel("onnx", path, {}).predict(x.numpy())
+    return float((outputs.argmax(1) == y.numpy()).mean()), outputs
+
+
+def _layer(name: str) -> str:
+    return f"/{name}/Gemm"  # what the TorchScript exporter names a Linear's node
+
+
+@pytest.fixture(scope="module")
+def int8_job(model, data, tmp_path_factory):
+    cal_x, val_x, _ = data
+    work = tmp_path_factory.mktemp("sens")
+    job = make_job(model, val_x[:1], cal_x, make_target("onnx", "int8"), work)
+    return job, ort_static(job, work / "full.onnx")
+
+
+def test_the_ranking_finds_the_layer_int8_destroys(model, data, int8_job):
+    _, val_x, val_y = data
+    job, full = int8_job
+    float_metric, reference = _accuracy(job.fp32_file(), val_x, val_y)
+    int8_metric, _ = _accuracy(full, val_x, val_y)
+    assert float_metric > 0.95 and int8_metric < 0.5  # int8 destroys this model
+
+    def probe(layer):
+        job.options = {"quantize_only": [layer]}
+        return _accuracy(ort_static(job, job.workdir / "probe.onnx"), val_x, val_y)
+
+    layers = quantized_nodes(full)
+    assert layers == [_layer(n) for n in ("fc1", "fc2", "fc3", "fc4")]
+    ranking = rank_layers(layers, probe, float_metric, int8_metric, reference)
+    top = {s.layer for s in ranking.layers[:2]}
+    assert top == {_layer(SENSITIVE), _layer(CONSUMER)}
+    for s in ranking.layers[:2]:
+        assert s.drop > 0.5 and s.share > 0.8
+    worst = min(s.output_error for s in ranking.layers[:2])
+    for s in ranking.layers[2:]:  # the clean layers cost (almost) nothing
+        assert s.drop <= 0.02 and s.output_error < worst / 10
+    doc = ranking.to_dict()
+    assert [r["layer"] for r in doc["layers"]] == ranking.order() and not doc["unranked"]
+
+
+def test_one_layer_in_float_at_a_time_would_not_see_it(data, int8_job):
+    """Why the ranking quantizes one layer at a time (export/sensitivity.py): with every
+    layer in int8 but one, neither layer touching the outlier tensor recovers much."""
+    _, val_x, val_y = data
+    job, _ = int8_job
+    recovered = {}
+    for name in (SENSITIVE, CONSUMER):
+        job.options = {"keep_float": [_layer(name)]}
+        recovered[name], _ = _accuracy(ort_static(job, job.workdir / "allbut.onnx"), val_x, val_y)
+    job.options = {"keep_float": [_layer(SENSITIVE), _layer(CONSUMER)]}
+    both, _ = _accuracy(ort_static(job, job.workdir / "both.onnx"), val_x, val_y)
+    assert max(recovered.values()) < 0.6 and both > 0.95
+
+
+def test_a_time_budget_leaves_layers_unranked():
+    ranking = rank_layers(["a", "b", "c"], lambda layer: (0.5, np.ones(3)), 1.0, 0.2,
+                          np.ones(3), out_of_time=lambda: True)
+    assert [s.layer for s in ranking.layers] == ["a"] and ranking.unranked == ["b", "c"]
+    assert ranking.order() == ["a", "b", "c"]
+
+
+def test_output_error_is_relative_to_the_reference():
+    assert output_error(np.ones(4), np.ones(4)) == 0
+    assert output_error(np.zeros(4), np.full(4, 2.0)) == pytest.approx(1.0)
+    assert output_error((np.ones(2), np.ones(2)), (np.ones(2), 2 * np.ones(2))) == \
+        pytest.approx(0.2)
+
+
+def _search(model, data, tmp_path, recipe: Recipe, allowed=0.02):
+    cal_x, val_x, val_y = data
+    metric = top1_accuracy
+    reference = to_numpy(model(val_x).detach())
+    eval_data = EvalData(example=val_x[:1], calibration=cal_x, val_x=val_x, val_y=val_y,
+                         reference=reference, metric=metric)
+    evaluator = Evaluator(recipe, eval_data, tmp_path)
+    student = Student(model, 0.0)
+    students = type("One", (), {"get": lambda self, ratio: student})()
+    config = recipe.quantize.mixed_precision
+    plan = SearchPlan(mixed=MixedPrecision(evaluator, config) if config.enabled else None)
+    baseline = metric(model(val_x), val_y)
+    return run_search(get_profile("x86-64"), recipe, students, evaluator, baseline, allowed,
+                      plan=plan)
+
+
+def test_the_mixed_candidate_passes_where_full_int8_fails(model, data, tmp_path):
+    result = _search(model, data, tmp_path, Recipe.from_dict(ONNX_ONLY))
+    by_id = {o.candidate.id: o for o in result.outcomes}
+    full = by_id["r0/onnx/int8/ort-static/t2"]
+    assert full.status == REJECTED and full.metric < 0.5
+    mixed = [o for o in result.outcomes if o.candidate.keep_float]
+    passing = [o for o in mixed if o.status in (PASSED, "chosen")]
+    assert passing, [(o.candidate.id, o.metric, o.status) for o in mixed]
+    kept = passing[0].candidate.keep_float
+    assert set(kept) == {_layer(SENSITIVE), _layer(CONSUMER)}  # the fewest: both, no more
+    assert passing[0].latency_ms is not None and passing[0].parity
+    [run] = result.mixed_precision
+    assert run["candidate"] == full.candidate.id and "over the tolerance" in run["trigger"]
+    assert run["keep_float"] == list(kept) and run["reached_floor"]
+    assert {r["layer"] for r in run["sensitivity"]["layers"][:2]} == set(kept)
+    # the chosen file is whatever is fastest among those within tolerance
+    assert result.chosen is not None and result.chosen.status == "chosen"
+
+
+def test_the_recipe_turns_mixed_precision_off(model, data, tmp_path):
+    recipe = Recipe.from_dict({**ONNX_ONLY, "quantize": {
+        **ONNX_ONLY["quantize"], "mixed_precision": {"enabled": False}}})
+    result = _search(model, data, tmp_path, recipe)
+    assert not result.mixed_precision
+    assert not any(o.candidate.keep_float for o in result.outcomes)
+    assert result.chosen.candidate.precision == "fp32"
+
+
+def test_mixed_precision_is_on_by_default_and_round_trips():
+    recipe = Recipe()
+    assert recipe.quantize.mixed_precision.enabled
+    off = Recipe.from_dict({"quantize": {"mixed_precision": {"enabled": False,
+                                                              "max_float_layers": 3}}})
+    assert Recipe.from_json(off.to_json()) == off
+
+
+def test_the_build_reports_the_ranking_and_the_chart(tmp_path, keypair):
+    request = BuildRequest(model="tests/export/sensitive.py:sensitive_model",
+                           data="tests/compress/tiny.py:tiny_data", profiles=["x86-64"],
+                           key_file=keypair[0], out_dir=tmp_path / "out",
+                           recipe=Recipe.from_dict(ONNX_ONLY), tolerance="0.05")
+    result = run_build(request)
+    profile = json.loads(result.report_json.read_text())["profiles"]["x86-64"]
+    [run] = profile["mixed_precision"]
+    assert _layer(SENSITIVE) in run["keep_float"]
+    assert run["sensitivity"]["layers"][0]["layer"] in run["keep_float"]
+    assert run["tried"] and all("latency_ms" in t for t in run["tried"])
+    html = result.report_html.read_text()
+    assert "alt='sensitivity'" in html and "layers kept in float" in html
