@@ -3,18 +3,23 @@
 For an int8 candidate whose method can leave layers in float (``Quantizer.layers``),
 rank the layers its file quantized by sensitivity on the selection split
 (``export/sensitivity.py``), then make candidates that keep the 1, 2, 3, ... most
-sensitive layers in float (``keep_float``, e.g. ONNX Runtime's ``nodes_to_exclude``)
+sensitive layers in float (``keep_float``: ONNX Runtime's ``nodes_to_exclude`` for
+``ort-static``, PT2E annotation skipping those modules for ``litert-pt2e``)
 until one is within the floor, at most ``max_float_layers``. Each is an ordinary
 candidate of the ``Evaluator``: the same file cache, parity figures, gate and latency
 ranking as every other, so a mixed file slower than fp16 loses to fp16.
 
-Why this and not NNCF's ``quantize_with_accuracy_control`` or INC's fallback
-strategy: both would quantize the model again through their own pipelines (NNCF's
-ONNX backend inserts its own QDQ nodes, INC 3.x's ONNX path is a separate package),
-so the file they return would not be the ``ort-static`` file the search measured and
-the device runs; and both rank by keeping one group in float at a time, which QDQ
-tensors shared by two layers hide (see ``export/sensitivity.py``). Here the quantizer is
-the one the candidate already uses, with its own include / exclude options.
+Why this and not NNCF's ``quantize_with_accuracy_control`` or INC's fp32 fallback:
+both quantize the model again through their own pipelines (NNCF's ONNX backend inserts
+its own quantizers; INC's fallback lives in its own tuning loop, and its ONNX Runtime
+path is not part of the ``neural-compressor[pt]`` install used here), so the file they
+return would not be the ``ort-static`` / ``litert-pt2e`` file the search measured and
+the device runs, and each would be a second, heavier dependency of the build. Their
+idea is kept: rank layers, then revert the most sensitive ones to float until a
+``max_drop`` holds. Their documented ranking reverts one layer at a time; with ORT's
+QDQ insertion that misses a tensor shared by two layers (``export/sensitivity.py``), so
+the ranking here quantizes one layer at a time instead. The quantizer is the one the
+candidate already uses, with its own include / exclude options.
 """
 
 from __future__ import annotations

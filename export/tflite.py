@@ -73,6 +73,51 @@ def _quantizer_without(ops: tuple[str, ...]) -> Any:
     return type(f"PT2EQuantizerFloat_{'_'.join(ops)}", (PT2EQuantizer,), {"STATIC_OPS": kept})
 
 
+WEIGHTED_MODULES = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d,
+                    torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d)
+
+
+def pt2e_layers(job: QuantizeJob, path: Path) -> list[str]:
+    """The layers PT2E quantizes that mixed precision may leave in float: the student's
+    linear and conv modules, by their names in the model (``backbone.0.conv``)."""
+    return [name for name, module in job.model.named_modules()
+            if name and isinstance(module, WEIGHTED_MODULES)]
+
+
+def _module_path(node: Any) -> str:
+    """The qualified name of the innermost module a graph node comes from ('' at the top)."""
+    stack = node.meta.get("nn_module_stack") or {}
+    return list(stack.values())[-1][0] if stack else ""
+
+
+def _selective(base: Any, options: dict[str, Any]) -> Any:
+    """``base`` (a PT2EQuantizer class) that annotates only the nodes of the modules in
+    ``options["quantize_only"]`` (when given) and none of those in ``options["keep_float"]``.
+
+    litert's own ``set_module_name`` cannot do this here: it refuses a None config, and
+    its name filter strips a ``L__self___`` prefix that torch.export no longer writes
+    (``L__self__fc1``), so it never matches; this filter reads the module's qualified
+    name from the same ``nn_module_stack`` instead."""
+    keep_float = tuple(options.get("keep_float") or ())
+    only = tuple(options.get("quantize_only") or ())
+    if not keep_float and not only:
+        return base
+
+    def inside(node: Any, names: tuple[str, ...]) -> bool:
+        path = _module_path(node)
+        return any(path == name or path.startswith(name + ".") for name in names)
+
+    def wanted(node: Any) -> bool:
+        return not inside(node, keep_float) and (not only or inside(node, only))
+
+    def annotate(self: Any, model: Any, config: Any, filter_fn: Any = None) -> Any:
+        def selected(node: Any) -> bool:
+            return wanted(node) and (filter_fn is None or filter_fn(node))
+        return base._annotate_all_static_patterns(self, model, config, selected)
+
+    return type(f"{base.__name__}Selective", (base,), {"_annotate_all_static_patterns": annotate})
+
+
 def _pt2e(job: QuantizeJob, out: Path, per_channel: bool, dynamic: bool = False) -> Path:
     failure: ExportError | None = None
     for float_ops in FLOAT_OP_LADDER:
@@ -101,7 +146,7 @@ def _pt2e_once(job: QuantizeJob, out: Path, per_channel: bool, dynamic: bool,
 
         config = get_symmetric_quantization_config(is_per_channel=per_channel,
                                                    is_dynamic=dynamic)
-        quantizer = _quantizer_without(float_ops)().set_global(config)
+        quantizer = _selective(_quantizer_without(float_ops), job.options)().set_global(config)
         try:
             graph = prepare_pt2e(torch.export.export(job.model.eval(), (example,)).module(),
                                  quantizer)
@@ -116,7 +161,10 @@ def _pt2e_once(job: QuantizeJob, out: Path, per_channel: bool, dynamic: bool,
 
 
 def litert_pt2e(job: QuantizeJob, out: Path) -> Path:
-    """Static int8: per-channel symmetric int8 weights, int8 activations, int8 I/O."""
+    """Static int8: per-channel symmetric int8 weights, int8 activations, int8 I/O.
+
+    Selective: ``job.options["keep_float"]`` names modules left in float,
+    ``job.options["quantize_only"]`` the only modules quantized (``pt2e_layers``)."""
     return _pt2e(job, out, per_channel=True)
 
 
@@ -161,7 +209,8 @@ for _q in (
     Quantizer("aeq-fp16", "tflite", "fp16", aeq_float16,
               summary="ai-edge-quantizer float casting (fp16 weights)"),
     Quantizer("litert-pt2e", "tflite", "int8", litert_pt2e,
-              summary="litert PT2E static, per-channel s8 weights, int8 I/O"),
+              summary="litert PT2E static, per-channel s8 weights, int8 I/O",
+              layers=pt2e_layers),
     Quantizer("litert-peer-default", "tflite", "int8", litert_peer_default, default=False,
               summary="litert PT2E with its default config (peer baseline)"),
     Quantizer("litert-pt2e-dynamic", "tflite", "int8-dynamic", litert_pt2e_dynamic,

@@ -27,10 +27,20 @@ from tests.export.conftest import make_job, make_target
 from tests.export.sensitive import SENSITIVE, trained_outlier_model
 
 CONSUMER = "fc3"  # reads the outlier tensor, so quantizing it alone destroys it too
-ONNX_ONLY = {"prune": {"enabled": False}, "distill": {"enabled": False},
-             "quantize": {"precisions": ["int8", "fp32"]},
-             "search": {"formats": ["onnx"], "latency_runs": 10, "latency_warmup": 1,
-                        "latency_rounds": 2}}
+
+
+def only(fmt: str) -> dict:
+    """A quick recipe: no pruning or distillation, int8 and fp32 of one format."""
+    return {"prune": {"enabled": False}, "distill": {"enabled": False},
+            "quantize": {"precisions": ["int8", "fp32"]},
+            "search": {"formats": [fmt], "latency_runs": 10, "latency_warmup": 1,
+                       "latency_rounds": 2}}
+
+
+ONNX_ONLY = only("onnx")
+# (format, int8 method, how the format names a Linear layer)
+SELECTIVE = [("onnx", "ort-static", lambda name: f"/{name}/Gemm"),
+             ("tflite", "litert-pt2e", lambda name: name)]
 
 
 @pytest.fixture(scope="module")
@@ -130,16 +140,18 @@ def _search(model, data, tmp_path, recipe: Recipe, allowed=0.02):
                       plan=plan)
 
 
-def test_the_mixed_candidate_passes_where_full_int8_fails(model, data, tmp_path):
-    result = _search(model, data, tmp_path, Recipe.from_dict(ONNX_ONLY))
+@pytest.mark.parametrize(("fmt", "method", "layer"), SELECTIVE, ids=[s[0] for s in SELECTIVE])
+def test_the_mixed_candidate_passes_where_full_int8_fails(model, data, tmp_path, fmt, method,
+                                                          layer):
+    result = _search(model, data, tmp_path, Recipe.from_dict(only(fmt)))
     by_id = {o.candidate.id: o for o in result.outcomes}
-    full = by_id["r0/onnx/int8/ort-static/t2"]
+    full = by_id[f"r0/{fmt}/int8/{method}/t2"]
     assert full.status == REJECTED and full.metric < 0.5
     mixed = [o for o in result.outcomes if o.candidate.keep_float]
     passing = [o for o in mixed if o.status in (PASSED, "chosen")]
     assert passing, [(o.candidate.id, o.metric, o.status) for o in mixed]
     kept = passing[0].candidate.keep_float
-    assert set(kept) == {_layer(SENSITIVE), _layer(CONSUMER)}  # the fewest: both, no more
+    assert set(kept) == {layer(SENSITIVE), layer(CONSUMER)}  # the fewest: both, no more
     assert passing[0].latency_ms is not None and passing[0].parity
     [run] = result.mixed_precision
     assert run["candidate"] == full.candidate.id and "over the tolerance" in run["trigger"]
