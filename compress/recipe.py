@@ -173,11 +173,14 @@ class MixedPrecisionConfig(_Config):
     sensitivity (one layer in int8 at a time, ``export/sensitivity.py``) and candidates
     keeping the 1, 2, ... most sensitive layers in float are measured until one is within
     tolerance, at most ``max_float_layers``. Methods that cannot leave layers in float
-    (``Quantizer.layers`` is None) are left as they are.
+    (``Quantizer.layers`` is None) are left as they are. One such run (ranking and mixed
+    candidates) may use ``budget_share`` of what is left of the build's time budget when
+    it starts; layers not ranked by then are listed as ``unranked`` and tried last.
     """
 
     enabled: bool = True
     max_float_layers: int = Field(default=8, ge=1, le=256)
+    budget_share: float = Field(default=0.25, gt=0.0, le=1.0)
 
 
 class QuantizeConfig(_Config):

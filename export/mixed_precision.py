@@ -24,6 +24,7 @@ candidate already uses, with its own include / exclude options.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -45,12 +46,16 @@ class MixedPrecision:
 
     def __init__(self, evaluator: Evaluator, config: MixedPrecisionConfig) -> None:
         self.evaluator, self.config = evaluator, config
+        self.out_of_time: Callable[[], bool] = lambda: False  # set per run (budget_share)
 
     def __call__(self, candidate: Candidate, student: Student, floor: float) -> MixedRun | None:
         """Rank the candidate's layers, then keep the fewest in float that reach ``floor``."""
         quantizer = _quantizer(candidate)
         if quantizer.layers is None:
             return None
+        budget = self.evaluator.budget
+        deadline = budget.elapsed() + self.config.budget_share * max(budget.left(), 0.0)
+        self.out_of_time = lambda: budget.elapsed() > deadline or budget.left() <= 0
         try:
             full = self.evaluator.artifact(candidate, student)
             with self.evaluator.budget.phase("sensitivity"):
@@ -88,8 +93,7 @@ class MixedPrecision:
 
         int8 = evaluator.artifact(candidate, student).metric
         progress.note(f"  {candidate.id}: sensitivity of {len(layers)} layers")
-        return rank_layers(layers, probe, float_metric, int8, reference,
-                           out_of_time=lambda: evaluator.budget.left() <= 0)
+        return rank_layers(layers, probe, float_metric, int8, reference, self.out_of_time)
 
     def keep_float(self, candidate: Candidate, student: Student, order: list[str],
                    floor: float) -> tuple[list[Candidate], bool]:
@@ -101,7 +105,7 @@ class MixedPrecision:
             tried.append(mixed)
             if within_tolerance(self.evaluator.accuracy(mixed, student), floor):
                 return tried, True
-            if self.evaluator.budget.left() <= 0:
+            if self.out_of_time():
                 break
         return tried, False
 

@@ -170,6 +170,15 @@ def test_the_recipe_turns_mixed_precision_off(model, data, tmp_path):
     assert result.chosen.candidate.precision == "fp32"
 
 
+def test_a_run_stops_at_its_share_of_the_budget(model, data, tmp_path):
+    recipe = Recipe.from_dict({**ONNX_ONLY, "quantize": {
+        **ONNX_ONLY["quantize"], "mixed_precision": {"budget_share": 1e-9}}})
+    [run] = _search(model, data, tmp_path, recipe).mixed_precision
+    ranked, unranked = run["sensitivity"]["layers"], run["sensitivity"]["unranked"]
+    assert len(ranked) == 1 and len(unranked) == 3  # the first layer, then out of time
+    assert len(run["candidates"]) == 1 and not run["reached_floor"]
+
+
 def test_mixed_precision_is_on_by_default_and_round_trips():
     recipe = Recipe()
     assert recipe.quantize.mixed_precision.enabled
