@@ -3,15 +3,14 @@
     python examples/digit_boxes/train.py -o weights.pt [--epochs N] [--large]
 
 AdamW with a one-cycle cosine schedule on the train split, then mAP@0.5 and
-mAP@0.5:0.95 on the validation split (pycocotools' COCO evaluation). ``train``,
-``decode`` and ``evaluate_map`` are the same steps as functions (used by the tests).
+mAP@0.5:0.95 on the validation split (the build's metric: the device's post-processing,
+pycocotools' COCO evaluation). ``train`` and ``evaluate_map`` are the same steps as functions
+(used by the tests, the demo and the benchmarks).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import sys
 import time
 from pathlib import Path
@@ -24,12 +23,13 @@ if __package__ in (None, ""):   # run as a script: make the repository importabl
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from compress import progress
+from compress.tasks.detection import mean_average_precision
+from edge_agent.contracts.task import DetectionSpec
 from examples.digit_boxes.data import TASK, loaders
-from examples.digit_boxes.models import digit_detector, digit_detector_large, to_xyxy, train_loss
+from examples.digit_boxes.models import digit_detector, digit_detector_large, train_loss
 
 DEFAULT_EPOCHS = 12
 LEARNING_RATE = 3e-3
-EVAL_SCORE_THRESHOLD = 0.001     # keep low scores for mAP (the deployed threshold is TASK's)
 
 
 def train(model: torch.nn.Module, data: dict[str, Any], epochs: int = DEFAULT_EPOCHS,
@@ -60,79 +60,21 @@ def train(model: torch.nn.Module, data: dict[str, Any], epochs: int = DEFAULT_EP
     return model.eval()
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Greedy non-maximum suppression: indices of the kept xyxy ``boxes``, best first."""
-    order = np.argsort(-scores, kind="stable")
-    boxes = boxes[order]
-    top_left = np.maximum(boxes[:, None, :2], boxes[None, :, :2])
-    bottom_right = np.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
-    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=-1)
-    area = np.prod(boxes[:, 2:] - boxes[:, :2], axis=-1)
-    iou = inter / (area[:, None] + area[None, :] - inter + 1e-9)
-    suppressed = np.zeros(len(boxes), bool)
-    keep = []
-    for i in range(len(boxes)):
-        if not suppressed[i]:
-            keep.append(i)
-            suppressed |= iou[i] > iou_threshold
-    return order[np.array(keep, dtype=np.int64)]
-
-
-def decode(outputs: torch.Tensor, score_threshold: float = TASK["detection"]["score_threshold"],
-           iou_threshold: float = TASK["detection"]["iou_threshold"],
-           max_detections: int = TASK["detection"]["max_detections"]) -> list[dict[str, Any]]:
-    """Outputs [B, 4 + C, N] -> per image {"boxes" [K, 4] xyxy pixels, "scores", "labels"}:
-    best class per point, score threshold, per-class NMS, the top ``max_detections``."""
-    boxes = to_xyxy(outputs).numpy()
-    scores, classes = outputs[:, 4:].max(1)
-    results = []
-    for b, s, c in zip(boxes, scores.numpy(), classes.numpy(), strict=True):
-        kept = s >= score_threshold
-        b, s, c = b[kept], s[kept], c[kept]
-        # one NMS for all classes: offsetting each class's boxes keeps classes apart
-        keep = nms(b + c[:, None] * 1000.0, s, iou_threshold)[:max_detections]
-        results.append({"boxes": torch.as_tensor(b[keep]), "scores": torch.as_tensor(s[keep]),
-                        "labels": torch.as_tensor(c[keep])})
-    return results
+def detection_spec() -> DetectionSpec:
+    """The deployed task's decoding (``TASK``): what the device and the build post-process."""
+    return DetectionSpec.from_dict(TASK["detection"])
 
 
 def evaluate_map(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
                  batch_size: int = 100) -> dict[str, float]:
     """mAP@0.5 (``map_50``) and mAP@0.5:0.95 (``map``) of ``model`` on inputs ``x`` and padded
-    labels ``y`` [N, M, 5], by pycocotools' COCO evaluation (what torchmetrics'
-    ``MeanAveragePrecision(backend="pycocotools")`` runs; that class needs torchvision)."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
+    labels ``y`` [N, M, 5]: the build's own metric (``compress.tasks.detection``: the device's
+    post-processing at COCO's score floor, scored by pycocotools' ``COCOeval``)."""
     model.eval()
     with torch.no_grad():
-        predictions = [p for start in range(0, len(x), batch_size)
-                       for p in decode(model(x[start:start + batch_size]),
-                                       EVAL_SCORE_THRESHOLD, max_detections=100)]
-    truth = []
-    for i, rows in enumerate(y.tolist()):
-        for c, x1, y1, x2, y2 in rows:
-            if c >= 0:
-                truth.append({"id": len(truth) + 1, "image_id": i, "category_id": int(c),
-                              "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
-                              "iscrowd": 0})
-    found = [{"image_id": i, "category_id": int(c), "score": float(s),
-              "bbox": [x1, y1, x2 - x1, y2 - y1]}
-             for i, p in enumerate(predictions)
-             for (x1, y1, x2, y2), s, c in zip(p["boxes"].tolist(), p["scores"], p["labels"],
-                                               strict=True)]
-    if not found:
-        return {"map_50": 0.0, "map": 0.0}
-    with contextlib.redirect_stdout(io.StringIO()):   # pycocotools prints its progress
-        coco = COCO()
-        coco.dataset = {"images": [{"id": i} for i in range(len(y))], "annotations": truth,
-                        "categories": [{"id": c} for c in range(TASK["detection"]["num_classes"])]}
-        coco.createIndex()
-        evaluation = COCOeval(coco, coco.loadRes(found), iouType="bbox")
-        evaluation.evaluate()
-        evaluation.accumulate()
-        evaluation.summarize()
-    return {"map_50": float(evaluation.stats[1]), "map": float(evaluation.stats[0])}
+        outputs = torch.cat([model(x[start:start + batch_size])
+                             for start in range(0, len(x), batch_size)])
+    return mean_average_precision(outputs, y, detection_spec())
 
 
 def main() -> None:
