@@ -85,9 +85,19 @@ def pt2e_layers(job: QuantizeJob, path: Path) -> list[str]:
 
 
 def _module_path(node: Any) -> str:
-    """The qualified name of the innermost module a graph node comes from ('' at the top)."""
+    """The qualified name of the innermost module a graph node comes from ('' at the top).
+
+    A parameter (a ``get_attr`` node: ``stem.0.weight``) has no ``nn_module_stack`` in
+    torch.export's graph; its module is its target less the attribute. Without this a
+    conv's annotation partition (conv, weight[, bias]) never matched ``quantize_only``
+    (litert's conv annotators filter every node of the partition; the linear one only the
+    linear node), so a single conv "in int8" was left wholly float."""
     stack = node.meta.get("nn_module_stack") or {}
-    return list(stack.values())[-1][0] if stack else ""
+    if stack:
+        return list(stack.values())[-1][0]
+    if node.op == "get_attr":
+        return str(node.target).rpartition(".")[0]
+    return ""
 
 
 def _selective(base: Any, options: dict[str, Any]) -> Any:
