@@ -37,7 +37,7 @@ from edge_agent.commands import CommandHandler, command_ids
 from edge_agent.config import AgentConfig
 from edge_agent.contracts.telemetry import ModelState, OutboxFigures, SystemFigures
 from edge_agent.errors import EdgekitError, first_line
-from edge_agent.inputs import InputError, check_input
+from edge_agent.inputs import InputError, check_input, ensure_finite
 from edge_agent.metrics import ModelMetrics
 from edge_agent.outbox import Outbox
 from edge_agent.probation import Probation
@@ -178,8 +178,13 @@ class Agent:
         specs = active.model.manifest.inputs
         if len(inputs) != len(specs):
             raise InputError(f"model takes {len(specs)} input(s), got {len(inputs)}")
-        arrays = [check_input(x, s.shape, self.cfg.max_input_bytes)
+        before = self.cfg.finite_check_before_bytes
+        arrays = [check_input(x, s.shape, self.cfg.max_input_bytes, finite=False)
                   for x, s in zip(inputs, specs)]
+        deferred = [a for a in arrays if a.nbytes > before]
+        for a in arrays:
+            if a.nbytes <= before:
+                ensure_finite(a)
         start = time.perf_counter()
         try:
             outputs = active.model.predict(*arrays)
@@ -189,10 +194,19 @@ class Agent:
             self._observe(None, ok=False)
             raise EdgekitError(f"inference failed: {first_line(exc, 200)}") from exc
         latency = (time.perf_counter() - start) * 1000.0
+        post = task.postprocess(outputs)
+        finite = None
+        if deferred:  # large inputs: read again only to tell a bad input from a bad model
+            finite = self._outputs_finite(task, outputs, post)
+            if not finite:
+                for a in deferred:
+                    ensure_finite(a)
         self.total_inferences += 1
         metrics.record(latency, arrays[0], outputs[0])
-        post = task.after_run(outputs, metrics.task_counter)
-        if not task.classifies and not task.finite(outputs, post):
+        if metrics.task_counter is not None:
+            task.count(outputs, post, metrics.task_counter)
+        if not task.classifies and not (task.finite(outputs, post) if finite is None
+                                        else finite):
             metrics.record_non_finite()
         serving.recent_latency.append(latency)
         probation, sampler = serving.probation, serving.sampler
@@ -200,6 +214,12 @@ class Agent:
             self._after_inference(task, metrics, probation, sampler, arrays[0], outputs, post,
                                   latency)
         return outputs if opts.raw else task.answer(outputs, post, opts)
+
+    @staticmethod
+    def _outputs_finite(task: TaskPlugin, outputs: list[np.ndarray], post: Any) -> bool:
+        if task.classifies:
+            return all(bool(np.isfinite(o).all()) for o in outputs)
+        return task.finite(outputs, post)
 
     def _after_inference(self, task: TaskPlugin, metrics: ModelMetrics,
                          probation: Probation | None, sampler: Sampler, x: np.ndarray,

@@ -45,11 +45,11 @@ class Detection(TaskPlugin):
     def new_counter(self) -> DetectionCounter:
         return DetectionCounter(self.spec)
 
-    def after_run(self, outputs: list[np.ndarray], counter: Any) -> list[Detections]:
-        frames = postprocess(outputs, self.spec)
-        if counter is not None:
-            counter.record(frames)
-        return frames
+    def postprocess(self, outputs: list[np.ndarray]) -> list[Detections]:
+        return postprocess(outputs, self.spec)
+
+    def count(self, outputs: list[np.ndarray], post: list[Detections], counter: Any) -> None:
+        counter.record(post)
 
     def answer(self, outputs: list[np.ndarray], post: list[Detections],
                options: PredictOptions) -> dict[str, Any]:

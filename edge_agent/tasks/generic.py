@@ -28,10 +28,8 @@ class Generic(TaskPlugin):
         values = self.manifest.reference_stats.values
         return ValueCounter(values, self.output_names()) if values else None
 
-    def after_run(self, outputs: list[np.ndarray], counter: Any) -> Any:
-        if counter is not None:
-            counter.record(outputs)
-        return None
+    def count(self, outputs: list[np.ndarray], post: Any, counter: Any) -> None:
+        counter.record(outputs)
 
     def answer(self, outputs: list[np.ndarray], post: Any, options: PredictOptions) -> Any:
         """``{"outputs": {name: array}}``."""

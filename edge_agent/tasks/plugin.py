@@ -4,7 +4,8 @@ if-chain on the kind.
 A plug-in turns a model's raw outputs into what the agent serves and reports:
 
 - ``after_run``: on every inference, the post-processing the answer and telemetry need
-  (a detector's NMS at the manifest's thresholds), counted into the window's output block;
+  (``postprocess``: a detector's NMS at the manifest's thresholds), counted into the
+  window's output block (``count``);
 - ``answer``: what ``Agent.predict`` returns and ``POST /v1/predict`` sends;
 - ``inspect``: finiteness, a confidence per image (for ``low_confidence`` samples) and
   what a sample carries, computed only when probation or sampling looks;
@@ -77,9 +78,19 @@ class TaskPlugin:
         return None
 
     def after_run(self, outputs: list[np.ndarray], counter: Any) -> Any:
-        """Post-process one batch for the answer and count it into ``counter``; returns what
-        ``answer`` and ``inspect`` reuse."""
+        """Post-process one batch for the answer and count it into ``counter`` (None: not
+        counted; ``count`` later); returns what ``answer`` and ``inspect`` reuse."""
+        post = self.postprocess(outputs)
+        if counter is not None:
+            self.count(outputs, post, counter)
+        return post
+
+    def postprocess(self, outputs: list[np.ndarray]) -> Any:
+        """What ``answer`` and ``inspect`` reuse (a detector's detections); None here."""
         return None
+
+    def count(self, outputs: list[np.ndarray], post: Any, counter: Any) -> None:
+        """Count one post-processed batch into the telemetry window's output block."""
 
     def answer(self, outputs: list[np.ndarray], post: Any, options: PredictOptions) -> Any:
         """The answer of one prediction (``options.raw`` is handled by the caller)."""

@@ -44,6 +44,24 @@ def test_bad_input_is_refused_and_agent_keeps_serving(agent, bad, match, rng):
     assert agent.predict(rng.standard_normal((1, 1, 8, 8)))[0].shape == (1, 10)
 
 
+def test_large_inputs_are_checked_after_the_run_when_the_outputs_are_not_finite(
+        tmp_path, keypair, make_onnx_bundle, rng):
+    cfg = agent_config(tmp_path / "s", keypair[1], make_onnx_bundle("1"),
+                       finite_check_before_bytes=0)  # every input counts as large
+    with Agent(cfg) as a:
+        with pytest.raises(InputError, match="NaN or inf"):
+            a.predict(np.full((1, 1, 8, 8), np.inf))
+        assert a.predict(rng.standard_normal((1, 1, 8, 8)))[0].shape == (1, 10)
+        a.telemetry_tick()
+        (doc,) = messages(a, "telemetry")
+        assert doc["inferences"] == 1 and doc["model"]["non_finite"] == 0
+
+
+def test_a_negative_finite_check_size_is_a_config_error(tmp_path, keypair):
+    with pytest.raises(ConfigError, match="finite_check_before_bytes"):
+        agent_config(tmp_path / "s", keypair[1], finite_check_before_bytes=-1)
+
+
 def test_telemetry_window_lands_in_outbox(agent, rng):
     for _ in range(5):
         agent.predict(rng.standard_normal((2, 1, 8, 8)))

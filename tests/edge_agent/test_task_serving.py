@@ -161,3 +161,20 @@ def test_a_batch_answers_one_entry_per_image(tmp_path, keypair, task_bundle):
         singles = [agent.predict(reference_images(1, seed=s)) for s in (1, 2)]
     answer = task.answer(raw, task.after_run(raw, None), PredictOptions())
     assert answer == {"images": singles}
+
+
+@pytest.mark.parametrize("before", [0, 1 << 30])  # checked after the run / before it
+def test_a_nan_frame_is_a_bad_input_not_a_bad_model(tmp_path, keypair, task_bundle, before):
+    x = reference_images(1, seed=9)
+    with agent_for(tmp_path, keypair, task_bundle("yolov8"),
+                   finite_check_before_bytes=before) as agent:
+        good = agent.predict(x)
+        x[0, 0, 3, 3] = np.nan
+        with pytest.raises(InputError, match="NaN or inf"):
+            agent.predict(x)
+        assert agent.total_inferences == 1
+        agent.telemetry_tick()
+        doc = Telemetry.from_dict(messages(agent, "telemetry")[-1])
+        assert doc.model.non_finite == 0 and doc.detection.frames == 1
+        x[0, 0, 3, 3] = 0.5
+        assert len(agent.predict(x)["detections"]) == len(good["detections"])
