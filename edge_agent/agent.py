@@ -38,6 +38,7 @@ from edge_agent.config import AgentConfig
 from edge_agent.contracts.telemetry import ModelState, OutboxFigures, SystemFigures
 from edge_agent.errors import EdgekitError, first_line
 from edge_agent.inputs import InputError, check_input, ensure_finite
+from edge_agent.memory import release_free_memory
 from edge_agent.metrics import ModelMetrics
 from edge_agent.outbox import Outbox
 from edge_agent.probation import Probation
@@ -76,6 +77,7 @@ class Agent:
         settings = RuntimeSettings.from_config(cfg).changed(load_overrides(self.state_dir))
         self.serving = Serving(self.store.load_best(), settings, self.state_dir,
                                self._new_metrics, self._new_sampler)
+        release_free_memory()  # the verification's and golden check's arrays
         self.profile = cfg.profile or self.active.bundle.manifest.profile
         self.system = SystemStats(str(self.state_dir))
         self.commands = CommandHandler(self)

@@ -31,6 +31,7 @@ from edge_agent.bundle.versions import is_newer
 from edge_agent.command_journal import ANSWERED, NEW, CommandJournal
 from edge_agent.errors import EdgekitError
 from edge_agent.golden import load_arrays
+from edge_agent.memory import release_free_memory
 from edge_agent.probation import Probation, latency_regressed
 from edge_agent.slots import ActiveModel
 
@@ -300,6 +301,7 @@ class CommandHandler:
 
     def _serve(self, new: ActiveModel) -> None:
         self.host.serving.swap(new).close()
+        release_free_memory()  # the replaced model's and the checks' arrays
 
     def roll_back(self, reason: str) -> Any:
         """Serve the previous model again, after proving it still loads; report why.
