@@ -4,7 +4,9 @@ For an int8 candidate whose method can leave layers in float (``Quantizer.layers
 rank the layers its file quantized by sensitivity on the selection split
 (``export/sensitivity.py``), then make candidates that keep the 1, 2, 3, ... most
 sensitive layers in float (``keep_float``: ONNX Runtime's ``nodes_to_exclude`` for
-``ort-static``, PT2E annotation skipping those modules for ``litert-pt2e``)
+``ort-static``, plus the QDQ pairs on the tensors those nodes read or write, which ORT
+would otherwise keep for their int8 neighbours; PT2E annotation skipping those modules
+for ``litert-pt2e``)
 until one is within the floor, at most ``max_float_layers``. Each is an ordinary
 candidate of the ``Evaluator``: the same file cache, parity figures, gate and latency
 ranking as every other, so a mixed file slower than fp16 loses to fp16.

@@ -171,7 +171,76 @@ def ort_static(job: QuantizeJob, out: Path) -> Path:
                         weight_type=QuantType.QInt8, calibration_cache_path=str(cache),
                         nodes_to_exclude=list(job.options.get("keep_float", [])),
                         nodes_to_quantize=list(job.options.get("quantize_only", [])))
+    if job.options.get("keep_float"):
+        float_tensors(out, job.options["keep_float"])
     return out
+
+
+def float_tensors(path: Path, nodes: list[str]) -> int:
+    """Leave every activation tensor that ``nodes`` read or write in float: remove its
+    QuantizeLinear -> DequantizeLinear pair and feed its consumers the float tensor.
+    Returns how many tensors changed.
+
+    ``nodes_to_exclude`` alone keeps a node's own arithmetic float, but ORT's QDQ
+    inserts the pair on a tensor when ANY neighbour is quantized: excluding a SiLU's
+    Mul between two quantized convs left all its tensors quantized and the file
+    identical to full int8. The sensitivity ranking quantizes one node at a time, i.e.
+    exactly the tensors it touches; keeping it in float undoes exactly those (its
+    int8 neighbours then read that tensor in float, as ORT runs them unfused)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    wanted = set(nodes)
+    floats: set[str] = set()  # the float tensors (a QuantizeLinear's input) to keep
+    for node in graph.node:
+        if node.name not in wanted:
+            continue
+        for name in node.input:  # DQ(Q(float)) -> node
+            dq = producer.get(name)
+            if dq is not None and dq.op_type == "DequantizeLinear":
+                q = producer.get(dq.input[0])
+                if q is not None and q.op_type == "QuantizeLinear":
+                    floats.add(q.input[0])
+        for name in node.output:  # node -> Q -> DQ
+            if any(c.op_type == "QuantizeLinear" for c in consumers.get(name, [])):
+                floats.add(name)
+    outputs = {o.name for o in graph.output}
+    drop, rename = [], {}
+    for tensor in floats:
+        for q in [c for c in consumers.get(tensor, []) if c.op_type == "QuantizeLinear"]:
+            dqs = [c for c in consumers.get(q.output[0], []) if c.op_type == "DequantizeLinear"]
+            if len(dqs) != len(consumers.get(q.output[0], [])):
+                continue  # the quantized tensor is read directly: leave it
+            drop.append(q)
+            for dq in dqs:
+                drop.append(dq)
+                if dq.output[0] in outputs:  # keep the graph output's name
+                    rename[tensor] = dq.output[0]
+                else:
+                    rename[dq.output[0]] = tensor
+    if not drop:
+        return 0
+    dropped = {id(n) for n in drop}
+    kept = [n for n in graph.node if id(n) not in dropped]
+
+    def resolved(name: str) -> str:
+        while name in rename:
+            name = rename[name]
+        return name
+
+    for n in kept:
+        n.input[:] = [resolved(i) for i in n.input]
+        n.output[:] = [resolved(o) for o in n.output]
+    del graph.node[:]
+    graph.node.extend(kept)
+    onnx.save(model, str(path))
+    return len(floats)
 
 
 def quantized_nodes(path: Path) -> list[str]:

@@ -40,9 +40,11 @@ def only(fmt: str) -> dict:
 
 
 ONNX_ONLY = only("onnx")
-# (format, int8 method, how the format names a Linear layer)
-SELECTIVE = [("onnx", "ort-static", lambda name: f"/{name}/Gemm"),
-             ("tflite", "litert-pt2e", lambda name: name)]
+# (format, int8 method, how the format names a Linear layer, layers the mix keeps float:
+# ONNX keeps a node's tensors float, so fc3 alone frees the outlier tensor; PT2E leaves a
+# module's input quantized by its other users' annotation, so it needs fc2 and fc3)
+SELECTIVE = [("onnx", "ort-static", lambda name: f"/{name}/Gemm", 1),
+             ("tflite", "litert-pt2e", lambda name: name, 2)]
 
 
 @pytest.fixture(scope="module")
@@ -98,18 +100,28 @@ def test_the_ranking_finds_the_layer_int8_destroys(model, data, int8_job):
     assert [r["layer"] for r in doc["layers"]] == ranking.order() and not doc["unranked"]
 
 
-def test_one_layer_in_float_at_a_time_would_not_see_it(data, int8_job):
-    """Why the ranking quantizes one layer at a time (export/sensitivity.py): with every
-    layer in int8 but one, neither layer touching the outlier tensor recovers much."""
+def test_one_layer_in_float_at_a_time_would_not_see_it(data, int8_job, monkeypatch):
+    """Why the ranking quantizes one layer at a time (export/sensitivity.py): with ORT's
+    nodes_to_exclude alone (every layer in int8 but one), neither layer touching the
+    outlier tensor recovers much, since the other still quantizes the tensor. keep_float
+    also leaves the node's tensors float (export/onnx.py:float_tensors), so keeping the
+    consumer alone in float does recover."""
+    import export.onnx
+
     _, val_x, val_y = data
     job, _ = int8_job
-    recovered = {}
-    for name in (SENSITIVE, CONSUMER):
-        job.options = {"keep_float": [_layer(name)]}
-        recovered[name], _ = _accuracy(ort_static(job, job.workdir / "allbut.onnx"), val_x, val_y)
-    job.options = {"keep_float": [_layer(SENSITIVE), _layer(CONSUMER)]}
-    both, _ = _accuracy(ort_static(job, job.workdir / "both.onnx"), val_x, val_y)
+
+    def accuracy(keep, name):
+        job.options = {"keep_float": keep}
+        return _accuracy(ort_static(job, job.workdir / name), val_x, val_y)[0]
+
+    with monkeypatch.context() as patch:
+        patch.setattr(export.onnx, "float_tensors", lambda path, nodes: 0)
+        recovered = {name: accuracy([_layer(name)], "allbut.onnx")
+                     for name in (SENSITIVE, CONSUMER)}
+        both = accuracy([_layer(SENSITIVE), _layer(CONSUMER)], "both.onnx")
     assert max(recovered.values()) < 0.6 and both > 0.95
+    assert accuracy([_layer(CONSUMER)], "consumer.onnx") > 0.95
 
 
 def test_a_time_budget_leaves_layers_unranked():
@@ -142,9 +154,10 @@ def _search(model, data, tmp_path, recipe: Recipe, allowed=0.02):
                       plan=plan)
 
 
-@pytest.mark.parametrize(("fmt", "method", "layer"), SELECTIVE, ids=[s[0] for s in SELECTIVE])
+@pytest.mark.parametrize(("fmt", "method", "layer", "fewest"), SELECTIVE,
+                         ids=[s[0] for s in SELECTIVE])
 def test_the_mixed_candidate_passes_where_full_int8_fails(model, data, tmp_path, fmt, method,
-                                                          layer):
+                                                          layer, fewest):
     result = _search(model, data, tmp_path, Recipe.from_dict(only(fmt)))
     by_id = {o.candidate.id: o for o in result.outcomes}
     full = by_id[f"r0/{fmt}/int8/{method}/t2"]
@@ -153,12 +166,12 @@ def test_the_mixed_candidate_passes_where_full_int8_fails(model, data, tmp_path,
     passing = [o for o in mixed if o.status in (PASSED, "chosen")]
     assert passing, [(o.candidate.id, o.metric, o.status) for o in mixed]
     kept = passing[0].candidate.keep_float
-    assert set(kept) == {layer(SENSITIVE), layer(CONSUMER)}  # the fewest: both, no more
+    assert set(kept) <= {layer(SENSITIVE), layer(CONSUMER)} and len(kept) == fewest
     assert passing[0].latency_ms is not None and passing[0].parity
     [run] = result.mixed_precision
     assert run["candidate"] == full.candidate.id and "over the tolerance" in run["trigger"]
     assert run["keep_float"] == list(kept) and run["reached_floor"]
-    assert {r["layer"] for r in run["sensitivity"]["layers"][:2]} == set(kept)
+    assert set(kept) <= {r["layer"] for r in run["sensitivity"]["layers"][:2]}
     # the chosen file is whatever is fastest among those within tolerance
     assert result.chosen is not None and result.chosen.status == "chosen"
 
@@ -197,7 +210,7 @@ def test_the_build_reports_the_ranking_and_the_chart(tmp_path, keypair):
     result = run_build(request)
     profile = json.loads(result.report_json.read_text())["profiles"]["x86-64"]
     [run] = profile["mixed_precision"]
-    assert _layer(SENSITIVE) in run["keep_float"]
+    assert run["keep_float"] == [_layer(CONSUMER)]  # frees the outlier tensor alone
     assert run["sensitivity"]["layers"][0]["layer"] in run["keep_float"]
     assert run["tried"] and all("latency_ms" in t for t in run["tried"])
     html = result.report_html.read_text()
@@ -237,3 +250,28 @@ def test_one_conv_bn_silu_layer_in_int8_is_quantized_in_tflite(tmp_path):
     job.options = {"quantize_only": ["stage.0.0"]}
     one = ExportedModel("tflite", litert_pt2e(job, tmp_path / "one.tflite"), {})
     assert output_error(one.predict(x[:4].numpy()), reference) > 1e-8
+
+
+def test_keeping_an_onnx_node_in_float_changes_the_file(tmp_path):
+    """ORT's nodes_to_exclude alone left a SiLU's Mul between two quantized convs with
+    every tensor still quantized by its neighbours: the file was full int8's. keep_float
+    leaves the node's tensors float too, so each kept node gives a different file."""
+    from export.onnx import float_tensors
+
+    torch.manual_seed(0)
+    model = ConvBnSiLU().eval()
+    x = torch.randn(16, 3, 16, 16)
+    job = make_job(model, x[:1], x, make_target("onnx", "int8"), tmp_path)
+    full = ort_static(job, tmp_path / "full.onnx")
+    nodes = quantized_nodes(full)
+    mul = "/stage/stage.0/stage.0.2/Mul"
+    assert mul in nodes
+    full_out = ExportedModel("onnx", full, {}).predict(x[:4].numpy())
+    outputs = {}
+    for node in (mul, "/stage/stage.0/stage.0.0/Conv"):
+        job.options = {"keep_float": [node]}
+        path = ort_static(job, tmp_path / "kept.onnx")
+        outputs[node] = ExportedModel("onnx", path, {}).predict(x[:4].numpy())
+        assert np.abs(outputs[node] - full_out).max() > 1e-4, node
+    assert np.abs(outputs[mul] - outputs["/stage/stage.0/stage.0.0/Conv"]).max() > 0
+    assert float_tensors(tmp_path / "kept.onnx", ["no such node"]) == 0
