@@ -171,11 +171,13 @@ class MixedPrecisionConfig(_Config):
     When an int8 file drops more than the tolerance on the selection split (or more than
     half of it while a float candidate is within tolerance), its layers are ranked by
     sensitivity (one layer in int8 at a time, ``export/sensitivity.py``) and candidates
-    keeping the 1, 2, ... most sensitive layers in float are measured until one is within
-    tolerance, at most ``max_float_layers``. Methods that cannot leave layers in float
-    (``Quantizer.layers`` is None) are left as they are. One such run (ranking and mixed
-    candidates) may use ``budget_share`` of what is left of the build's time budget when
-    it starts; layers not ranked by then are listed as ``unranked`` and tried last.
+    keeping the 1, 2, ... most sensitive layers in float (1, 2, 4, 8, ... when the loss is
+    spread over many layers) are measured until one is within tolerance, at most
+    ``max_float_layers``. Methods that cannot leave layers in float (``Quantizer.layers``
+    is None) are left as they are. One such run may use ``budget_share`` of what is left
+    of the build's time budget when it starts, the ranking at most half of it; layers not
+    ranked by then are listed as ``unranked`` and tried last. report.json says why a run
+    stopped (``stopped``).
     """
 
     enabled: bool = True

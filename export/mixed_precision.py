@@ -2,8 +2,9 @@
 
 For an int8 candidate whose method can leave layers in float (``Quantizer.layers``),
 rank the layers its file quantized by sensitivity on the selection split
-(``export/sensitivity.py``), then make candidates that keep the 1, 2, 3, ... most
-sensitive layers in float (``keep_float``: ONNX Runtime's ``nodes_to_exclude`` for
+(``export/sensitivity.py``, at most half the run's time), then make candidates that keep
+the 1, 2, 3, ... most sensitive layers in float (1, 2, 4, 8, ... when the loss is spread
+over many layers: ``group_sizes``) (``keep_float``: ONNX Runtime's ``nodes_to_exclude`` for
 ``ort-static``, plus the QDQ pairs on the tensors those nodes read or write, which ORT
 would otherwise keep for their int8 neighbours; PT2E annotation skipping those modules
 for ``litert-pt2e``)
@@ -56,8 +57,12 @@ class MixedPrecision:
         if quantizer.layers is None:
             return None
         budget = self.evaluator.budget
-        deadline = budget.elapsed() + self.config.budget_share * max(budget.left(), 0.0)
-        self.out_of_time = lambda: budget.elapsed() > deadline or budget.left() <= 0
+        left = max(budget.left(), 0.0)
+        share = self.config.budget_share * left
+        started = budget.elapsed()
+        # the ranking may use half the run's share, so mixed candidates get the rest
+        rank_deadline, deadline = started + share / 2, started + share
+        self.out_of_time = lambda: budget.elapsed() > rank_deadline or budget.left() <= 0
         try:
             full = self.evaluator.artifact(candidate, student)
             with self.evaluator.budget.phase("sensitivity"):
@@ -65,12 +70,19 @@ class MixedPrecision:
                 ranking = self.rank(candidate, student, quantizer, quantizer.layers(job, full.path))
         except ExportError as exc:  # the int8 candidate stays as it was measured
             return MixedRun([], {"error": f"sensitivity not measured: {exc}"})
-        tried, reached = self.keep_float(candidate, student, ranking.order(), floor)
+        self.out_of_time = lambda: budget.elapsed() > deadline or budget.left() <= 0
+        tried, reached, stopped = self.keep_float(candidate, student, ranking, floor)
+        if stopped == "time budget":
+            stopped = (f"time budget: the run's share ({share:.0f} s, "
+                       f"{self.config.budget_share:g} of the {left:.0f} s left) was spent"
+                       if budget.left() > 0 else "time budget: the build's budget is spent")
         kept = list(tried[-1].keep_float) if reached else []
         progress.note(f"  {candidate.id}: " + (f"{len(kept)} layer(s) in float reach the floor"
-                                               if reached else "no mix within the floor"))
+                                               if reached else f"no mix within the floor "
+                                               f"({len(tried)} tried; stopped: {stopped})"))
         return MixedRun(tried, {"sensitivity": ranking.to_dict(), "keep_float": kept,
-                                "reached_floor": reached})
+                                "reached_floor": reached, "stopped": stopped,
+                                "sizes_tried": [len(c.keep_float) for c in tried]})
 
     def rank(self, candidate: Candidate, student: Student, quantizer: Quantizer,
              layers: list[str]) -> SensitivityRanking:
@@ -97,19 +109,57 @@ class MixedPrecision:
         progress.note(f"  {candidate.id}: sensitivity of {len(layers)} layers")
         return rank_layers(layers, probe, float_metric, int8, reference, self.out_of_time)
 
-    def keep_float(self, candidate: Candidate, student: Student, order: list[str],
-                   floor: float) -> tuple[list[Candidate], bool]:
-        """Candidates keeping the 1, 2, ... first layers of ``order`` in float, measured
-        until one is within ``floor`` (True) or the limit or the budget is reached."""
+    def keep_float(self, candidate: Candidate, student: Student, ranking: SensitivityRanking,
+                   floor: float) -> tuple[list[Candidate], bool, str]:
+        """Candidates keeping the first layers of the ranking in float, measured until one
+        is within ``floor`` (True) or the limit or the budget is reached; why it stopped."""
+        order = ranking.order()
         tried: list[Candidate] = []
-        for n in range(1, min(self.config.max_float_layers, len(order)) + 1):
+        for n in group_sizes(ranking, floor, self.config.max_float_layers):
             mixed = replace(candidate, keep_float=tuple(order[:n]))
             tried.append(mixed)
             if within_tolerance(self.evaluator.accuracy(mixed, student), floor):
-                return tried, True
+                return tried, True, f"reached the floor with {n} layer(s) in float"
             if self.out_of_time():
-                break
-        return tried, False
+                return tried, False, "time budget"
+        limit = min(self.config.max_float_layers, len(order))
+        return tried, False, (f"max_float_layers ({limit}) reached"
+                              if limit < len(order) else "every layer in float")
+
+
+CONCENTRATED = 0.5  # a layer alone carrying this share of the loss: grow one at a time
+
+
+def group_sizes(ranking: SensitivityRanking, floor: float, limit: int) -> list[int]:
+    """How many of the ranked layers each mixed candidate keeps in float, at most ``limit``.
+
+    When one layer carries much of the loss (share >= ``CONCENTRATED``) the candidates
+    grow one layer at a time (1, 2, 3, ...): the fewest that reach the floor. When the
+    loss is spread over many layers (the detector: the largest single-layer drop is a
+    sixth of the loss) one more layer barely moves the metric, so the groups double
+    (n, 2n, 4n, ... and the limit), starting at the fewest layers whose shares add up
+    to what the floor needs back."""
+    limit = min(limit, len(ranking.order()))
+    if limit < 1:
+        return []
+    shares = [max(s.share or 0.0, 0.0) for s in ranking.layers]
+    if shares and shares[0] >= CONCENTRATED:
+        return list(range(1, limit + 1))
+    loss = ranking.float_metric - ranking.int8_metric
+    needed = (floor - ranking.int8_metric) / loss if loss > 0 else 1.0
+    start, total = 1, 0.0
+    for n, share in enumerate(shares, 1):
+        total += share
+        if total >= needed:
+            start = n
+            break
+    else:  # the ranked shares never add up (drops are not additive): from one layer
+        start = 1
+    sizes, n = [], min(start, limit)
+    while n < limit:
+        sizes.append(n)
+        n *= 2
+    return [*sizes, limit]
 
 
 def _quantizer(candidate: Candidate) -> Quantizer:

@@ -110,7 +110,8 @@ def mixed_html(profile: dict[str, Any]) -> str:
                  if sens.get("layers") else "")
         kept = _cell(run.get("keep_float")) or "none within the floor"
         parts.append(f"{head}<p>layers kept in float: {kept} (ranked in "
-                     f"{_cell(sens.get('seconds'))} s)</p>{chart}"
+                     f"{_cell(sens.get('seconds'))} s; stopped: "
+                     f"{_cell(run.get('stopped')) or 'n/a'})</p>{chart}"
                      f"{_table(run.get('tried') or [], MIXED_COLUMNS)}")
     return "".join(parts)
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from compress.budget import Budget
 from compress.evaluation import top1_accuracy
 from compress.outputs import to_numpy
 from compress.recipe import Recipe
@@ -144,7 +145,8 @@ def _search(model, data, tmp_path, recipe: Recipe, allowed=0.02):
     reference = to_numpy(model(val_x).detach())
     eval_data = EvalData(example=val_x[:1], calibration=cal_x, val_x=val_x, val_y=val_y,
                          reference=reference, metric=metric)
-    evaluator = Evaluator(recipe, eval_data, tmp_path)
+    # a generous budget: a loaded machine must not push the ranking past its share
+    evaluator = Evaluator(recipe, eval_data, tmp_path, budget=Budget(3600))
     student = Student(model, 0.0)
     students = type("One", (), {"get": lambda self, ratio: student})()
     config = recipe.quantize.mixed_precision
@@ -275,3 +277,53 @@ def test_keeping_an_onnx_node_in_float_changes_the_file(tmp_path):
         assert np.abs(outputs[node] - full_out).max() > 1e-4, node
     assert np.abs(outputs[mul] - outputs["/stage/stage.0/stage.0.0/Conv"]).max() > 0
     assert float_tensors(tmp_path / "kept.onnx", ["no such node"]) == 0
+
+
+def _ranking(shares, float_metric=1.0, int8_metric=0.9, unranked=()):
+    from export.sensitivity import LayerSensitivity, SensitivityRanking
+
+    loss = float_metric - int8_metric
+    layers = [LayerSensitivity(f"l{i}", float_metric - s * loss, s * loss, s, 0.0)
+              for i, s in enumerate(shares)]
+    return SensitivityRanking(layers, float_metric, int8_metric, 0.0, list(unranked))
+
+
+def test_group_sizes_double_when_the_loss_is_spread():
+    from export.mixed_precision import group_sizes
+
+    # one layer carries the loss: the fewest, one at a time
+    assert group_sizes(_ranking([0.9, 0.1, 0.0]), 0.99, 8) == [1, 2, 3]
+    # the detector: 108 layers, the largest a sixth of the loss
+    spread = _ranking([0.18, 0.06, 0.04, 0.03] + [0.01] * 104)
+    assert group_sizes(spread, 0.91, 8) == [1, 2, 4, 8]  # needs 10% back: from 1
+    assert group_sizes(spread, 0.93, 8) == [4, 8]  # needs 30%: four layers add up to 31%
+    assert group_sizes(spread, 0.93, 32) == [4, 8, 16, 32]
+    # nothing ranked (out of time): the unranked layers, doubling
+    assert group_sizes(_ranking([], unranked=[f"u{i}" for i in range(5)]), 0.95, 8) == \
+        [1, 2, 4, 5]
+
+
+def test_a_spread_loss_tries_groups_and_reports_why_it_stopped():
+    """With the floor out of reach the run tries 1, 2, 4, 8 layers in float, not one more
+    at a time (it stopped at float1 on the detector), and says why it stopped."""
+    from compress.recipe import MixedPrecisionConfig
+    from compress.search import Candidate, Outcome
+    from export.mixed_precision import MixedPrecision as Hook
+
+    asked = []
+    evaluator = type("Fake", (), {"accuracy": lambda self, c, s: asked.append(c)
+                                  or Outcome(c, metric=0.9)})()
+    hook = Hook(evaluator, MixedPrecisionConfig())
+    ranking = _ranking([0.18, 0.06, 0.04, 0.03] + [0.01] * 104)
+    int8 = Candidate(0.0, 0, "m", make_target("onnx", "int8"))
+    tried, reached, stopped = hook.keep_float(int8, None, ranking, 0.91)
+    assert [len(c.keep_float) for c in tried] == [1, 2, 4, 8] and tried == asked
+    assert len({c.id for c in tried}) == 4 and tried[3].keep_float == ("l0", "l1", "l2", "l3",
+                                                                       "l4", "l5", "l6", "l7")
+    assert not reached and stopped == "max_float_layers (8) reached"
+    # half the loss to win back and the shares say 23 layers: only the limit is worth a file
+    tried, _, _ = hook.keep_float(int8, None, ranking, 0.95)
+    assert [len(c.keep_float) for c in tried] == [8]
+    hook.out_of_time = lambda: True
+    tried, _, stopped = hook.keep_float(int8, None, ranking, 0.95)
+    assert len(tried) == 1 and stopped == "time budget"
