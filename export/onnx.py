@@ -239,6 +239,11 @@ def float_tensors(path: Path, nodes: list[str]) -> int:
         n.output[:] = [resolved(o) for o in n.output]
     del graph.node[:]
     graph.node.extend(kept)
+    used = {i for n in kept for i in n.input}
+    orphans = {i for n in drop for i in n.input} - used  # the pairs' scales and zero points
+    initializers = [t for t in graph.initializer if t.name not in orphans]
+    del graph.initializer[:]
+    graph.initializer.extend(initializers)
     onnx.save(model, str(path))
     return len(floats)
 
