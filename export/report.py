@@ -163,9 +163,10 @@ def parity_text(parity: dict[str, Any]) -> str:
 
     if not parity:
         return "not measured"
-    text = f"the file against its torch student on the selection split: {pair(parity)}"
-    if parity.get("export"):
-        text += f"; the export before quantization: {pair(parity['export'])}"
+    text = f"the file against the original model on the selection split: {pair(parity)}"
+    own = parity.get("export")
+    if own and own != {k: v for k, v in parity.items() if k != "export"}:  # a pruned student
+        text += f"; against its own (pruned, distilled) torch student: {pair(own)}"
     return text
 
 

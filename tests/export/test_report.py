@@ -70,5 +70,6 @@ def test_html_cells_read_as_text_never_as_dicts(tmp_path):
     row = ("<td>r0.5</td><td>original</td><td>256.5M</td><td>1148k</td><td>0.9911</td>"
            "<td>2 / 4</td><td>patience</td><td>channels_last</td><td>121.5</td>")
     assert row in page
-    assert "top-1 agreement 0.9867; the export before quantization: max |difference| of " \
-           "outputs 1, top-1 agreement 1" in page
+    assert "the file against the original model on the selection split: max |difference| " \
+           "of outputs 3.92, top-1 agreement 0.9867; against its own (pruned, distilled) " \
+           "torch student: max |difference| of outputs 1, top-1 agreement 1" in page
