@@ -46,7 +46,13 @@ def test_build_writes_a_bundle_the_device_accepts(tmp_path, keypair):
     chosen = next(c for c in profile["candidates"] if c["status"] == "chosen")
     assert chosen["latency_ms"] == min(c["latency_ms"] for c in profile["candidates"]
                                        if c["status"] in ("chosen", "passed"))
-    assert result.report_html.read_text().count("data:image/png;base64,") == 1
+    page = result.report_html.read_text()
+    # the trade-off chart; a sensitivity chart too when int8 cost over half the tolerance
+    # (it may, on a busy machine's shorter distillation)
+    assert page.count("alt='tradeoff' src='data:image/png;base64,") == 1
+    ranked = [run for run in profile.get("mixed_precision") or []
+              if not run.get("error") and (run.get("sensitivity") or {}).get("layers")]
+    assert page.count("data:image/png;base64,") == 1 + len(ranked)
     bundle = tmp_path / "out" / "x86-64" / "tiny-model-3.ekb"
     assert result.bundles == {"x86-64": bundle}
     with open_bundle(bundle, trusted_keys([keypair[1]])) as opened:
