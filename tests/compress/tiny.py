@@ -48,12 +48,10 @@ def tiny_tensors(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return x, labels
 
 
-def trained_tiny_model(seed: int = 0, steps: int = 120) -> TinyNet:
-    """A TinyNet trained for a few steps (near-perfect on tiny_tensors)."""
-    torch.manual_seed(seed)
-    model = TinyNet()
+def fit_tiny_tensors(model: nn.Module, seed: int, steps: int, lr: float) -> nn.Module:
+    """Train ``model`` in place with Adam on 256 ``tiny_tensors`` (batches of 32); eval mode."""
     x, y = tiny_tensors(256, seed=seed + 100)
-    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
     for i in range(steps):
         batch = slice((i * 32) % 256, (i * 32) % 256 + 32)
         loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
@@ -61,6 +59,12 @@ def trained_tiny_model(seed: int = 0, steps: int = 120) -> TinyNet:
         loss.backward()
         opt.step()
     return model.eval()
+
+
+def trained_tiny_model(seed: int = 0, steps: int = 120) -> TinyNet:
+    """A TinyNet trained for a few steps (near-perfect on tiny_tensors)."""
+    torch.manual_seed(seed)
+    return fit_tiny_tensors(TinyNet(), seed, steps, lr=0.01)
 
 
 def tiny_model() -> nn.Module:

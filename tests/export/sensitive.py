@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tests.compress.tiny import CLASSES, SIZE, tiny_tensors
+from tests.compress.tiny import CLASSES, SIZE, fit_tiny_tensors, tiny_tensors
 
 OUTLIER = 4000.0
 SENSITIVE = "fc2"  # the layer whose output carries the outlier channel
@@ -56,16 +56,7 @@ def add_outlier(model: OutlierMLP, factor: float = OUTLIER) -> OutlierMLP:
 def trained_outlier_model(seed: int = 0, steps: int = 150) -> OutlierMLP:
     """The MLP trained for a few steps (near-perfect on tiny_tensors), then the outlier."""
     torch.manual_seed(seed)
-    model = OutlierMLP()
-    x, y = tiny_tensors(256, seed=seed + 100)
-    opt = torch.optim.Adam(model.parameters(), lr=0.005)
-    for i in range(steps):
-        batch = slice((i * 32) % 256, (i * 32) % 256 + 32)
-        loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return add_outlier(model.eval())
+    return add_outlier(fit_tiny_tensors(OutlierMLP(), seed, steps, lr=0.005))
 
 
 def sensitive_model() -> nn.Module:
