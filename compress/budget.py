@@ -4,6 +4,11 @@ Work is timed by phase (``distill``, ``export``, ``evaluate``, ``latency``) with
 ``Budget.phase``; the searches ask ``Budget.allows`` before starting more work, so a
 build stops trying new candidates when its budget is spent (what was measured so far
 still counts) and the report says where the seconds went.
+
+A part of the budget can be held back (``reserve``) for work that only some profiles
+need after their search (mixed precision, quantization-aware training): ``left`` does
+not count it until ``release`` hands a part back, so the student search and the
+profiles' walks cannot spend it first.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ class Budget:
     clock: Callable[[], float] = time.monotonic
     spent: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
     stops: list[str] = field(default_factory=list)
+    reserved_s: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.total_s > 0:
@@ -43,8 +49,18 @@ class Budget:
         return self.clock() - self.started
 
     def left(self) -> float:
-        """Seconds left (negative when overspent)."""
-        return self.total_s - self.elapsed()
+        """Seconds left, less what is held back (negative when overspent)."""
+        return self.total_s - self.elapsed() - self.reserved_s
+
+    def reserve(self, seconds: float) -> None:
+        """Hold ``seconds`` of the budget back until released (at most the whole)."""
+        self.reserved_s = min(max(seconds, 0.0), self.total_s)
+
+    def release(self, seconds: float) -> float:
+        """Hand up to ``seconds`` of the held-back time back to ``left``; how much."""
+        amount = min(max(seconds, 0.0), self.reserved_s)
+        self.reserved_s -= amount
+        return amount
 
     def allows(self, share_s: float, used_s: float, next_cost_s: float = 0.0) -> bool:
         """Whether work expected to take ``next_cost_s`` fits in a share of ``share_s`` of

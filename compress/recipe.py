@@ -174,15 +174,19 @@ class MixedPrecisionConfig(_Config):
     keeping the 1, 2, ... most sensitive layers in float (1, 2, 4, 8, ... when the loss is
     spread over many layers) are measured until one is within tolerance, at most
     ``max_float_layers``. Methods that cannot leave layers in float (``Quantizer.layers``
-    is None) are left as they are. One such run may use ``budget_share`` of what is left
-    of the build's time budget when it starts, the ranking at most half of it; layers not
-    ranked by then are listed as ``unranked`` and tried last. report.json says why a run
+    is None) are left as they are.
+
+    Time: ``reserve_share`` of the build's time budget is held back from the student
+    search and the profiles' walks; each profile gets its part back after its walk. The
+    profile's runs share what is then left of the budget equally, the ranking at most half
+    of a run's part; layers not ranked by then are listed as ``unranked`` and tried last.
+    A profile that needs no run leaves the time to the next. report.json says why a run
     stopped (``stopped``).
     """
 
     enabled: bool = True
     max_float_layers: int = Field(default=8, ge=1, le=256)
-    budget_share: float = Field(default=0.25, gt=0.0, le=1.0)
+    reserve_share: float = Field(default=0.2, ge=0.0, lt=1.0)
 
 
 class QuantizeConfig(_Config):

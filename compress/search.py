@@ -239,9 +239,10 @@ class MixedRun:
     report: dict[str, Any]
 
 
-# (int8 candidate, its student, the metric floor to reach) -> the run, or None when the
-# candidate's method cannot leave layers in float
-MixedPrecision = Callable[[Candidate, Student, float], MixedRun | None]
+# (int8 candidate, its student, the metric floor to reach, how many runs this profile
+# still has, this one included: the run's part of the time left) -> the run, or None
+# when the candidate's method cannot leave layers in float
+MixedPrecision = Callable[[Candidate, Student, float, int], MixedRun | None]
 
 
 def choose(outcomes: list[Outcome], selection: str = "fastest", final: FinalGate | None = None,
@@ -285,7 +286,8 @@ class SearchPlan:
     candidate measured). ``selection``: a ``SELECTIONS`` policy. ``final``/``gate_baseline``:
     the gate split's metric and baseline. ``budget``/``share_s``: stop stepping down to
     lower ratios (or measuring list candidates) after ``share_s`` seconds. ``mixed``: the
-    mixed-precision hook (None: off).
+    mixed-precision hook (None: off). ``reserve_s``: the budget's held-back seconds this
+    profile gets back after its walk, for mixed precision (then for whatever follows).
     """
 
     ratios: list[float] | None = None
@@ -295,6 +297,7 @@ class SearchPlan:
     budget: Budget | None = None
     share_s: float = math.inf
     mixed: MixedPrecision | None = None
+    reserve_s: float = 0.0
 
 
 def run_search(profile: Any, recipe: Recipe, students: Students, evaluator: Evaluator,
@@ -313,6 +316,8 @@ def run_search(profile: Any, recipe: Recipe, students: Students, evaluator: Eval
     outcomes, stop = walk(profile, candidates, students, evaluator, baseline - allowed_drop,
                           plan)
     mixed_reports: list[dict[str, Any]] = []
+    if plan.budget is not None:  # this profile's part of the held-back time
+        plan.budget.release(plan.reserve_s)
     if plan.mixed is not None:
         outcomes += _mixed_precision(profile, outcomes, students, evaluator,
                                      (baseline, allowed_drop), plan.mixed, mixed_reports)
@@ -373,15 +378,18 @@ def _mixed_precision(profile: Any, outcomes: list[Outcome], students: Students,
     candidates, for each of its thread counts; their reports go to ``reports``."""
     baseline, allowed_drop = gate_figures
     done: set[tuple[int, str]] = set()
-    new: list[Outcome] = []
+    runs: list[tuple[Outcome, tuple[float, str]]] = []
     for o in sorted(outcomes, key=lambda o: -o.candidate.ratio):
-        c, group = o.candidate, (o.candidate.target_index, o.candidate.method)
+        group = (o.candidate.target_index, o.candidate.method)
         need = None if group in done else mixed_floor(o, outcomes, baseline, allowed_drop)
-        if need is None:
-            continue
-        done.add(group)
+        if need is not None:
+            done.add(group)
+            runs.append((o, need))
+    new: list[Outcome] = []
+    for i, (o, need) in enumerate(runs):
+        c, group = o.candidate, (o.candidate.target_index, o.candidate.method)
         progress.note(f"  {profile.name}: {c.id}: mixed precision ({need[1]})")
-        run = hook(c, students.get(c.ratio), need[0])
+        run = hook(c, students.get(c.ratio), need[0], len(runs) - i)
         if run is None:
             continue
         variants = [v.candidate for v in outcomes if v.candidate.ratio == c.ratio

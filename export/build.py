@@ -159,6 +159,7 @@ def run_build(req: BuildRequest) -> BuildResult:
     user = load_data(req.data)
     prep = prepare(teacher, user, recipe, req, tolerance)
     budget.start()
+    budget.reserve(recovery_reserve(recipe, budget.total_s))
     ratios = _student_search(recipe, prep, budget)
     with _workdir(req.artifacts_dir) as work:
         tolerable = prep.allowed / max(abs(prep.selection_baseline), 1e-9)
@@ -189,11 +190,20 @@ def search_profiles(profiles: list[Profile], recipe: Recipe, prep: Prepared,
                           selection=selection_for(profile, evaluator.source),
                           final=evaluator.gate_metric, gate_baseline=prep.gate_baseline,
                           budget=budget, share_s=budget.left() / (len(profiles) - i),
-                          mixed=mixed_hook(recipe, evaluator))
+                          mixed=mixed_hook(recipe, evaluator),
+                          reserve_s=budget.reserved_s / (len(profiles) - i))
         results[profile.name] = run_search(profile, recipe, prep.students, evaluator,
                                            prep.selection_baseline, prep.allowed,
                                            references(profile, recipe), plan)
     return results
+
+
+def recovery_reserve(recipe: Recipe, total_s: float) -> float:
+    """Seconds held back for mixed precision: ``reserve_share`` of the budget when the
+    recipe has it on and may quantize to int8, else none."""
+    config = recipe.quantize.mixed_precision
+    wanted = config.enabled and "int8" in recipe.quantize.precisions
+    return config.reserve_share * total_s if wanted else 0.0
 
 
 def mixed_hook(recipe: Recipe, evaluator: Evaluator) -> MixedPrecision | None:

@@ -49,16 +49,18 @@ class MixedPrecision:
 
     def __init__(self, evaluator: Evaluator, config: MixedPrecisionConfig) -> None:
         self.evaluator, self.config = evaluator, config
-        self.out_of_time: Callable[[], bool] = lambda: False  # set per run (budget_share)
+        self.out_of_time: Callable[[], bool] = lambda: False  # set per run (its share)
 
-    def __call__(self, candidate: Candidate, student: Student, floor: float) -> MixedRun | None:
-        """Rank the candidate's layers, then keep the fewest in float that reach ``floor``."""
+    def __call__(self, candidate: Candidate, student: Student, floor: float,
+                 runs_left: int = 1) -> MixedRun | None:
+        """Rank the candidate's layers, then keep the fewest in float that reach ``floor``,
+        within an equal part of the time left for this and the profile's other runs."""
         quantizer = _quantizer(candidate)
         if quantizer.layers is None:
             return None
         budget = self.evaluator.budget
         left = max(budget.left(), 0.0)
-        share = self.config.budget_share * left
+        share = left / max(runs_left, 1)
         started = budget.elapsed()
         # the ranking may use half the run's share, so mixed candidates get the rest
         rank_deadline, deadline = started + share / 2, started + share
@@ -73,8 +75,8 @@ class MixedPrecision:
         self.out_of_time = lambda: budget.elapsed() > deadline or budget.left() <= 0
         tried, reached, stopped = self.keep_float(candidate, student, ranking, floor)
         if stopped == "time budget":
-            stopped = (f"time budget: the run's share ({share:.0f} s, "
-                       f"{self.config.budget_share:g} of the {left:.0f} s left) was spent"
+            stopped = (f"time budget: the run's share ({share:.0f} s of the {left:.0f} s "
+                       f"left) was spent"
                        if budget.left() > 0 else "time budget: the build's budget is spent")
         kept = list(tried[-1].keep_float) if reached else []
         progress.note(f"  {candidate.id}: " + (f"{len(kept)} layer(s) in float reach the floor"

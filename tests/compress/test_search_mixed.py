@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import pytest
 
+from compress.budget import Budget
 from compress.recipe import Recipe
 from compress.search import (
     CHOSEN,
@@ -71,9 +72,11 @@ class MixedFake(FakeEvaluator):
                 o.latency_ms = self.mixed_ms
 
 
-def _hook(calls):
-    def hook(candidate, student, floor):
+def _hook(calls, runs_left=None):
+    def hook(candidate, student, floor, runs):
         calls.append((candidate.id, floor))
+        if runs_left is not None:
+            runs_left.append(runs)
         return MixedRun([replace(candidate, keep_float=("conv3",))], {"keep_float": ["conv3"]})
     return hook
 
@@ -108,3 +111,32 @@ def test_no_hook_no_mixed_candidates():
     result = run_search(RPI5, Recipe(), FakeStudents(), MixedFake(FIGURES), 0.95, 0.01)
     assert not result.mixed_precision
     assert not any(o.candidate.keep_float for o in result.outcomes)
+
+
+def test_each_run_gets_its_part_of_the_time_left():
+    runs_left = []
+    run_search(RPI5, Recipe(), FakeStudents(), MixedFake(FIGURES), 0.95, 0.01,
+               plan=SearchPlan(mixed=_hook([], runs_left)))
+    assert runs_left == [2, 1]  # both int8 targets need a run: a half, then the rest
+
+
+def test_the_held_back_time_is_released_for_the_profiles_runs():
+    budget = Budget(100.0, clock=lambda: 0.0)
+    budget.reserve(30.0)
+    assert budget.left() == 70.0
+    seen = []
+
+    def hook(candidate, student, floor, runs):
+        seen.append(budget.left())
+
+    run_search(RPI5, Recipe(), FakeStudents(), MixedFake(FIGURES), 0.95, 0.01,
+               plan=SearchPlan(mixed=hook, budget=budget, reserve_s=20.0))
+    assert seen == [90.0, 90.0] and budget.reserved_s == 10.0  # the rest: the next profile
+
+
+def test_release_never_hands_back_more_than_was_held():
+    budget = Budget(10.0, clock=lambda: 0.0)
+    budget.reserve(50.0)
+    assert budget.reserved_s == 10.0 and budget.left() == 0.0
+    assert budget.release(4.0) == 4.0 and budget.release(100.0) == 6.0
+    assert budget.left() == 10.0 and budget.release(1.0) == 0.0

@@ -18,7 +18,7 @@ from compress.outputs import to_numpy
 from compress.recipe import Recipe
 from compress.search import PASSED, REJECTED, SearchPlan, run_search
 from compress.techniques import Student
-from export.build import BuildRequest, run_build
+from export.build import BuildRequest, recovery_reserve, run_build
 from export.evaluate import EvalData, Evaluator
 from export.mixed_precision import MixedPrecision
 from export.onnx import ort_static, quantized_nodes
@@ -139,14 +139,14 @@ def test_output_error_is_relative_to_the_reference():
         pytest.approx(0.2)
 
 
-def _search(model, data, tmp_path, recipe: Recipe, allowed=0.02):
+def _search(model, data, tmp_path, recipe: Recipe, allowed=0.02, budget_s=3600.0):
     cal_x, val_x, val_y = data
     metric = top1_accuracy
     reference = to_numpy(model(val_x).detach())
     eval_data = EvalData(example=val_x[:1], calibration=cal_x, val_x=val_x, val_y=val_y,
                          reference=reference, metric=metric)
     # a generous budget: a loaded machine must not push the ranking past its share
-    evaluator = Evaluator(recipe, eval_data, tmp_path, budget=Budget(3600))
+    evaluator = Evaluator(recipe, eval_data, tmp_path, budget=Budget(budget_s))
     student = Student(model, 0.0)
     students = type("One", (), {"get": lambda self, ratio: student})()
     config = recipe.quantize.mixed_precision
@@ -188,9 +188,9 @@ def test_the_recipe_turns_mixed_precision_off(model, data, tmp_path):
 
 
 def test_a_run_stops_at_its_share_of_the_budget(model, data, tmp_path):
-    recipe = Recipe.from_dict({**ONNX_ONLY, "quantize": {
-        **ONNX_ONLY["quantize"], "mixed_precision": {"budget_share": 1e-9}}})
-    [run] = _search(model, data, tmp_path, recipe).mixed_precision
+    # a budget spent before the run starts: one layer is ranked, one candidate measured
+    [run] = _search(model, data, tmp_path, Recipe.from_dict(ONNX_ONLY),
+                    budget_s=1e-6).mixed_precision
     ranked, unranked = run["sensitivity"]["layers"], run["sensitivity"]["unranked"]
     assert len(ranked) == 1 and len(unranked) == 3  # the first layer, then out of time
     assert len(run["candidates"]) == 1 and not run["reached_floor"]
@@ -327,3 +327,13 @@ def test_a_spread_loss_tries_groups_and_reports_why_it_stopped():
     hook.out_of_time = lambda: True
     tried, _, stopped = hook.keep_float(int8, None, ranking, 0.95)
     assert len(tried) == 1 and stopped == "time budget"
+
+
+@pytest.mark.parametrize(("quantize", "held"), [
+    ({}, 120.0),                                            # on by default: 0.2 of 600 s
+    ({"mixed_precision": {"enabled": False}}, 0.0),
+    ({"precisions": ["fp32", "fp16"]}, 0.0),                # no int8: nothing to mix
+    ({"mixed_precision": {"reserve_share": 0.5}}, 300.0),
+])
+def test_the_build_holds_time_back_only_when_mixing_can_run(quantize, held):
+    assert recovery_reserve(Recipe.from_dict({"quantize": quantize}), 600.0) == held
