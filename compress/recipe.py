@@ -189,6 +189,21 @@ class MixedPrecisionConfig(_Config):
     reserve_share: float = Field(default=0.2, ge=0.0, lt=1.0)
 
 
+class QatConfig(_Config):
+    """Quantization-aware training when mixed precision does not recover int8's loss
+    (``quantize.qat``; ``compress/qat.py``).
+
+    The student is fine-tuned with int8 fake quantization for up to ``epochs`` epochs of
+    the build's distillation at ``lr_scale`` times its learning rate, within the time
+    left of the int8 candidate's run; its int8 files are then made and gated like any
+    other. Skipped (and said so in the report) when one epoch would not fit.
+    """
+
+    enabled: bool = True
+    epochs: int = Field(default=3, ge=1, le=100)
+    lr_scale: float = Field(default=0.1, gt=0.0, le=1.0)
+
+
 class QuantizeConfig(_Config):
     """Which precisions and quantizer methods the search may try.
 
@@ -203,6 +218,7 @@ class QuantizeConfig(_Config):
     calibration_samples: int = Field(default=256, ge=1)
     inc: IncConfig = Field(default_factory=IncConfig)
     mixed_precision: MixedPrecisionConfig = Field(default_factory=MixedPrecisionConfig)
+    qat: QatConfig = Field(default_factory=QatConfig)
 
 
 class SearchConfig(_Config):

@@ -47,6 +47,8 @@ class Candidate:
     ``threads`` is set when the profile lets the search choose the thread count (the
     target is then a copy with that count). ``keep_float`` names the layers a
     mixed-precision candidate leaves in float (empty: every layer the method quantizes).
+    ``variant`` names the student variant the file is made from (``qat``: fine-tuned with
+    fake quantization), "" for the ratio's student.
     """
 
     ratio: float
@@ -55,6 +57,7 @@ class Candidate:
     target: Any = field(compare=False, hash=False)  # OnnxTarget | TfliteTarget
     threads: int | None = None
     keep_float: tuple[str, ...] = ()
+    variant: str = ""  # the student variant it is made from ("qat"), "" for the ratio's own
 
     @property
     def format(self) -> str:
@@ -68,9 +71,11 @@ class Candidate:
 
     @property
     def id(self) -> str:
-        """``r<ratio>/<format>/<precision>/<method>[/float<n>][/t<threads>]``, as the report
-        lists it (``float<n>``: n layers kept in float)."""
+        """``r<ratio>/<format>/<precision>/<method>[/qat][/float<n>][/t<threads>]``, as the
+        report lists it (``qat``: from the QAT student; ``float<n>``: n layers in float)."""
         base = f"r{self.ratio:g}/{self.format}/{self.precision}/{self.method}"
+        if self.variant:
+            base += f"/{self.variant}"
         if self.keep_float:
             base += f"/float{len(self.keep_float)}"
         return base if self.threads is None else f"{base}/t{self.threads}"
@@ -102,7 +107,7 @@ class Outcome:
                 "latency_ms": self.latency_ms, "latency_ms_1thread": self.latency_ms_1thread,
                 "threads": self.threads, "latency_source": self.latency_source,
                 "gate_metric": self.gate_metric, "parity": self.parity,
-                "keep_float": list(c.keep_float)}
+                "keep_float": list(c.keep_float), "variant": c.variant}
 
 
 class Evaluator(Protocol):
@@ -389,7 +394,7 @@ def _mixed_precision(profile: Any, outcomes: list[Outcome], students: Students,
     for i, (o, need) in enumerate(runs):
         c, group = o.candidate, (o.candidate.target_index, o.candidate.method)
         progress.note(f"  {profile.name}: {c.id}: mixed precision ({need[1]})")
-        run = hook(c, students.get(c.ratio), need[0], len(runs) - i)
+        run = hook(c, student_of(students, c), need[0], len(runs) - i)
         if run is None:
             continue
         variants = [v.candidate for v in outcomes if v.candidate.ratio == c.ratio
@@ -471,7 +476,14 @@ def _record_stop(plan: SearchPlan, stop: str) -> str:
 
 def _measure(profile: Any, candidate: Candidate, students: Students,
              evaluator: Evaluator) -> Outcome:
-    outcome = evaluator.accuracy(candidate, students.get(candidate.ratio))
+    outcome = evaluator.accuracy(candidate, student_of(students, candidate))
     shown = f"metric {outcome.metric:.4f}" if outcome.metric is not None else outcome.reason
     progress.note(f"  {profile.name}: {candidate.id}: {shown}")
     return outcome
+
+
+def student_of(students: Students, candidate: Candidate) -> Student:
+    """The student a candidate's file is made from (its ratio's, or that one's variant)."""
+    if candidate.variant:
+        return students.get(candidate.ratio, candidate.variant)
+    return students.get(candidate.ratio)

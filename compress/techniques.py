@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from compress import progress
 from compress.distill import SCHEDULES, distill
-from compress.errors import RecipeError
+from compress.errors import CompressError, RecipeError
 from compress.evaluation import Metric
 from compress.prune import IMPORTANCE, MEASURES, prune
 from compress.recipe import DistillConfig, PruneConfig, Recipe
@@ -57,11 +57,13 @@ class Student:
     changed: bool = False
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)
     parent: str | None = None
+    variant: str = ""  # "" or a VARIANTS name: made from the ratio's student ("qat")
 
     @property
     def key(self) -> str:
-        """A short id: the prune ratio (the rest of the recipe is fixed within one build)."""
-        return f"r{self.ratio:g}"
+        """A short id: the prune ratio (the rest of the recipe is fixed within one build),
+        then the variant (``r0.5-qat``)."""
+        return f"r{self.ratio:g}" + (f"-{self.variant}" if self.variant else "")
 
 
 Handler = Callable[[Any, Student, StudentData], Student]
@@ -129,9 +131,30 @@ class Students:
         self._recipe = recipe
         self._data = data
         self._cache: dict[float, Student] = {}
+        self._variants: dict[tuple[float, str], Student | CompressError] = {}
 
-    def get(self, ratio: float) -> Student:
-        """The student for ``ratio``, made on first use (after its base, when progressive)."""
+    def variant(self, ratio: float, name: str,
+                time_left: Callable[[], float] | None = None) -> Student:
+        """The ``name`` variant of the ratio's student (a ``VARIANTS`` maker), made once
+        within ``time_left``; a failure is remembered and raised again."""
+        key = (ratio, name)
+        if key not in self._variants:
+            base = self.get(ratio)
+            try:
+                self._variants[key] = VARIANTS.get(name)(self._recipe, base,
+                                                         replace(self._data, time_left=time_left))
+            except CompressError as exc:
+                self._variants[key] = exc
+        found = self._variants[key]
+        if isinstance(found, CompressError):
+            raise found
+        return found
+
+    def get(self, ratio: float, variant: str = "") -> Student:
+        """The student for ``ratio``, made on first use (after its base, when progressive);
+        a ``variant`` must have been made with ``variant`` first."""
+        if variant:
+            return self._variants[(ratio, variant)]
         if ratio not in self._cache:
             base = self._base(ratio)
             self._cache[ratio] = make_student(self._recipe, self._data, ratio, base)
@@ -156,8 +179,28 @@ class Students:
         return self.get(max(lower))
 
     def made(self) -> list[Student]:
-        """Every student made so far, by ratio."""
-        return [self._cache[r] for r in sorted(self._cache)]
+        """Every student made so far, by ratio (variants after their ratio's student)."""
+        variants = [v for _, v in sorted(self._variants.items(), key=lambda kv: kv[0])
+                    if isinstance(v, Student)]
+        return sorted([self._cache[r] for r in sorted(self._cache)] + variants,
+                      key=lambda st: (st.ratio, st.variant))
+
+
+VariantMaker = Callable[[Recipe, Student, StudentData], Student]
+VARIANTS: Registry[VariantMaker] = Registry("student variant", RecipeError)
+
+
+@VARIANTS.register("qat")
+def _qat_variant(recipe: Recipe, base: Student, data: StudentData) -> Student:
+    """The student fine-tuned with int8 fake quantization (``compress/qat.py``)."""
+    from compress.qat import qat_finetune
+
+    model, summary = qat_finetune(base.model, data.teacher, data.example, data.train,
+                                  data.validation, data.metric, recipe.quantize.qat,
+                                  recipe.distill, data.time_left, data.loss,
+                                  label=f"QAT {base.key}")
+    return Student(model=model, ratio=base.ratio, changed=True,
+                   steps={**base.steps, "qat": summary}, parent=base.key, variant="qat")
 
 
 def check_name(where: str, value: str, registry: Registry[Any]) -> None:

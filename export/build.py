@@ -33,7 +33,7 @@ from compress.errors import RecipeError
 from compress.evaluation import collect, predict, score
 from compress.outputs import take, to_numpy, to_torch
 from compress.recipe import Recipe, load_recipe
-from compress.search import Candidate, SearchPlan, SearchResult, run_search
+from compress.search import Candidate, SearchPlan, SearchResult, run_search, student_of
 from compress.splits import SelectionAndGate, selection_and_gate
 from compress.techniques import Student, StudentData, Students, check_names
 from compress.tolerance import Tolerance
@@ -190,7 +190,7 @@ def search_profiles(profiles: list[Profile], recipe: Recipe, prep: Prepared,
                           selection=selection_for(profile, evaluator.source),
                           final=evaluator.gate_metric, gate_baseline=prep.gate_baseline,
                           budget=budget, share_s=budget.left() / (len(profiles) - i),
-                          mixed=mixed_hook(recipe, evaluator),
+                          mixed=mixed_hook(recipe, evaluator, prep.students),
                           reserve_s=budget.reserved_s / (len(profiles) - i))
         results[profile.name] = run_search(profile, recipe, prep.students, evaluator,
                                            prep.selection_baseline, prep.allowed,
@@ -199,17 +199,21 @@ def search_profiles(profiles: list[Profile], recipe: Recipe, prep: Prepared,
 
 
 def recovery_reserve(recipe: Recipe, total_s: float) -> float:
-    """Seconds held back for mixed precision: ``reserve_share`` of the budget when the
-    recipe has it on and may quantize to int8, else none."""
-    config = recipe.quantize.mixed_precision
-    wanted = config.enabled and "int8" in recipe.quantize.precisions
-    return config.reserve_share * total_s if wanted else 0.0
+    """Seconds held back for mixed precision and QAT: ``reserve_share`` of the budget when
+    the recipe has either on and may quantize to int8, else none."""
+    quantize = recipe.quantize
+    wanted = (quantize.mixed_precision.enabled or quantize.qat.enabled) \
+        and "int8" in quantize.precisions
+    return quantize.mixed_precision.reserve_share * total_s if wanted else 0.0
 
 
-def mixed_hook(recipe: Recipe, evaluator: Evaluator) -> MixedPrecision | None:
-    """The search's mixed-precision hook, unless the recipe turns it off."""
-    config = recipe.quantize.mixed_precision
-    return MixedPrecision(evaluator, config) if config.enabled else None
+def mixed_hook(recipe: Recipe, evaluator: Evaluator,
+               students: Students | None = None) -> MixedPrecision | None:
+    """The search's mixed-precision (and QAT) hook, unless the recipe turns both off."""
+    quantize = recipe.quantize
+    if not (quantize.mixed_precision.enabled or quantize.qat.enabled):
+        return None
+    return MixedPrecision(evaluator, quantize.mixed_precision, students, quantize.qat)
 
 
 def _source(req: BuildRequest, profiles: list[Profile]) -> LatencySource:
@@ -309,7 +313,7 @@ def _write_bundles(req: BuildRequest, results: dict[str, SearchResult], prep: Pr
             continue
         chosen = result.chosen
         out = req.out_dir / name / f"{model_name(req)}-{req.version}.ekb"
-        student = prep.students.get(chosen.candidate.ratio)
+        student = student_of(prep.students, chosen.candidate)
         doc = lineage(prep.inputs.source, recipe.model_dump(mode="json"),
                       prep.inputs.calibration_sha256, req.parent_version,
                       Compression(prune_ratio=student.ratio, steps=dict(student.steps)))

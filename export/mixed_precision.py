@@ -32,11 +32,12 @@ from dataclasses import replace
 from typing import Any
 
 from compress import progress
+from compress.errors import CompressError
 from compress.evaluation import score
 from compress.outputs import Outputs, to_torch
-from compress.recipe import MixedPrecisionConfig
+from compress.recipe import MixedPrecisionConfig, QatConfig
 from compress.search import Candidate, MixedRun, Outcome, SearchResult, within_tolerance
-from compress.techniques import Student
+from compress.techniques import Student, Students
 from export.errors import ExportError
 from export.evaluate import Evaluator
 from export.registry import Quantizer, exporter_for, quantizers_for
@@ -45,36 +46,59 @@ from export.sensitivity import SensitivityRanking, rank_layers
 
 
 class MixedPrecision:
-    """The search's mixed-precision hook, measuring through the build's ``Evaluator``."""
+    """The search's mixed-precision hook, measuring through the build's ``Evaluator``;
+    with ``students`` and QAT on, quantization-aware training when mixing falls short."""
 
-    def __init__(self, evaluator: Evaluator, config: MixedPrecisionConfig) -> None:
+    def __init__(self, evaluator: Evaluator, config: MixedPrecisionConfig,
+                 students: Students | None = None, qat: QatConfig | None = None) -> None:
         self.evaluator, self.config = evaluator, config
+        self.students, self.qat_config = students, qat
         self.out_of_time: Callable[[], bool] = lambda: False  # set per run (its share)
 
     def __call__(self, candidate: Candidate, student: Student, floor: float,
                  runs_left: int = 1) -> MixedRun | None:
-        """Rank the candidate's layers, then keep the fewest in float that reach ``floor``,
-        within an equal part of the time left for this and the profile's other runs."""
+        """Rank the candidate's layers, then keep the fewest in float that reach ``floor``;
+        failing that, a QAT candidate. Within an equal part of the time left for this and
+        the profile's other runs (ranking, mixing and QAT a part each)."""
         quantizer = _quantizer(candidate)
-        if quantizer.layers is None:
+        mixing = self.config.enabled and quantizer.layers is not None
+        qat = self.students is not None and self.qat_config is not None \
+            and self.qat_config.enabled
+        if not (mixing or qat):
             return None
         budget = self.evaluator.budget
         left = max(budget.left(), 0.0)
         share = left / max(runs_left, 1)
         started = budget.elapsed()
-        # the ranking may use half the run's share, so mixed candidates get the rest
-        rank_deadline, deadline = started + share / 2, started + share
-        self.out_of_time = lambda: budget.elapsed() > rank_deadline or budget.left() <= 0
+        ends = _phase_ends(started, share, mixing, qat)
+        tried: list[Candidate] = []
+        report: dict[str, Any] = {}
+        if mixing:
+            tried, report = self.mix(candidate, student, floor, quantizer, ends, (share, left))
+            if report.get("reached_floor") or "error" in report:
+                return MixedRun(tried, report)
+        if qat:
+            made, report["qat"] = self.quantization_aware(candidate, ends["qat"])
+            tried += made
+        return MixedRun(tried, report)
+
+    def mix(self, candidate: Candidate, student: Student, floor: float, quantizer: Quantizer,
+            ends: dict[str, float], figures: tuple[float, float]
+            ) -> tuple[list[Candidate], dict[str, Any]]:
+        """The sensitivity ranking, then the mixed candidates; the run's report."""
+        budget = self.evaluator.budget
+        self.out_of_time = lambda: budget.elapsed() > ends["rank"] or budget.left() <= 0
         try:
             full = self.evaluator.artifact(candidate, student)
             with self.evaluator.budget.phase("sensitivity"):
                 job = self.evaluator.job(candidate, student, full.path.parent, {})
                 ranking = self.rank(candidate, student, quantizer, quantizer.layers(job, full.path))
         except ExportError as exc:  # the int8 candidate stays as it was measured
-            return MixedRun([], {"error": f"sensitivity not measured: {exc}"})
-        self.out_of_time = lambda: budget.elapsed() > deadline or budget.left() <= 0
+            return [], {"error": f"sensitivity not measured: {exc}"}
+        self.out_of_time = lambda: budget.elapsed() > ends["mix"] or budget.left() <= 0
         tried, reached, stopped = self.keep_float(candidate, student, ranking, floor)
         if stopped == "time budget":
+            share, left = figures
             stopped = (f"time budget: the run's share ({share:.0f} s of the {left:.0f} s "
                        f"left) was spent"
                        if budget.left() > 0 else "time budget: the build's budget is spent")
@@ -82,9 +106,26 @@ class MixedPrecision:
         progress.note(f"  {candidate.id}: " + (f"{len(kept)} layer(s) in float reach the floor"
                                                if reached else f"no mix within the floor "
                                                f"({len(tried)} tried; stopped: {stopped})"))
-        return MixedRun(tried, {"sensitivity": ranking.to_dict(), "keep_float": kept,
-                                "reached_floor": reached, "stopped": stopped,
-                                "sizes_tried": [len(c.keep_float) for c in tried]})
+        return tried, {"sensitivity": ranking.to_dict(), "keep_float": kept,
+                       "reached_floor": reached, "stopped": stopped,
+                       "sizes_tried": [len(c.keep_float) for c in tried]}
+
+    def quantization_aware(self, candidate: Candidate, end: float
+                           ) -> tuple[list[Candidate], dict[str, Any]]:
+        """The candidate made from the ratio's QAT student (made once per ratio, within
+        ``end`` on the budget's clock), and what QAT did or why it did not run."""
+        assert self.students is not None
+        budget = self.evaluator.budget
+        progress.note(f"  {candidate.id}: quantization-aware training")
+        try:
+            with budget.phase("qat"):
+                qat = self.students.variant(candidate.ratio, "qat",
+                                            time_left=lambda: min(end - budget.elapsed(),
+                                                                  budget.left()))
+        except CompressError as exc:
+            progress.note(f"  {candidate.id}: no QAT: {exc}")
+            return [], {"skipped": str(exc)}
+        return [replace(candidate, variant="qat", keep_float=())], dict(qat.steps["qat"])
 
     def rank(self, candidate: Candidate, student: Student, quantizer: Quantizer,
              layers: list[str]) -> SensitivityRanking:
@@ -132,6 +173,16 @@ class MixedPrecision:
 CONCENTRATED = 0.5  # a layer alone carrying this share of the loss: grow one at a time
 
 
+def _phase_ends(started: float, share: float, mixing: bool, qat: bool) -> dict[str, float]:
+    """When (on the budget's clock) the ranking, the mixing and QAT must end: ranking and
+    mixing half of the run's part each without QAT; 0.3, 0.3 and 0.4 of it with."""
+    cuts = (0.3, 0.6) if qat else (0.5, 1.0)
+    if not mixing:
+        cuts = (0.0, 0.0)
+    return {"rank": started + share * cuts[0], "mix": started + share * cuts[1],
+            "qat": started + share}
+
+
 def group_sizes(ranking: SensitivityRanking, floor: float, limit: int) -> list[int]:
     """How many of the ranked layers each mixed candidate keeps in float, at most ``limit``.
 
@@ -177,8 +228,8 @@ def mixed_section(result: SearchResult) -> list[dict[str, Any]]:
     runs = []
     for run in result.mixed_precision:
         source = by_id[run["candidate"]].candidate
-        tried = [_tried(o, by_id.get(replace(o.candidate, keep_float=()).id))
-                 for o in result.outcomes if o.candidate.keep_float
+        tried = [_tried(o, by_id.get(replace(o.candidate, keep_float=(), variant="").id))
+                 for o in result.outcomes if (o.candidate.keep_float or o.candidate.variant)
                  and _group(o.candidate) == _group(source)]
         runs.append({**run, "tried": tried})
     return runs
@@ -189,7 +240,8 @@ def _group(c: Candidate) -> tuple[float, int, str]:
 
 
 def _tried(outcome: Outcome, full: Outcome | None) -> dict[str, Any]:
-    row = {"id": outcome.candidate.id, "layers_in_float": len(outcome.candidate.keep_float),
+    row = {"id": outcome.candidate.id, "variant": outcome.candidate.variant or "ptq",
+           "layers_in_float": len(outcome.candidate.keep_float),
            "status": outcome.status, "metric": outcome.metric,
            "latency_ms": outcome.latency_ms}
     if full is not None and full.latency_ms and outcome.latency_ms:

@@ -67,8 +67,8 @@ def tradeoff_plot(profile: dict[str, Any]) -> str:
 
 SENSITIVITY_BARS = 20  # the most sensitive layers drawn; report.json lists them all
 KEPT_COLOUR, QUANTIZED_COLOUR = "#d73027", "#4575b4"
-MIXED_COLUMNS = ("id", "layers_in_float", "status", "metric", "latency_ms", "int8_latency_ms",
-                 "latency_cost_ms")
+MIXED_COLUMNS = ("id", "variant", "layers_in_float", "status", "metric", "latency_ms",
+                 "int8_latency_ms", "latency_cost_ms")
 
 
 def sensitivity_plot(run: dict[str, Any]) -> str:
@@ -100,20 +100,38 @@ def mixed_html(profile: dict[str, Any]) -> str:
     float and each mixed candidate's metric and latency next to full int8's."""
     parts = []
     for run in profile.get("mixed_precision") or []:
-        head = (f"<h3>mixed precision from {_cell(run.get('candidate'))}</h3>"
+        head = (f"<h3>int8 recovery from {_cell(run.get('candidate'))}</h3>"
                 f"<p>{_cell(run.get('trigger'))}; floor {_cell(run.get('floor'))}</p>")
         if run.get("error"):
             parts.append(f"{head}<p>{_cell(run['error'])}</p>")
             continue
         sens = run.get("sensitivity") or {}
-        chart = (f"<img alt='sensitivity' src='data:image/png;base64,{sensitivity_plot(run)}'>"
-                 if sens.get("layers") else "")
-        kept = _cell(run.get("keep_float")) or "none within the floor"
-        parts.append(f"{head}<p>layers kept in float: {kept} (ranked in "
+        mixed = ""
+        if sens:
+            chart = (f"<img alt='sensitivity' src='data:image/png;base64,"
+                     f"{sensitivity_plot(run)}'>" if sens.get("layers") else "")
+            kept = _cell(run.get("keep_float")) or "none within the floor"
+            mixed = (f"<p>mixed precision: layers kept in float: {kept} (ranked in "
                      f"{_cell(sens.get('seconds'))} s; stopped: "
-                     f"{_cell(run.get('stopped')) or 'n/a'})</p>{chart}"
+                     f"{_cell(run.get('stopped')) or 'n/a'})</p>{chart}")
+        parts.append(f"{head}{mixed}{qat_html(run.get('qat'))}"
                      f"{_table(run.get('tried') or [], MIXED_COLUMNS)}")
     return "".join(parts)
+
+
+def qat_html(qat: dict[str, Any] | None) -> str:
+    """What quantization-aware training did: epochs, the fake-quantized metric per epoch
+    (epoch 0: before training), the folded batch norms and the seconds; or why not."""
+    if not qat:
+        return ""
+    if qat.get("skipped"):
+        return f"<p>quantization-aware training skipped: {_cell(qat['skipped'])}</p>"
+    per_epoch = ", ".join(f"{h['epoch']}: {_text(h['metric'])}" for h in qat.get("history", []))
+    return (f"<p>quantization-aware training: {_cell(qat.get('epochs_run'))} epoch(s) in "
+            f"{_cell(qat.get('seconds'))} s, best epoch {_cell(qat.get('best_epoch'))} "
+            f"(stopped by: {_cell(qat.get('stopped_by')) or 'epochs'}); fake-quantized metric "
+            f"per epoch {html.escape(per_epoch)}; batch norms folded: "
+            f"{_cell(qat.get('folded_batch_norms')) or 'none'}</p>")
 
 
 def _text(value: Any) -> str:

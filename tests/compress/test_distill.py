@@ -41,8 +41,11 @@ def _loader():
 
 
 def test_distillation_recovers_a_pruned_student(tiny_teacher, tiny_validation):
+    torch.manual_seed(0)  # the loader's shuffle: not whatever the tests before left
+    # 0.6 drops the student to about half right; 0.7 left too little for 4 epochs to
+    # recover reliably (0.73-0.93 by seed and thread count)
     student = prune(tiny_teacher, torch.randn(1, 1, 16, 16), PruneConfig(round_to=None),
-                    0.7).model
+                    0.6).model
     cfg = DistillConfig(epochs=4, patience=4, lr=0.01)
     result = distill(student, tiny_teacher, _loader(), tiny_validation, top1_accuracy, cfg)
     assert result.best_metric >= 0.9

@@ -11,14 +11,15 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from compress.budget import Budget
 from compress.evaluation import top1_accuracy
 from compress.outputs import to_numpy
 from compress.recipe import Recipe
 from compress.search import PASSED, REJECTED, SearchPlan, run_search
-from compress.techniques import Student
-from export.build import BuildRequest, recovery_reserve, run_build
+from compress.techniques import Student, StudentData, Students
+from export.build import BuildRequest, mixed_hook, recovery_reserve, run_build
 from export.evaluate import EvalData, Evaluator
 from export.mixed_precision import MixedPrecision
 from export.onnx import ort_static, quantized_nodes
@@ -219,6 +220,24 @@ def test_the_build_reports_the_ranking_and_the_chart(tmp_path, keypair):
     assert "alt='sensitivity'" in html and "layers kept in float" in html
 
 
+def test_the_build_reports_what_qat_did(tmp_path, keypair):
+    recipe = Recipe.from_dict({**ONNX_ONLY, "quantize": {
+        **ONNX_ONLY["quantize"], "mixed_precision": {"enabled": False}, "qat": {"epochs": 1}}})
+    request = BuildRequest(model="tests/export/sensitive.py:sensitive_model",
+                           data="tests/compress/tiny.py:tiny_data", profiles=["x86-64"],
+                           key_file=keypair[0], out_dir=tmp_path / "out", recipe=recipe,
+                           tolerance="0.05")
+    result = run_build(request)
+    doc = json.loads(result.report_json.read_text())
+    [run] = doc["profiles"]["x86-64"]["mixed_precision"]
+    assert run["qat"]["epochs_run"] == 1 and len(run["qat"]["history"]) == 2
+    assert {t["variant"] for t in run["tried"]} == {"qat"}  # one per thread count
+    assert run["tried"][0]["int8_latency_ms"] and run["tried"][0]["metric"] is not None
+    html = result.report_html.read_text()
+    assert "quantization-aware training: 1 epoch(s)" in html and "{" not in html.split(
+        "quantization-aware training")[1][:400]
+
+
 class ConvBnSiLU(nn.Module):
     """Conv2d -> BatchNorm2d -> SiLU blocks inside Sequentials, like the detector's."""
 
@@ -331,9 +350,36 @@ def test_a_spread_loss_tries_groups_and_reports_why_it_stopped():
 
 @pytest.mark.parametrize(("quantize", "held"), [
     ({}, 120.0),                                            # on by default: 0.2 of 600 s
-    ({"mixed_precision": {"enabled": False}}, 0.0),
+    ({"mixed_precision": {"enabled": False}}, 120.0),      # QAT still may run
+    ({"mixed_precision": {"enabled": False}, "qat": {"enabled": False}}, 0.0),
     ({"precisions": ["fp32", "fp16"]}, 0.0),                # no int8: nothing to mix
     ({"mixed_precision": {"reserve_share": 0.5}}, 300.0),
 ])
 def test_the_build_holds_time_back_only_when_mixing_can_run(quantize, held):
     assert recovery_reserve(Recipe.from_dict({"quantize": quantize}), 600.0) == held
+
+
+def test_qat_runs_when_mixing_cannot_and_its_file_is_measured_in_its_runtime(model, data,
+                                                                             tmp_path):
+    """Mixing off, QAT on: full int8 misses, so the ratio's student is fine-tuned with fake
+    quantization and its own ORT int8 file is measured and gated like any candidate."""
+    cal_x, val_x, val_y = data
+    recipe = Recipe.from_dict({**ONNX_ONLY, "quantize": {
+        **ONNX_ONLY["quantize"], "mixed_precision": {"enabled": False},
+        "qat": {"epochs": 1}}})
+    x, y = tiny_tensors(128, 4)
+    students = Students(recipe, StudentData(
+        teacher=model, example=val_x[:1], train=DataLoader(TensorDataset(x, y), batch_size=64),
+        validation=(val_x, val_y), metric=top1_accuracy))
+    eval_data = EvalData(example=val_x[:1], calibration=cal_x, val_x=val_x, val_y=val_y,
+                         reference=to_numpy(model(val_x).detach()), metric=top1_accuracy)
+    evaluator = Evaluator(recipe, eval_data, tmp_path, budget=Budget(3600))
+    plan = SearchPlan(mixed=mixed_hook(recipe, evaluator, students))
+    result = run_search(get_profile("x86-64"), recipe, students, evaluator,
+                        top1_accuracy(model(val_x), val_y), 0.02, plan=plan)
+    [run] = result.mixed_precision
+    assert "sensitivity" not in run and run["qat"]["epochs_run"] == 1
+    assert run["candidates"] == ["r0/onnx/int8/ort-static/qat/t2"]
+    qat = [o for o in result.outcomes if o.candidate.variant == "qat"]
+    assert qat and all(o.metric is not None and o.latency_ms for o in qat)
+    assert all(o.artifact.path.parent.name == "r0-qat" for o in qat)

@@ -1,0 +1,166 @@
+"""Quantization-aware training (QAT): fine-tune a student with int8 fake quantization.
+
+When full int8 misses the accuracy gate and keeping layers in float does not recover it
+(``export/mixed_precision.py``), the build fine-tunes the student with the PT2E QAT
+flow of the torch/torchao stack installed here: ``torch.export`` -> torchao's
+``prepare_qat_pt2e`` with litert-torch's PT2E quantizer in QAT mode (per-channel
+symmetric int8 weights, int8 activations: the scheme of the ``litert-pt2e`` files) ->
+a few epochs of the build's own distillation (same teacher, task loss, validation and
+time limit) -> the trained weights are copied back into a float copy of the student.
+
+That float copy is a new student (key ``r<ratio>-qat``), and the build's ordinary
+quantizers (ORT ``quantize_static``, LiteRT PT2E) make its int8 files with their own
+calibration. Its weights have learnt to sit well on the int8 grid, and every file keeps
+the guarantees of the others: parity with its own torch student at build time and on the
+device, and the gate on its own split. Converting the QAT graph itself would tie the ONNX
+path to torch's QDQ export. Re-quantizing gives both runtimes the files their fast
+kernels expect.
+
+Batch norms are folded into the convolutions before QAT: the files fold them anyway,
+and litert-torch's QAT conv-bn annotators do not run on this torchao (they hand
+``torch.export`` a function). The student's batch-norm modules become ``Identity``.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from compress import progress
+from compress.distill import distill
+from compress.errors import CompressError
+from compress.recipe import DistillConfig, QatConfig
+
+BATCH_NORM_OPS = ("_native_batch_norm_legit_no_training", "batch_norm")
+CONV_OPS = ("conv1d", "conv2d", "conv3d")
+
+
+def fold_batch_norms(model: nn.Module, example: torch.Tensor) -> list[tuple[str, str]]:
+    """Fold every batch norm that directly follows a convolution into it, in place (the
+    batch norm becomes ``Identity``); the (conv, batch norm) module names folded.
+
+    The pairs are read from the ``torch.export`` graph of ``model`` in eval mode, so any
+    architecture works, not only ``nn.Sequential`` neighbours. A conv whose output
+    also feeds something else is left alone (folding would change that other use)."""
+    model.eval()
+    graph = torch.export.export(model, (example,)).graph
+    modules = dict(model.named_modules())
+    pairs = []
+    for node in graph.nodes:
+        if node.op != "call_function" or _op(node) not in BATCH_NORM_OPS:
+            continue
+        conv = node.args[0]
+        if getattr(conv, "op", "") != "call_function" or _op(conv) not in CONV_OPS \
+                or len(conv.users) != 1:
+            continue
+        conv_name, bn_name = _module_of(conv), _module_of(node)
+        if isinstance(modules.get(conv_name), nn.modules.conv._ConvNd) \
+                and isinstance(modules.get(bn_name), nn.modules.batchnorm._BatchNorm):
+            pairs.append((conv_name, bn_name))
+    for conv_name, bn_name in pairs:
+        fused = torch.nn.utils.fusion.fuse_conv_bn_eval(modules[conv_name], modules[bn_name])
+        _set(model, conv_name, fused)
+        _set(model, bn_name, nn.Identity())
+    return pairs
+
+
+def _op(node: Any) -> str:
+    return str(getattr(node.target, "__name__", node.target)).split(".")[0]
+
+
+def _module_of(node: Any) -> str:
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return ""
+    path = list(stack.values())[-1][0]
+    return path.removeprefix("L['self'].").removeprefix("L__self__.")
+
+
+def _set(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, leaf = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, leaf, module)
+
+
+def _qat_quantizer() -> Any:
+    """litert-torch's PT2E quantizer in QAT mode, without its conv-bn annotators."""
+    from litert_torch.quantize.pt2e_quantizer import (
+        PT2EQuantizer,
+        get_symmetric_quantization_config,
+    )
+
+    cls = type("PT2EQuantizerQat", (PT2EQuantizer,), {"STATIC_QAT_ONLY_OPS": []})
+    return cls().set_global(get_symmetric_quantization_config(is_per_channel=True,
+                                                               is_qat=True))
+
+
+def prepare_qat(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
+    """The PT2E QAT graph of ``model`` (fake quantization on weights and activations),
+    batch size free, switchable with ``.train()`` / ``.eval()``."""
+    from torchao.quantization.pt2e import allow_exported_model_train_eval
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
+
+    batch = example[:1].expand(2, *example.shape[1:]).contiguous()
+    exported = torch.export.export(model, (batch,),
+                                   dynamic_shapes=({0: torch.export.Dim("batch")},)).module()
+    prepared = prepare_qat_pt2e(exported, _qat_quantizer())
+    allow_exported_model_train_eval(prepared)
+    return prepared
+
+
+def epoch_seconds(prepared: nn.Module, teacher: nn.Module, train: Any, batches: int) -> float:
+    """Seconds one QAT epoch would take: two timed training steps, times the batches."""
+    prepared.train()
+    timed, started = 0, time.monotonic()
+    for inputs, _ in train:
+        with torch.no_grad():
+            teacher(inputs.float())
+        out = prepared(inputs.float())
+        sum(o.float().sum() for o in (out if isinstance(out, (tuple, list)) else [out])).backward()
+        timed += 1
+        if timed == 2:
+            break
+    prepared.zero_grad(set_to_none=True)
+    prepared.eval()
+    return (time.monotonic() - started) / max(timed, 1) * batches
+
+
+def qat_finetune(model: nn.Module, teacher: nn.Module, example: torch.Tensor, train: Any,
+                 validation: tuple[torch.Tensor, torch.Tensor], metric: Any,
+                 cfg: QatConfig, distill_cfg: DistillConfig,
+                 time_left: Callable[[], float] | None = None,
+                 loss: Any = None, label: str = "QAT") -> tuple[nn.Module, dict[str, Any]]:
+    """A float copy of ``model`` fine-tuned with int8 fake quantization, and what QAT did
+    (epochs, the fake-quantized metric per epoch, folded batch norms, seconds).
+
+    Raises ``CompressError`` when not even one epoch fits in ``time_left``."""
+    started = time.monotonic()
+    student = copy.deepcopy(model).eval()  # export shares parameters: never train the original
+    folded = fold_batch_norms(student, example[:1])
+    prepared = prepare_qat(student, example)
+    batches = len(train) if hasattr(train, "__len__") else 1
+    estimate = epoch_seconds(prepared, teacher, train, batches)
+    if time_left is not None and estimate > time_left():
+        raise CompressError(f"one QAT epoch takes about {estimate:.0f} s, more than the "
+                            f"{max(time_left(), 0):.0f} s left of the build's budget")
+    config = distill_cfg.model_copy(update={"epochs": cfg.epochs,
+                                            "lr": distill_cfg.lr * cfg.lr_scale,
+                                            "patience": cfg.epochs})
+    result = distill(prepared, teacher, train, validation, metric, config, label=label,
+                     time_left=time_left, loss=loss)
+    trained = prepared.state_dict()
+    missing = [k for k in student.state_dict() if k not in trained]
+    if missing:
+        raise CompressError(f"QAT graph lost the student's parameters {missing[:3]}; "
+                            "turn QAT off with quantize: {qat: {enabled: false}}")
+    student.load_state_dict({k: trained[k] for k in student.state_dict()})
+    summary = {**result.summary(), "folded_batch_norms": [bn for _, bn in folded],
+               "epoch_estimate_s": round(estimate, 2),
+               "seconds": round(time.monotonic() - started, 2)}
+    progress.note(f"{label}: fake-quantized metric {result.best_metric:.4f} at epoch "
+                  f"{result.best_epoch}/{result.epochs_run}")
+    return student.eval(), summary
