@@ -59,25 +59,37 @@ class LargeModel:
     factory: str
     size: int
     schedule: tuple[tuple[int, int], ...]
+    module: str = LARGE  # the file defining the factory and ``data_<size>``
+    lr: float = 4e-3  # the one-cycle schedule's peak
 
     @property
     def model_spec(self) -> str:
         """``--model`` for the build."""
-        return f"{LARGE}:{self.factory}"
+        return f"{self.module}:{self.factory}"
 
     @property
     def data_spec(self) -> str:
         """``--data`` for the build."""
-        return f"{LARGE}:data_{self.size}"
+        return f"{self.module}:data_{self.size}"
 
 
 MODELS = {
     "mobilenetv2": LargeModel("MobileNetV2-1.0", "mobilenetv2_large", 288,
                               ((144, 8), (288, 2))),
     "resnet18": LargeModel("ResNet-18", "resnet18_large", 128, ((64, 4), (128, 2))),
+    # attention: one size only (its positions are learnt for 64 tokens)
+    "vit": LargeModel("ViT-S/8 (6 layers, width 192)", "vit_small", 64, ((64, 24),),
+                      module="examples/digits/attention.py", lr=1e-3),
 }
 QUICK_SCHEDULE = ((64, 1), (128, 1))
 QUICK_BUDGET_S = 120.0
+
+
+def quick_schedule(spec: LargeModel) -> tuple[tuple[int, int], ...]:
+    """One epoch per phase, small sizes for the resizable nets, the one size otherwise."""
+    if len(spec.schedule) == 1:
+        return ((spec.schedule[0][0], 1),)
+    return QUICK_SCHEDULE
 
 
 def train_large(spec: LargeModel, schedule: tuple[tuple[int, int], ...],
@@ -88,15 +100,16 @@ def train_large(spec: LargeModel, schedule: tuple[tuple[int, int], ...],
 
     from compress import progress
     from compress.evaluation import collect, predict, top1_accuracy
-    from examples.digits.large import LARGE_ARCHITECTURES, large_loaders
+    from compress.usercode import build_model
+    from examples.digits.large import large_loaders
 
     torch.manual_seed(seed)
-    net = LARGE_ARCHITECTURES[spec.factory][0]().to(memory_format=torch.channels_last)
+    net = build_model(spec.model_spec).to(memory_format=torch.channels_last)
     phases = [(large_loaders(size, seed=seed)["train"], size, epochs)
               for size, epochs in schedule]
-    optimizer = torch.optim.AdamW(net.parameters(), lr=4e-3, weight_decay=1e-4)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=spec.lr, weight_decay=1e-4)
     cycle = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=4e-3, total_steps=sum(len(ld) * n for ld, _, n in phases))
+        optimizer, max_lr=spec.lr, total_steps=sum(len(ld) * n for ld, _, n in phases))
     for loader, size, epochs in phases:
         for epoch in range(epochs):
             net.train()
@@ -119,7 +132,7 @@ def cached_baseline(key: str, quick: bool) -> tuple[Path, float]:
     from compress import progress
 
     spec = MODELS[key]
-    schedule = QUICK_SCHEDULE if quick else spec.schedule
+    schedule = quick_schedule(spec) if quick else spec.schedule
     tag = "-".join(f"{s}x{n}" for s, n in schedule)
     weights = CACHE / f"{spec.factory}-{tag}.pt"
     info = weights.with_suffix(".json")
@@ -313,7 +326,7 @@ def run_model(key: str, args: argparse.Namespace, peak: float) -> str:
         teacher, data = teacher_and_data(spec, weights)
         measured = measure_profiles(report, teacher, data, work)
     schedule = ", ".join(f"{n} epochs at {s}px" for s, n in
-                         (QUICK_SCHEDULE if args.quick else spec.schedule))
+                         (quick_schedule(spec) if args.quick else spec.schedule))
     budget = (f"`--time-budget {args.time_budget:g}`" if args.time_budget
               else "the default time budget")
     facts = {"val_n": len(data["val_y"]), "accuracy": accuracy, "schedule": schedule,

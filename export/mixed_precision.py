@@ -125,7 +125,13 @@ class MixedPrecision:
         except CompressError as exc:
             progress.note(f"  {candidate.id}: no QAT: {exc}")
             return [], {"skipped": str(exc)}
-        return [replace(candidate, variant="qat", keep_float=())], dict(qat.steps["qat"])
+        summary = dict(qat.steps["qat"])
+        if summary.get("best_epoch") == 0:  # the student's own weights: full int8 again
+            epochs = summary.get("epochs_run")
+            return [], {**summary, "skipped": f"QAT did not raise the fake-quantized metric "
+                        f"in {epochs} epoch(s) ({summary.get('stopped_by') or 'all run'}), "
+                        "so its files would be full int8's"}
+        return [replace(candidate, variant="qat", keep_float=())], summary
 
     def rank(self, candidate: Candidate, student: Student, quantizer: Quantizer,
              layers: list[str]) -> SensitivityRanking:

@@ -124,14 +124,16 @@ def qat_html(qat: dict[str, Any] | None) -> str:
     (epoch 0: before training), the folded batch norms and the seconds; or why not."""
     if not qat:
         return ""
-    if qat.get("skipped"):
-        return f"<p>quantization-aware training skipped: {_cell(qat['skipped'])}</p>"
-    per_epoch = ", ".join(f"{h['epoch']}: {_text(h['metric'])}" for h in qat.get("history", []))
+    skipped = (f"<p>no QAT candidate: {_cell(qat['skipped'])}</p>" if qat.get("skipped")
+               else "")
+    if not qat.get("history"):  # it never started
+        return skipped
+    per_epoch = ", ".join(f"{h['epoch']}: {_text(h['metric'])}" for h in qat["history"])
     return (f"<p>quantization-aware training: {_cell(qat.get('epochs_run'))} epoch(s) in "
             f"{_cell(qat.get('seconds'))} s, best epoch {_cell(qat.get('best_epoch'))} "
             f"(stopped by: {_cell(qat.get('stopped_by')) or 'epochs'}); fake-quantized metric "
             f"per epoch {html.escape(per_epoch)}; batch norms folded: "
-            f"{_cell(qat.get('folded_batch_norms')) or 'none'}</p>")
+            f"{_cell(qat.get('folded_batch_norms')) or 'none'}</p>{skipped}")
 
 
 def _text(value: Any) -> str:

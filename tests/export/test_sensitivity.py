@@ -5,6 +5,7 @@ build reports it (report.json and the HTML chart) unless the recipe turns it off
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -26,9 +27,9 @@ from export.onnx import ort_static, quantized_nodes
 from export.runner import ExportedModel
 from export.sensitivity import output_error, rank_layers
 from hardware_profiles import get_profile
-from tests.compress.tiny import tiny_tensors
+from tests.compress.tiny import fit_tiny_tensors, tiny_tensors
 from tests.export.conftest import make_job, make_target
-from tests.export.sensitive import SENSITIVE, trained_outlier_model
+from tests.export.sensitive import SENSITIVE, OutlierMLP, trained_outlier_model
 
 CONSUMER = "fc3"  # reads the outlier tensor, so quantizing it alone destroys it too
 
@@ -231,8 +232,11 @@ def test_the_build_reports_what_qat_did(tmp_path, keypair):
     doc = json.loads(result.report_json.read_text())
     [run] = doc["profiles"]["x86-64"]["mixed_precision"]
     assert run["qat"]["epochs_run"] == 1 and len(run["qat"]["history"]) == 2
-    assert {t["variant"] for t in run["tried"]} == {"qat"}  # one per thread count
-    assert run["tried"][0]["int8_latency_ms"] and run["tried"][0]["metric"] is not None
+    if run["qat"]["best_epoch"]:  # it helped: its files were measured beside full int8's
+        assert {t["variant"] for t in run["tried"]} == {"qat"}  # one per thread count
+        assert run["tried"][0]["int8_latency_ms"] and run["tried"][0]["metric"] is not None
+    else:
+        assert not run["tried"] and "did not raise" in run["qat"]["skipped"]
     html = result.report_html.read_text()
     assert "quantization-aware training: 1 epoch(s)" in html and "{" not in html.split(
         "quantization-aware training")[1][:400]
@@ -359,27 +363,48 @@ def test_the_build_holds_time_back_only_when_mixing_can_run(quantize, held):
     assert recovery_reserve(Recipe.from_dict({"quantize": quantize}), 600.0) == held
 
 
-def test_qat_runs_when_mixing_cannot_and_its_file_is_measured_in_its_runtime(model, data,
-                                                                             tmp_path):
-    """Mixing off, QAT on: full int8 misses, so the ratio's student is fine-tuned with fake
-    quantization and its own ORT int8 file is measured and gated like any candidate."""
+def _qat_search(teacher, student, data, tmp_path, lr_scale=1.0):
+    """Mixing off, QAT on (2 epochs at ``lr_scale`` of the distillation's rate), the ratio-0
+    student ``student``, gated against the teacher's metric."""
     cal_x, val_x, val_y = data
     recipe = Recipe.from_dict({**ONNX_ONLY, "quantize": {
         **ONNX_ONLY["quantize"], "mixed_precision": {"enabled": False},
-        "qat": {"epochs": 1}}})
-    x, y = tiny_tensors(128, 4)
+        "qat": {"epochs": 2, "lr_scale": lr_scale}}})
+    x, y = tiny_tensors(512, 4)
     students = Students(recipe, StudentData(
-        teacher=model, example=val_x[:1], train=DataLoader(TensorDataset(x, y), batch_size=64),
-        validation=(val_x, val_y), metric=top1_accuracy))
+        teacher=teacher, example=val_x[:1], validation=(val_x, val_y), metric=top1_accuracy,
+        train=DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True)))
+    students.get(0.0).model = student
     eval_data = EvalData(example=val_x[:1], calibration=cal_x, val_x=val_x, val_y=val_y,
-                         reference=to_numpy(model(val_x).detach()), metric=top1_accuracy)
+                         reference=to_numpy(teacher(val_x).detach()), metric=top1_accuracy)
     evaluator = Evaluator(recipe, eval_data, tmp_path, budget=Budget(3600))
     plan = SearchPlan(mixed=mixed_hook(recipe, evaluator, students))
-    result = run_search(get_profile("x86-64"), recipe, students, evaluator,
-                        top1_accuracy(model(val_x), val_y), 0.02, plan=plan)
+    return run_search(get_profile("x86-64"), recipe, students, evaluator,
+                      top1_accuracy(teacher(val_x), val_y), 0.02, plan=plan)
+
+
+def test_qat_runs_when_mixing_cannot_and_its_file_is_measured_in_its_runtime(data, tmp_path):
+    """Full int8 of an untrained student misses; QAT distils it from the teacher with fake
+    quantization, and the QAT student's own ORT int8 file is measured like any candidate."""
+    torch.manual_seed(0)
+    teacher = fit_tiny_tensors(OutlierMLP(), 0, 150, lr=0.005)
+    weak = OutlierMLP().eval()  # untrained: a guess per class
+    result = _qat_search(teacher, weak, data, tmp_path)
     [run] = result.mixed_precision
-    assert "sensitivity" not in run and run["qat"]["epochs_run"] == 1
+    history = [h["metric"] for h in run["qat"]["history"]]
+    assert "sensitivity" not in run and run["qat"]["best_epoch"] > 0, history
     assert run["candidates"] == ["r0/onnx/int8/ort-static/qat/t2"]
     qat = [o for o in result.outcomes if o.candidate.variant == "qat"]
+    full = next(o for o in result.outcomes if o.candidate.id == "r0/onnx/int8/ort-static/t2")
     assert qat and all(o.metric is not None and o.latency_ms for o in qat)
     assert all(o.artifact.path.parent.name == "r0-qat" for o in qat)
+    assert qat[0].metric > full.metric
+
+
+def test_qat_that_does_not_help_makes_no_candidate(model, data, tmp_path):
+    """A QAT that cannot move the weights (a vanishing rate) keeps epoch 0: no QAT file (it
+    would be full int8 again), and the report says why."""
+    result = _qat_search(model, copy.deepcopy(model), data, tmp_path, lr_scale=1e-9)
+    [run] = result.mixed_precision
+    assert run["qat"]["best_epoch"] == 0 and "did not raise" in run["qat"]["skipped"]
+    assert run["candidates"] == [] and not any(o.candidate.variant for o in result.outcomes)
