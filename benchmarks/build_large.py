@@ -78,7 +78,7 @@ MODELS = {
                               ((144, 8), (288, 2))),
     "resnet18": LargeModel("ResNet-18", "resnet18_large", 128, ((64, 4), (128, 2))),
     # attention: one size only (its positions are learnt for 64 tokens)
-    "vit": LargeModel("ViT-S/8 (6 layers, width 192)", "vit_small", 64, ((64, 24),),
+    "vit": LargeModel("ViT (10 layers, width 256, 8x8 patches)", "vit_small", 64, ((64, 24),),
                       module="examples/digits/attention.py", lr=1e-3),
 }
 QUICK_SCHEDULE = ((64, 1), (128, 1))
@@ -215,8 +215,18 @@ def measure_profiles(report: dict[str, Any], teacher: Any, data: dict[str, Any],
             seen[key] = measure_runtime(name, best, teacher, data, work / "compare" / name,
                                         score)
         measured[name] = {**seen[key], "best": best, "macs": chosen_macs(
-            report, best["prune_ratio"], teacher, data["example"])}
+            report, best["prune_ratio"], teacher, data["example"]),
+            "profile_threads": _profile_threads(name, best)}
     return measured
+
+
+def _profile_threads(name: str, best: dict[str, Any]) -> int:
+    """The thread count this profile's target gives the chosen file (a shared measurement
+    carries the first profile's)."""
+    from hardware_profiles import get_profile
+
+    return next(t.threads for t in get_profile(name).targets
+                if (t.format, t.precision) == (best["format"], best["precision"]))
 
 
 def ratios(m: dict[str, Any]) -> dict[str, float]:

@@ -118,7 +118,8 @@ def pick(tried: list[dict[str, Any]]) -> dict[str, Any] | None:
 def what(c: dict[str, Any]) -> str:
     """How a recovery candidate reads: QAT, n layers in float, or both."""
     parts = (["QAT"] if c.get("variant") == "qat" else []) + (
-        [f"{len(c['keep_float'])} layers in float"] if c.get("keep_float") else [])
+        [f"{len(c['keep_float'])} layer{'s' if len(c['keep_float']) > 1 else ''} in float"]
+        if c.get("keep_float") else [])
     return " + ".join(parts) or "int8"
 
 
@@ -198,7 +199,7 @@ def model_section(key: str, args: argparse.Namespace, work: Path) -> str:
     started = time.monotonic()
     subject = SUBJECTS[key]()
     report_file = work / "out" / "report.json"
-    if not args.measure_only:
+    if not (args.measure_only and report_file.exists()):
         subject.build(work, args.profile or list(PROFILES), args.time_budget)
     report = json.loads(report_file.read_text())
     teacher, data = subject.teacher_and_data()
@@ -211,15 +212,28 @@ def model_section(key: str, args: argparse.Namespace, work: Path) -> str:
                       "nothing")
         lines += [f"**{name}** ships `{chosen}`.", ""]
         pairs = recovery_pairs(profile)
+        shipped = next((c for c in profile["candidates"] if c["status"] == "chosen"
+                        and c["precision"] == "int8" and c.get("file")), None)
         if not pairs:
             lines += ["No int8 recovery ran: every int8 file was within its floor, or none "
                       "was measured.", ""]
+        if not pairs and shipped is not None:  # the peers beside the int8 file it ships
+            m = measure(name, shipped, None, teacher, data, subject.score,
+                        work / "compare" / name / shipped["format"])
+            lines += [*table(name, m, baseline, subject.metric)[:-1], ""]
         for full, rec, run in pairs:
             m = measure(name, full, rec, teacher, data, subject.score,
                         work / "compare" / name / full["format"])
             lines += [*table(name, m, baseline, subject.metric), run_line(run), ""]
     lines.append(f"Time for this model: {time.monotonic() - started:.0f} s.")
     return "\n".join(lines)
+
+
+def doc_text() -> str:
+    """This module's description for RESULTS.md: what is measured, the rows, the target."""
+    paragraph, rows, target = __doc__.split("\n\n")[1:4]
+    return "\n\n".join([paragraph.replace("\n", " "),
+                        rows.replace("\n  ", " "), target.replace("\n", " ")])
 
 
 def main() -> None:
@@ -231,7 +245,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print, do not write RESULTS")
     parser.add_argument("--work", type=Path, help="keep each model's build in WORK/<model>")
     parser.add_argument("--measure-only", action="store_true",
-                        help="time the builds an earlier --work run left")
+                        help="time the builds an earlier --work run left (build the others)")
     args = parser.parse_args()
     if args.measure_only and not args.work:
         parser.error("--measure-only needs --work DIR (the folder of the earlier run)")
@@ -243,9 +257,8 @@ def main() -> None:
         for key in args.model or list(SUBJECTS):
             work = (args.work or Path(tmp)) / key
             sections.append(model_section(key, args, work))
-    body = "\n\n".join(["## int8 recovery: sensitivity, mixed precision, QAT", "",
-                        "`benchmarks/int8_recovery.py` (issue 20). " + __doc__.split("\n\n")[1]
-                        .replace("\n", " "), *sections])
+    body = "\n\n".join(["## int8 recovery: sensitivity, mixed precision, QAT",
+                        "`benchmarks/int8_recovery.py` (issue 20). " + doc_text(), *sections])
     print(body)
     if not args.no_write:
         write_section("int8-recovery", body)

@@ -15,8 +15,8 @@ def test_vit_maps_its_input_to_ten_logits_through_a_transformer_encoder() -> Non
         out = model(torch.randn(2, 3, SIZE, SIZE))
     assert out.shape == (2, 10)
     layers = model.encoder.layers
-    assert isinstance(model.encoder, nn.TransformerEncoder) and len(layers) == 6
-    assert layers[0].self_attn.num_heads == 3 and layers[0].linear1.out_features == 384
+    assert isinstance(model.encoder, nn.TransformerEncoder) and len(layers) == 10
+    assert layers[0].self_attn.num_heads == 4 and layers[0].linear1.out_features == 512
 
 
 def test_data_is_the_digits_at_64_pixels() -> None:
