@@ -90,6 +90,9 @@ def sensitivity_plot(run: dict[str, Any]) -> str:
     right.barh(names, [max(r["output_error"], 1e-12) for r in rows], color=colours)
     right.set(xscale="log", xlabel="relative output error", title="output error")
     left.tick_params(axis="y", labelsize=7)
+    # drops of 1e-4: few ticks, one shared exponent, never overlapping labels
+    left.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(4))
+    left.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:.2g}"))
     encoded = png_base64(fig)
     plt.close(fig)
     return encoded
