@@ -314,9 +314,13 @@ def _write_bundles(req: BuildRequest, results: dict[str, SearchResult], prep: Pr
         chosen = result.chosen
         out = req.out_dir / name / f"{model_name(req)}-{req.version}.ekb"
         student = student_of(prep.students, chosen.candidate)
+        steps = dict(student.steps)
+        if chosen.candidate.keep_float:  # an int8 file with these layers left in float
+            steps["mixed_precision"] = {"keep_float": list(chosen.candidate.keep_float),
+                                        "method": chosen.candidate.method}
         doc = lineage(prep.inputs.source, recipe.model_dump(mode="json"),
                       prep.inputs.calibration_sha256, req.parent_version,
-                      Compression(prune_ratio=student.ratio, steps=dict(student.steps)))
+                      Compression(prune_ratio=student.ratio, steps=steps))
         figures = manifest_figures(profile_figures(result, prep, by_name[name], source))
         write_chosen_bundle(chosen, name, prep.inputs, model_name(req), req.version, figures,
                             doc, key, out)

@@ -20,6 +20,7 @@ from compress.outputs import to_numpy
 from compress.recipe import Recipe
 from compress.search import PASSED, REJECTED, SearchPlan, run_search
 from compress.techniques import Student, StudentData, Students
+from edge_agent.bundle import open_bundle, trusted_keys
 from export.build import BuildRequest, mixed_hook, recovery_reserve, run_build
 from export.evaluate import EvalData, Evaluator
 from export.mixed_precision import MixedPrecision
@@ -219,6 +220,24 @@ def test_the_build_reports_the_ranking_and_the_chart(tmp_path, keypair):
     assert run["tried"] and all("latency_ms" in t for t in run["tried"])
     html = result.report_html.read_text()
     assert "alt='sensitivity'" in html and "layers kept in float" in html
+
+
+
+def test_a_shipped_mixed_file_names_its_float_layers_in_the_bundle(tmp_path, keypair):
+    recipe = Recipe.from_dict({**ONNX_ONLY, "quantize": {"precisions": ["int8"]}})
+    request = BuildRequest(model="tests/export/sensitive.py:sensitive_model",
+                           data="tests/compress/tiny.py:tiny_data", profiles=["x86-64"],
+                           key_file=keypair[0], out_dir=tmp_path / "out", recipe=recipe,
+                           tolerance="0.05")
+    result = run_build(request)
+    profile = json.loads(result.report_json.read_text())["profiles"]["x86-64"]
+    chosen = next(c for c in profile["candidates"] if c["status"] == "chosen")
+    assert chosen["keep_float"] == [_layer(CONSUMER)]
+    with open_bundle(result.bundles["x86-64"], trusted_keys([keypair[1]])) as opened:
+        steps = opened.manifest.lineage.compression.steps
+        assert opened.manifest.metrics.precision == "int8"
+    assert steps["mixed_precision"] == {"keep_float": [_layer(CONSUMER)],
+                                        "method": "ort-static"}
 
 
 def test_the_build_reports_what_qat_did(tmp_path, keypair):
