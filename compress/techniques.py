@@ -20,6 +20,7 @@ from compress import progress
 from compress.distill import SCHEDULES, distill
 from compress.errors import CompressError, RecipeError
 from compress.evaluation import Metric
+from compress.memo import made_once
 from compress.prune import IMPORTANCE, MEASURES, prune
 from compress.recipe import DistillConfig, PruneConfig, Recipe
 from compress.registry import Registry
@@ -137,18 +138,9 @@ class Students:
                 time_left: Callable[[], float] | None = None) -> Student:
         """The ``name`` variant of the ratio's student (a ``VARIANTS`` maker), made once
         within ``time_left``; a failure is remembered and raised again."""
-        key = (ratio, name)
-        if key not in self._variants:
-            base = self.get(ratio)
-            try:
-                self._variants[key] = VARIANTS.get(name)(self._recipe, base,
-                                                         replace(self._data, time_left=time_left))
-            except CompressError as exc:
-                self._variants[key] = exc
-        found = self._variants[key]
-        if isinstance(found, CompressError):
-            raise found
-        return found
+        return made_once(self._variants, (ratio, name), lambda: VARIANTS.get(name)(
+            self._recipe, self.get(ratio), replace(self._data, time_left=time_left)),
+            CompressError)
 
     def get(self, ratio: float, variant: str = "") -> Student:
         """The student for ``ratio``, made on first use (after its base, when progressive);
@@ -180,10 +172,8 @@ class Students:
 
     def made(self) -> list[Student]:
         """Every student made so far, by ratio (variants after their ratio's student)."""
-        variants = [v for _, v in sorted(self._variants.items(), key=lambda kv: kv[0])
-                    if isinstance(v, Student)]
-        return sorted([self._cache[r] for r in sorted(self._cache)] + variants,
-                      key=lambda st: (st.ratio, st.variant))
+        variants = [v for v in self._variants.values() if isinstance(v, Student)]
+        return sorted([*self._cache.values(), *variants], key=lambda st: (st.ratio, st.variant))
 
 
 VariantMaker = Callable[[Recipe, Student, StudentData], Student]

@@ -202,17 +202,21 @@ def recovery_reserve(recipe: Recipe, total_s: float) -> float:
     """Seconds held back for mixed precision and QAT: ``reserve_share`` of the budget when
     the recipe has either on and may quantize to int8, else none."""
     quantize = recipe.quantize
-    wanted = (quantize.mixed_precision.enabled or quantize.qat.enabled) \
-        and "int8" in quantize.precisions
+    wanted = _recovers(recipe) and "int8" in quantize.precisions
     return quantize.mixed_precision.reserve_share * total_s if wanted else 0.0
+
+
+def _recovers(recipe: Recipe) -> bool:
+    """Whether the recipe has mixed precision or QAT on."""
+    return recipe.quantize.mixed_precision.enabled or recipe.quantize.qat.enabled
 
 
 def mixed_hook(recipe: Recipe, evaluator: Evaluator,
                students: Students | None = None) -> MixedPrecision | None:
     """The search's mixed-precision (and QAT) hook, unless the recipe turns both off."""
-    quantize = recipe.quantize
-    if not (quantize.mixed_precision.enabled or quantize.qat.enabled):
+    if not _recovers(recipe):
         return None
+    quantize = recipe.quantize
     return MixedPrecision(evaluator, quantize.mixed_precision, students, quantize.qat)
 
 

@@ -20,6 +20,7 @@ import torch
 from compress import progress
 from compress.budget import Budget
 from compress.evaluation import Metric, predict, score
+from compress.memo import made_once
 from compress.outputs import Outputs, to_numpy, to_torch
 from compress.recipe import Recipe
 from compress.search import FAILED, REJECTED, Candidate, Outcome
@@ -176,15 +177,8 @@ class Evaluator:
         exporter = exporter_for(candidate.format)
         key = (student.key, candidate.format, *exporter.file_key(candidate.target),
                candidate.precision, candidate.method, *layers_key(candidate.keep_float))
-        if key not in self._artifacts:
-            try:
-                self._artifacts[key] = self._make(candidate, student, key)
-            except ExportError as exc:
-                self._artifacts[key] = exc
-        found = self._artifacts[key]
-        if isinstance(found, ExportError):
-            raise found
-        return found
+        return made_once(self._artifacts, key, lambda: self._make(candidate, student, key),
+                         ExportError)
 
     def _make(self, candidate: Candidate, student: Student, key: tuple) -> Artifact:
         quantizer = next(q for q in quantizers_for(candidate.format, candidate.precision)
