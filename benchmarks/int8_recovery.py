@@ -185,12 +185,15 @@ def run_line(run: dict[str, Any]) -> str:
         parts.append(f"ranked {len(sens.get('layers', []))} layers in {sens.get('seconds')} s "
                      f"({len(sens.get('unranked', []))} unranked), sizes tried "
                      f"{run.get('sizes_tried')}, stopped: {run.get('stopped')}")
-    if qat.get("skipped"):
-        parts.append(f"QAT skipped: {qat['skipped']}")
-    elif qat:
+    why = f" (ran because {qat['why']})" if qat.get("why") else ""
+    if qat.get("history"):
         history = ", ".join(f"{h['metric']:.4f}" for h in qat.get("history", []))
-        parts.append(f"QAT {qat.get('epochs_run')} epochs in {qat.get('seconds')} s "
-                     f"(fake-quantized metric per epoch {history})")
+        short = f", {qat['shortened']}" if qat.get("shortened") else ""
+        parts.append(f"QAT{why}: {qat.get('epochs_run')} epochs in {qat.get('seconds')} s"
+                     f"{short} (fake-quantized metric per epoch {history})")
+    if qat.get("skipped"):
+        parts.append(f"QAT{why if not qat.get('history') else ''}: no candidate: "
+                     f"{qat['skipped']}")
     return f"- `{run['candidate']}`: " + "; ".join(parts)
 
 

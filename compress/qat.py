@@ -112,8 +112,9 @@ def prepare_qat(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule
     return prepared
 
 
-def epoch_seconds(prepared: nn.Module, teacher: nn.Module, train: Any, batches: int) -> float:
-    """Seconds one QAT epoch would take: two timed training steps, times the batches."""
+def batch_seconds(prepared: nn.Module, teacher: nn.Module, train: Any) -> float:
+    """Seconds one QAT training step takes (teacher forward, fake-quantized forward and
+    backward), timed over two batches of ``train``."""
     prepared.train()
     timed, started = 0, time.monotonic()
     for inputs, _ in train:
@@ -126,7 +127,45 @@ def epoch_seconds(prepared: nn.Module, teacher: nn.Module, train: Any, batches: 
             break
     prepared.zero_grad(set_to_none=True)
     prepared.eval()
-    return (time.monotonic() - started) / max(timed, 1) * batches
+    return (time.monotonic() - started) / max(timed, 1)
+
+
+TRAINING_SHARE = 0.8  # of the time left, for training steps; the rest validates
+
+
+class Limited:
+    """At most ``batches`` batches of ``loader`` per pass (a shuffling loader gives each
+    pass other batches): a short QAT epoch."""
+
+    def __init__(self, loader: Any, batches: int) -> None:
+        self.loader, self.batches = loader, batches
+
+    def __len__(self) -> int:
+        return self.batches
+
+    def __iter__(self) -> Any:
+        for i, batch in enumerate(self.loader):
+            if i >= self.batches:
+                return
+            yield batch
+
+
+def epoch_plan(step_s: float, batches: int, cfg: QatConfig,
+               seconds_left: float | None) -> tuple[int, str]:
+    """How many batches each of the ``cfg.epochs`` QAT epochs runs so that they fit in
+    ``seconds_left`` (all of them when they fit or there is no limit), and why; raises
+    ``CompressError`` when that is under ``cfg.min_epoch_fraction`` of an epoch."""
+    full = step_s * batches * cfg.epochs
+    if seconds_left is None or full <= seconds_left * TRAINING_SHARE:
+        return batches, ""
+    fits = int(max(seconds_left, 0.0) * TRAINING_SHARE / (step_s * cfg.epochs))
+    if fits < max(1, cfg.min_epoch_fraction * batches):
+        raise CompressError(
+            f"{cfg.epochs} QAT epoch(s) of at least {cfg.min_epoch_fraction:.0%} of the "
+            f"training set take about {full * cfg.min_epoch_fraction:.0f} s, more than the "
+            f"{max(seconds_left, 0):.0f} s left of the build's budget")
+    return fits, (f"epochs shortened to {fits} of {batches} batches "
+                  f"({fits / batches:.0%}) to fit the {seconds_left:.0f} s left")
 
 
 def qat_finetune(model: nn.Module, teacher: nn.Module, example: torch.Tensor, train: Any,
@@ -137,16 +176,19 @@ def qat_finetune(model: nn.Module, teacher: nn.Module, example: torch.Tensor, tr
     """A float copy of ``model`` fine-tuned with int8 fake quantization, and what QAT did
     (epochs, the fake-quantized metric per epoch, folded batch norms, seconds).
 
-    Raises ``CompressError`` when not even one epoch fits in ``time_left``."""
+    Epochs are shortened to fit ``time_left`` (``epoch_plan``); raises ``CompressError``
+    when even the shortest worth running does not fit."""
     started = time.monotonic()
     student = copy.deepcopy(model).eval()  # export shares parameters: never train the original
     folded = fold_batch_norms(student, example[:1])
     prepared = prepare_qat(student, example)
     batches = len(train) if hasattr(train, "__len__") else 1
-    estimate = epoch_seconds(prepared, teacher, train, batches)
-    if time_left is not None and estimate > time_left():
-        raise CompressError(f"one QAT epoch takes about {estimate:.0f} s, more than the "
-                            f"{max(time_left(), 0):.0f} s left of the build's budget")
+    step_s = batch_seconds(prepared, teacher, train)
+    per_epoch, shortened = epoch_plan(step_s, batches, cfg,
+                                      None if time_left is None else time_left())
+    if per_epoch < batches:
+        progress.note(f"{label}: {shortened}")
+        train = Limited(train, per_epoch)
     config = distill_cfg.model_copy(update={"epochs": cfg.epochs,
                                             "lr": distill_cfg.lr * cfg.lr_scale,
                                             "patience": cfg.epochs})
@@ -159,7 +201,9 @@ def qat_finetune(model: nn.Module, teacher: nn.Module, example: torch.Tensor, tr
                             "turn QAT off with quantize: {qat: {enabled: false}}")
     student.load_state_dict({k: trained[k] for k in student.state_dict()})
     summary = {**result.summary(), "folded_batch_norms": [bn for _, bn in folded],
-               "epoch_estimate_s": round(estimate, 2),
+               "epoch_estimate_s": round(step_s * batches, 2),
+               "batches_per_epoch": per_epoch, "training_batches": batches,
+               **({"shortened": shortened} if shortened else {}),
                "seconds": round(time.monotonic() - started, 2)}
     progress.note(f"{label}: fake-quantized metric {result.best_metric:.4f} at epoch "
                   f"{result.best_epoch}/{result.epochs_run}")

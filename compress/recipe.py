@@ -81,6 +81,20 @@ class AdaptiveConfig(_Config):
     min_fit: float = Field(default=0.5, gt=0.0, le=1.0)
 
 
+class AttentionPruneConfig(_Config):
+    """How attention blocks are pruned (``prune.attention``; ``compress/attention.py``).
+
+    A model with attention blocks (``nn.TransformerEncoderLayer`` and the like) loses
+    whole heads and feed-forward hidden units, the same share in every block, and keeps
+    its embedding width (the residual stream every layer reads). Off: torch-pruning's
+    channel pruning, which shrinks the embedding width instead.
+    """
+
+    enabled: bool = True
+    heads: bool = True
+    ffn: bool = True
+
+
 class PruneConfig(_Config):
     """Structured pruning (torch-pruning): remove channels until a MAC or latency reduction.
 
@@ -107,6 +121,7 @@ class PruneConfig(_Config):
                                description="module names (fnmatch patterns) never pruned")
     round_to: int | None = Field(default=8, ge=1)
     max_channel_ratio: float = Field(default=0.9, gt=0.0, lt=1.0)
+    attention: AttentionPruneConfig = Field(default_factory=AttentionPruneConfig)
     steps: int = Field(default=40, ge=1, le=500)
 
     @model_validator(mode="before")
@@ -196,12 +211,17 @@ class QatConfig(_Config):
     The student is fine-tuned with int8 fake quantization for up to ``epochs`` epochs of
     the build's distillation at ``lr_scale`` times its learning rate, within the time
     left of the int8 candidate's run; its int8 files are then made and gated like any
-    other. Skipped (and said so in the report) when one epoch would not fit.
+    other. When the epochs do not fit, each is shortened to the batches that do (a QAT
+    fine-tune from a distilled student needs few steps), down to ``min_epoch_fraction``
+    of the training set; below that QAT is skipped, and the report says so.
     """
 
     enabled: bool = True
     epochs: int = Field(default=3, ge=1, le=100)
     lr_scale: float = Field(default=0.1, gt=0.0, le=1.0)
+    min_epoch_fraction: float = Field(
+        default=0.2, gt=0.0, le=1.0,
+        description="shortest QAT epoch, as a share of the training set, worth running")
 
 
 class QuantizeConfig(_Config):

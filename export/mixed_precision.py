@@ -58,8 +58,10 @@ class MixedPrecision:
     def __call__(self, candidate: Candidate, student: Student, floor: float,
                  runs_left: int = 1) -> MixedRun | None:
         """Rank the candidate's layers, then keep the fewest in float that reach ``floor``;
-        failing that, a QAT candidate. Within an equal part of the time left for this and
-        the profile's other runs (ranking, mixing and QAT a part each)."""
+        failing that, or when the loss is spread over many layers (a mix at the floor of
+        the selection split is then at the edge of the gate's), a QAT candidate too.
+        Within an equal part of the time left for this and the profile's other runs
+        (ranking, mixing and QAT a part each)."""
         quantizer = _quantizer(candidate)
         mixing = self.config.enabled and quantizer.layers is not None
         qat = self.students is not None and self.qat_config is not None \
@@ -75,10 +77,12 @@ class MixedPrecision:
         report: dict[str, Any] = {}
         if mixing:
             tried, report = self.mix(candidate, student, floor, quantizer, ends, (share, left))
-            if report.get("reached_floor") or "error" in report:
+            if "error" in report or (report["reached_floor"] and not qat) \
+                    or (report["reached_floor"] and report["loss"] == "concentrated"):
                 return MixedRun(tried, report)
         if qat:
             made, report["qat"] = self.quantization_aware(candidate, ends["qat"])
+            report["qat"]["why"] = _why_qat(report)
             tried += made
         return MixedRun(tried, report)
 
@@ -108,6 +112,7 @@ class MixedPrecision:
                                                f"({len(tried)} tried; stopped: {stopped})"))
         return tried, {"sensitivity": ranking.to_dict(), "keep_float": kept,
                        "reached_floor": reached, "stopped": stopped,
+                       "loss": "concentrated" if concentrated(ranking) else "spread",
                        "sizes_tried": [len(c.keep_float) for c in tried]}
 
     def quantization_aware(self, candidate: Candidate, end: float
@@ -179,6 +184,20 @@ class MixedPrecision:
 CONCENTRATED = 0.5  # a layer alone carrying this share of the loss: grow one at a time
 
 
+def concentrated(ranking: SensitivityRanking) -> bool:
+    """Whether the most sensitive layer alone carries ``CONCENTRATED`` of int8's loss."""
+    return bool(ranking.layers) and (ranking.layers[0].share or 0.0) >= CONCENTRATED
+
+
+def _why_qat(report: dict[str, Any]) -> str:
+    if "reached_floor" not in report:
+        return "mixed precision is off or cannot leave this method's layers in float"
+    if not report["reached_floor"]:
+        return "no mix reached the floor"
+    return ("the loss is spread over many layers, so the mix that reached the floor on the "
+            "selection split is at the edge of the gate's: QAT competes with it")
+
+
 def _phase_ends(started: float, share: float, mixing: bool, qat: bool) -> dict[str, float]:
     """When (on the budget's clock) the ranking, the mixing and QAT must end: ranking and
     mixing half of the run's part each without QAT; 0.3, 0.3 and 0.4 of it with."""
@@ -202,7 +221,7 @@ def group_sizes(ranking: SensitivityRanking, floor: float, limit: int) -> list[i
     if limit < 1:
         return []
     shares = [max(s.share or 0.0, 0.0) for s in ranking.layers]
-    if shares and shares[0] >= CONCENTRATED:
+    if concentrated(ranking):
         return list(range(1, limit + 1))
     loss = ranking.float_metric - ranking.int8_metric
     needed = (floor - ranking.int8_metric) / loss if loss > 0 else 1.0

@@ -1,7 +1,8 @@
 """Quantization-aware training (``compress/qat.py``) on real torch models: batch norms fold
 into their convolutions without changing the function, QAT fine-tunes a copy (never the
-student it was given) through torchao's PT2E QAT graph, and a budget too short for one
-epoch skips it with a reason."""
+student it was given) through torchao's PT2E QAT graph, epochs that do not fit the time
+left are shortened to the batches that do, and a budget too short for the shortest epoch
+worth running skips it with a reason."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from compress import qat as qat_module
 from compress.errors import CompressError
 from compress.evaluation import top1_accuracy
-from compress.qat import fold_batch_norms, qat_finetune
+from compress.qat import Limited, epoch_plan, fold_batch_norms, qat_finetune
 from compress.recipe import DistillConfig, QatConfig, Recipe
 from compress.techniques import StudentData, Students
 from tests.compress.tiny import TinyNet, fit_tiny_tensors, tiny_tensors
@@ -69,9 +71,41 @@ def test_qat_fine_tunes_a_float_copy_through_the_pt2e_qat_graph(tiny):
     assert trained(validation[0]).shape == model(validation[0]).shape
 
 
-def test_qat_is_skipped_when_one_epoch_does_not_fit(tiny):
+def test_epochs_are_shortened_to_fit_and_skipped_below_the_shortest_worth_running():
+    cfg = QatConfig(epochs=3, min_epoch_fraction=0.25)
+    assert epoch_plan(0.5, 100, cfg, None) == (100, "")  # no limit: whole epochs
+    assert epoch_plan(0.5, 100, cfg, 1000.0) == (100, "")  # 150 s of steps fit in 800
+    batches, why = epoch_plan(0.5, 100, cfg, 100.0)  # 80 s of steps: 53 batches an epoch
+    assert batches == 53 and why == "epochs shortened to 53 of 100 batches (53%) to fit " \
+        "the 100 s left"
+    with pytest.raises(CompressError, match=r"3 QAT epoch\(s\) of at least 25% of the "
+                       r"training set take about 38 s, more than the 20 s left"):
+        epoch_plan(0.5, 100, cfg, 20.0)  # 10 batches an epoch fit: under 25
+
+
+def test_a_short_epoch_takes_other_batches_of_a_shuffling_loader_each_pass():
+    torch.manual_seed(0)
+    loader = DataLoader(TensorDataset(torch.arange(40.0)), batch_size=4, shuffle=True)
+    short = Limited(loader, 3)
+    first, second = (torch.cat([b[0] for b in short]) for _ in range(2))
+    assert len(short) == 3 and first.shape == second.shape == (12,)
+    assert not torch.equal(first, second)
+
+
+def test_qat_runs_short_epochs_when_whole_ones_do_not_fit(tiny, monkeypatch):
+    model, train, validation = tiny  # 4 batches an epoch
+    monkeypatch.setattr(qat_module, "batch_seconds", lambda *a: 10.0)  # 80 s for 2 epochs
+    _, summary = qat_finetune(model, model, validation[0][:1], train, validation,
+                              top1_accuracy, QatConfig(epochs=2), DistillConfig(),
+                              time_left=lambda: 50.0)  # 40 s of steps: 2 batches an epoch
+    assert summary["batches_per_epoch"] == 2 and summary["training_batches"] == 4
+    assert summary["shortened"].startswith("epochs shortened to 2 of 4 batches (50%)")
+    assert summary["epochs_run"] == 2
+
+
+def test_qat_is_skipped_when_the_shortest_epoch_does_not_fit(tiny):
     model, train, validation = tiny
-    with pytest.raises(CompressError, match="one QAT epoch takes about"):
+    with pytest.raises(CompressError, match=r"QAT epoch.* take about"):
         qat_finetune(model, model, validation[0][:1], train, validation, top1_accuracy,
                      QatConfig(), DistillConfig(), time_left=lambda: 0.0)
 
@@ -87,5 +121,5 @@ def test_students_make_the_qat_variant_once_and_remember_a_failure(tiny):
     assert [s.key for s in students.made()] == ["r0", "r0-qat"]
     other = Students(Recipe(), data)
     for _ in range(2):
-        with pytest.raises(CompressError, match="one QAT epoch"):
+        with pytest.raises(CompressError, match="QAT epoch"):
             other.variant(0.0, "qat", time_left=lambda: 0.0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -427,3 +428,34 @@ def test_qat_that_does_not_help_makes_no_candidate(model, data, tmp_path):
     [run] = result.mixed_precision
     assert run["qat"]["best_epoch"] == 0 and "did not raise" in run["qat"]["skipped"]
     assert run["candidates"] == [] and not any(o.candidate.variant for o in result.outcomes)
+
+
+@pytest.mark.parametrize(("reached", "loss", "why"), [
+    (True, "concentrated", None),  # one layer was the loss: the mix is the answer
+    (True, "spread", "the loss is spread over many layers"),
+    (False, "spread", "no mix reached the floor"),
+    (False, "concentrated", "no mix reached the floor"),
+])
+def test_qat_follows_a_mix_unless_it_reached_the_floor_of_a_concentrated_loss(reached, loss,
+                                                                              why):
+    """A mix at the floor of the selection split, when many layers share the loss, is at
+    the edge of the gate's (the detector's one-float-layer file passed selection and failed
+    the gate): QAT then makes a candidate to compete with it."""
+    from compress.recipe import MixedPrecisionConfig, QatConfig
+    from compress.search import Candidate
+    from export.mixed_precision import MixedPrecision as Hook
+
+    class Recorded(Hook):
+        def mix(self, candidate, student, floor, quantizer, ends, figures):
+            return [replace(candidate, keep_float=("l0",))], {"reached_floor": reached,
+                                                               "loss": loss}
+
+        def quantization_aware(self, candidate, end):
+            return [replace(candidate, variant="qat")], {"epochs_run": 1}
+
+    evaluator = type("Fake", (), {"budget": Budget(600.0)})()
+    hook = Recorded(evaluator, MixedPrecisionConfig(), students=object(), qat=QatConfig())
+    int8 = Candidate(0.0, 0, "ort-static", make_target("onnx", "int8"))
+    run = hook(int8, None, 0.9)
+    assert [c.variant for c in run.candidates] == (["", "qat"] if why else [""])
+    assert (run.report["qat"]["why"].startswith(why) if why else "qat" not in run.report)
