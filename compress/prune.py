@@ -14,7 +14,8 @@ import fnmatch
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -50,11 +51,14 @@ def _bn_scale() -> object:
 
 @MEASURES.register("macs")
 def count_macs(model: torch.nn.Module, example: torch.Tensor) -> float:
-    """Multiply-accumulates of one forward pass on ``example``."""
+    """Multiply-accumulates of one forward pass on ``example`` (torch-pruning's count, plus
+    the attention products of pruned attention blocks, which it does not see)."""
     import torch_pruning as tp
 
+    from compress.attention import attention_macs
+
     macs, _ = tp.utils.count_ops_and_params(model, example)
-    return float(macs)
+    return float(macs) + attention_macs(model, example)
 
 
 @MEASURES.register("latency")
@@ -90,14 +94,20 @@ class PruneResult:
     params_before: int
     params_after: int
     steps: int
+    structure: str = "channels"
+    attention: list[dict[str, Any]] = field(default_factory=list)
 
-    def summary(self) -> dict[str, float | int | str]:
+    def summary(self) -> dict[str, Any]:
         """Plain JSON figures for the report."""
-        return {"ratio": self.ratio, "measure": self.measure,
-                "achieved_reduction": round(1 - self.after / self.before, 4),
-                "macs_before": int(self.macs_before), "macs_after": int(self.macs_after),
-                "params_before": self.params_before, "params_after": self.params_after,
-                "steps": self.steps}
+        out: dict[str, Any] = {
+            "ratio": self.ratio, "measure": self.measure, "structure": self.structure,
+            "achieved_reduction": round(1 - self.after / self.before, 4),
+            "macs_before": int(self.macs_before), "macs_after": int(self.macs_after),
+            "params_before": self.params_before, "params_after": self.params_after,
+            "steps": self.steps}
+        if self.attention:
+            out["attention"] = self.attention
+        return out
 
 
 def output_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
@@ -151,16 +161,36 @@ def prune(model: torch.nn.Module, example: torch.Tensor, cfg: PruneConfig, ratio
     """A pruned copy of ``model`` whose measure is at most ``(1 - ratio)`` of the original's.
 
     ``original`` is the original model's measure when ``model`` is itself already a
-    pruned student (progressive pruning); by default ``model`` is the original.
+    pruned student (progressive pruning); by default ``model`` is the original. A model
+    with attention blocks loses heads and feed-forward width (``compress/attention.py``)
+    unless ``cfg.attention`` is off; others lose channels (torch-pruning).
     """
     import torch_pruning as tp
+
+    from compress import attention
 
     student = copy.deepcopy(model).eval()
     measure = MEASURES.get(cfg.measure)
     after = measure(student, example)
     before = original if original is not None else after
-    macs_before, params_before = tp.utils.count_ops_and_params(student, example)
+    _, params_before = tp.utils.count_ops_and_params(student, example)
+    macs_before = count_macs(student, example)
     steps = 0
+    spec = cfg.attention
+    shaped = [b.describe() for b in attention.blocks(student)]
+    if shaped and spec.enabled and (spec.heads or spec.ffn):
+        if ratio > 0 and after > (1 - ratio) * before:
+            student, after, _ = attention.prune_attention(
+                student, example, measure, (1 - ratio) * before,
+                attention.Cut(0.0, spec.heads, spec.ffn, cfg.round_to or 1),
+                cfg.max_channel_ratio)
+            steps = 1
+        _, params_after = tp.utils.count_ops_and_params(student, example)
+        kept = [{**b.describe(), "heads_before": s["heads"], "ffn_before": s["ffn"]}
+                for b, s in zip(attention.blocks(student), shaped, strict=True)]
+        return PruneResult(student, ratio, cfg.measure, before, after, macs_before,
+                           count_macs(student, example), int(params_before),
+                           int(params_after), steps, "attention", kept)
     if ratio > 0 and after > (1 - ratio) * before:
         pruner = tp.pruner.MetaPruner(
             student, example, importance=IMPORTANCE.get(cfg.importance)(),
@@ -171,6 +201,7 @@ def prune(model: torch.nn.Module, example: torch.Tensor, cfg: PruneConfig, ratio
             pruner.step()
             steps += 1
             after = measure(student, example)
-    macs_after, params_after = tp.utils.count_ops_and_params(student, example)
-    return PruneResult(student, ratio, cfg.measure, before, after, macs_before, macs_after,
-                       int(params_before), int(params_after), steps)
+    _, params_after = tp.utils.count_ops_and_params(student, example)
+    return PruneResult(student, ratio, cfg.measure, before, after, macs_before,
+                       count_macs(student, example), int(params_before), int(params_after),
+                       steps)

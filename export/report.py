@@ -127,12 +127,15 @@ def qat_html(qat: dict[str, Any] | None) -> str:
     (epoch 0: before training), the folded batch norms and the seconds; or why not."""
     if not qat:
         return ""
+    why = f"<p>QAT ran because {_cell(qat['why'])}.</p>" if qat.get("why") else ""
     skipped = (f"<p>no QAT candidate: {_cell(qat['skipped'])}</p>" if qat.get("skipped")
                else "")
     if not qat.get("history"):  # it never started
-        return skipped
+        return why + skipped
     per_epoch = ", ".join(f"{h['epoch']}: {_text(h['metric'])}" for h in qat["history"])
-    return (f"<p>quantization-aware training: {_cell(qat.get('epochs_run'))} epoch(s) in "
+    short = f" ({_cell(qat['shortened'])})" if qat.get("shortened") else ""
+    return (f"{why}<p>quantization-aware training: {_cell(qat.get('epochs_run'))} epoch(s)"
+            f"{short} in "
             f"{_cell(qat.get('seconds'))} s, best epoch {_cell(qat.get('best_epoch'))} "
             f"(stopped by: {_cell(qat.get('stopped_by')) or 'epochs'}); fake-quantized metric "
             f"per epoch {html.escape(per_epoch)}; batch norms folded: "
@@ -193,8 +196,25 @@ def parity_text(parity: dict[str, Any]) -> str:
     return text
 
 
-STUDENT_COLUMNS = ("student", "grown from", "MACs", "params", "best metric (selection)",
+STUDENT_COLUMNS = ("student", "grown from", "pruned", "MACs", "params",
+                   "best metric (selection)",
                    "epochs (best / run)", "stopped by", "trained in", "distill s")
+
+
+def pruned_text(prune: dict[str, Any]) -> str:
+    """What pruning removed, readable: channels, or each attention shape's heads and
+    feed-forward width before and after, with how many blocks have it."""
+    if not prune:
+        return "–"
+    blocks = prune.get("attention")
+    if not blocks:
+        return prune.get("structure", "channels")
+    shapes: dict[str, int] = {}
+    for b in blocks:
+        ffn = f", feed-forward {b['ffn_before']} → {b['ffn']}" if b.get("ffn") else ""
+        text = f"heads {b['heads_before']} → {b['heads']}{ffn}"
+        shapes[text] = shapes.get(text, 0) + 1
+    return "; ".join(f"{text} ({n} block{'s' if n > 1 else ''})" for text, n in shapes.items())
 
 
 def student_row(student: dict[str, Any]) -> dict[str, Any]:
@@ -204,6 +224,7 @@ def student_row(student: dict[str, Any]) -> dict[str, Any]:
     params = prune.get("params_after")
     history = distill.get("history") or []
     return {"student": student.get("key"), "grown from": prune.get("from", "–"),
+            "pruned": pruned_text(prune),
             "MACs": f"{macs / 1e6:.1f}M" if macs else "original",
             "params": f"{params / 1e3:.0f}k" if params else "original",
             "best metric (selection)": distill.get("best_metric", "–"),

@@ -67,9 +67,38 @@ def test_html_cells_read_as_text_never_as_dicts(tmp_path):
     page = write_html(doc, tmp_path / "r.html").read_text()
     assert "{'" not in page and '{"' not in page and "&#x27;" not in page
     assert "<td>0.01 absolute</td>" in page and "<td>host x86_64 x2</td>" in page
-    row = ("<td>r0.5</td><td>original</td><td>256.5M</td><td>1148k</td><td>0.9911</td>"
+    row = ("<td>r0.5</td><td>original</td><td>channels</td><td>256.5M</td><td>1148k</td><td>0.9911</td>"
            "<td>2 / 4</td><td>patience</td><td>channels_last</td><td>121.5</td>")
     assert row in page
     assert "the file against the original model on the selection split: max |difference| " \
            "of outputs 3.92, top-1 agreement 0.9867; against its own (pruned, distilled) " \
            "torch student: max |difference| of outputs 1, top-1 agreement 1" in page
+
+
+def test_the_student_table_says_what_pruning_removed():
+    from export.report import pruned_text, student_row
+
+    block = {"heads_before": 4, "heads": 2, "ffn_before": 512, "ffn": 232}
+    prune = {"structure": "attention", "attention": [{**block, "block": f"l{i}"}
+                                                      for i in range(10)]}
+    assert pruned_text(prune) == "heads 4 → 2, feed-forward 512 → 232 (10 blocks)"
+    mixed = {"attention": [{**block, "block": "a"}, {**block, "heads": 3, "block": "b"}]}
+    assert pruned_text(mixed) == ("heads 4 → 2, feed-forward 512 → 232 (1 block); "
+                                  "heads 4 → 3, feed-forward 512 → 232 (1 block)")
+    assert pruned_text({"structure": "channels", "macs_after": 1}) == "channels"
+    assert student_row({"key": "r0"})["pruned"] == "–"  # the original: nothing removed
+
+
+def test_the_qat_block_says_why_it_ran_and_how_short_its_epochs_were():
+    from export.report import qat_html
+
+    text = qat_html({"why": "no mix reached the floor", "epochs_run": 3, "seconds": 61.2,
+                     "best_epoch": 2, "history": [{"epoch": 0, "metric": 0.81},
+                                                  {"epoch": 1, "metric": 0.82}],
+                     "shortened": "epochs shortened to 40 of 160 batches (25%) to fit the "
+                                  "80 s left", "folded_batch_norms": ["a.bn"]})
+    assert "QAT ran because no mix reached the floor." in text
+    assert "3 epoch(s) (epochs shortened to 40 of 160 batches (25%) to fit the 80 s left)" \
+        in text
+    assert qat_html({"why": "w", "skipped": "s"}) == ("<p>QAT ran because w.</p>"
+                                                       "<p>no QAT candidate: s</p>")
