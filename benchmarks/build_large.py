@@ -260,10 +260,14 @@ def throughput_line(m: dict[str, Any], peak: float) -> str:
             f"int8 GEMM peak ({peak:.0f} GMAC/s)")
 
 
+LONGER = {"distil longer": " distilled longer"}
+
+
 def search_line(report: dict[str, Any]) -> str:
     """What the default recipe's prune search tried, why it stopped, where the time went."""
     search = report.get("search", {})
-    trials = ", ".join(f"r{t['ratio']:g} {t['verdict']} ({t['metric']:.4f}, {t['seconds']:.0f} s)"
+    trials = ", ".join(f"r{t['ratio']:g}{LONGER.get(t.get('step'), '')} {t['verdict']} "
+                       f"({t['metric']:.4f}, {t['seconds']:.0f} s)"
                        for t in search.get("trials", []))
     budget = search.get("budget", {})
     phases = ", ".join(f"{k} {v:.0f} s" for k, v in budget.get("phases_s", {}).items())

@@ -22,7 +22,7 @@ from compress.budget import Budget
 from compress.recipe import AdaptiveConfig
 from compress.techniques import Student, Students
 
-START, STEP_UP, BISECT = "start", "step up", "bisect"
+START, STEP_UP, BISECT, LONGER = "start", "step up", "bisect", "distil longer"
 
 
 @dataclass
@@ -82,8 +82,27 @@ def search_ratios(cfg: AdaptiveConfig, students: Students, judge: Callable[[Stud
     result.trials.append(RatioTrial(0.0, START, None, judge(students.get(0.0)), True, 0.0))
     last_pass, first_fail, used, last_cost = 0.0, None, 0.0, 0.0
     share = budget.total_s * cfg.student_share
+    longer: set[float] = set()
     while True:
         ratio, step = next_ratio(cfg, last_pass, first_fail)
+        if ratio is None and first_fail is not None and cfg.distill_longer \
+                and first_fail not in longer:
+            ratio, exhausted = first_fail, step
+            if budget.allows(share, used, last_cost * cfg.min_fit):
+                longer.add(ratio)
+                trial = _try(students, judge, ratio, last_pass, LONGER, floor, budget,
+                             share - used)
+                result.trials.append(trial)
+                used, last_cost = used + trial.seconds, trial.seconds
+                if trial.passed:  # on above it, up to the lowest ratio that failed there
+                    last_pass = ratio
+                    first_fail = min((t.ratio for t in result.trials
+                                      if not t.passed and t.ratio > ratio), default=None)
+                    continue
+                result.stop = f"{exhausted}; r{ratio:g} distilled longer still fails"
+                break
+            result.stop = f"{exhausted}; no time left to distil r{ratio:g} longer"
+            break
         if ratio is None:
             result.stop = step
             break
@@ -115,7 +134,8 @@ def _try(students: Students, judge: Callable[[Student], float], ratio: float, ba
         return min(share_left - (budget.clock() - start), budget.left())
 
     with budget.phase("distill"):
-        student = students.grow(ratio, base, time_left)
+        student = (students.distill_longer(ratio, time_left) if step == LONGER
+                   else students.grow(ratio, base, time_left))
     with budget.phase("evaluate"):
         metric = judge(student)
     return RatioTrial(ratio, step, student.parent or "original", metric, metric >= floor,

@@ -69,7 +69,9 @@ class AdaptiveConfig(_Config):
     ``student_share`` is the part of the build's time budget the student search may use.
     Another student is started while at least ``min_fit`` of the last student's seconds
     are left in that share; its distillation stops at the share's end (a student grown
-    from a distilled one usually needs fewer epochs than the first).
+    from a distilled one usually needs fewer epochs than the first). ``distill_longer``:
+    when the ratio is bisected with time left, the first failing student is distilled
+    for another round of epochs, and the search goes on above it if it then passes.
     """
 
     first: float = Field(default=0.5, gt=0.0, lt=1.0)
@@ -79,6 +81,9 @@ class AdaptiveConfig(_Config):
     max_students: int = Field(default=8, ge=1, le=50)
     student_share: float = Field(default=0.5, gt=0.0, le=1.0)
     min_fit: float = Field(default=0.5, gt=0.0, le=1.0)
+    distill_longer: bool = Field(
+        default=True, description="when the ratio is bisected with time left, distil the "
+        "first failing student longer and go on above it if it passes")
 
 
 class AttentionPruneConfig(_Config):

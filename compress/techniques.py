@@ -163,6 +163,21 @@ class Students:
             self._cache[ratio] = make_student(self._recipe, self._data, ratio, base, time_left)
         return self._cache[ratio]
 
+    def distill_longer(self, ratio: float,
+                       time_left: Callable[[], float] | None = None) -> Student:
+        """The ratio's student distilled for another round of the recipe's epochs, from
+        where it is (its best epoch is kept: epoch 0 when more training did not help)."""
+        student = self.get(ratio)
+        result = distill(student.model, self._data.teacher, self._data.train,
+                         self._data.validation, self._data.metric, self._recipe.distill,
+                         label=f"distilling {student.key} longer", time_left=time_left,
+                         loss=self._data.loss)
+        student.model.eval()
+        student.steps["distill_longer"] = result.summary()
+        progress.note(f"distilled {student.key} longer: metric {result.best_metric:.4f} at "
+                      f"epoch {result.best_epoch}/{result.epochs_run}")
+        return student
+
     def _base(self, ratio: float) -> Student | None:
         prune_cfg = self._recipe.prune
         lower = [r for r in prune_cfg.candidate_ratios() if 0 < r < ratio]

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from compress.adaptive import BISECT, START, STEP_UP, next_ratio, search_ratios
+from compress.adaptive import BISECT, LONGER, START, STEP_UP, next_ratio, search_ratios
 from compress.budget import Budget
 from compress.errors import CompressError
 from compress.recipe import AdaptiveConfig, Recipe
@@ -17,13 +17,21 @@ from compress.techniques import Student
 
 @dataclass
 class FakeStudents:
-    """Students whose metric falls past ``limit``; each grow costs ``cost`` seconds."""
+    """Students whose metric falls past ``limit`` (``limit + gain`` once distilled longer);
+    each grow or longer distillation costs ``cost`` seconds."""
 
     limit: float
     clock: list = field(default_factory=lambda: [0.0])
     cost: float = 1.0
     grown: list = field(default_factory=list)
     time_left: list = field(default_factory=list)
+    gain: float = 0.0
+    longer: list = field(default_factory=list)
+
+    def distill_longer(self, ratio, time_left=None):
+        self.clock[0] += self.cost
+        self.longer.append(ratio)
+        return Student(model=None, ratio=ratio)
 
     def get(self, ratio):
         return Student(model=None, ratio=ratio)
@@ -35,7 +43,8 @@ class FakeStudents:
         return Student(model=None, ratio=ratio, parent=f"r{base:g}" if base else None)
 
     def judge(self, student):
-        return 0.95 if student.ratio <= self.limit else 0.80
+        limit = self.limit + (self.gain if student.ratio in self.longer else 0.0)
+        return 0.95 if student.ratio <= limit else 0.80
 
 
 def _run(students, cfg=None, budget_s=1000.0):
@@ -47,15 +56,39 @@ def _run(students, cfg=None, budget_s=1000.0):
 def test_steps_up_while_passing_then_bisects_between_pass_and_fail():
     students = FakeStudents(limit=0.75)
     result, budget = _run(students)
-    assert [t.ratio for t in result.trials] == [0.0, 0.5, 0.7, 0.82, 0.76, 0.73]
-    assert [t.step for t in result.trials] == [START, START, STEP_UP, STEP_UP, BISECT, BISECT]
-    assert [t.passed for t in result.trials] == [True, True, True, False, False, True]
+    assert [t.ratio for t in result.trials] == [0.0, 0.5, 0.7, 0.82, 0.76, 0.73, 0.76]
+    assert [t.step for t in result.trials] == [START, START, STEP_UP, STEP_UP, BISECT, BISECT,
+                                               LONGER]
+    assert [t.passed for t in result.trials] == [True, True, True, False, False, True, False]
     # each student grown from the last that passed
     assert students.grown == [(0.5, 0.0), (0.7, 0.5), (0.82, 0.7), (0.76, 0.7), (0.73, 0.7)]
     assert result.passing() == [0.73, 0.7, 0.5, 0.0]
-    assert "bisected to 0.73 (pass) / 0.76 (fail)" in result.stop
-    assert budget.spent["distill"] == 5.0 and not budget.stops
+    assert result.stop == ("bisected to 0.73 (pass) / 0.76 (fail), within resolution 0.04; "
+                           "r0.76 distilled longer still fails")
+    assert budget.spent["distill"] == 6.0 and not budget.stops
     assert result.to_dict()["trials"][3]["verdict"] == "fail"
+
+
+def test_a_ratio_that_passes_when_distilled_longer_moves_the_search_on_above_it():
+    students = FakeStudents(limit=0.75, gain=0.04)  # 0.76 passes once distilled longer
+    result, _ = _run(students)
+    steps = [(t.ratio, t.step, t.passed) for t in result.trials]
+    assert steps[6] == (0.76, LONGER, True)
+    # on above it, bisecting towards 0.82 (which failed before); each ratio that fails
+    # within the resolution is distilled longer once
+    assert steps[7:] == [(0.79, BISECT, False), (0.79, LONGER, True), (0.82, LONGER, False)]
+    assert students.grown[-1] == (0.79, 0.76)  # grown from the student distilled longer
+    assert result.passing()[0] == 0.79 and students.longer == [0.76, 0.79, 0.82]
+    assert result.stop.endswith("r0.82 distilled longer still fails")
+
+
+def test_distilling_longer_needs_time_left_and_can_be_turned_off():
+    students = FakeStudents(limit=0.75, cost=100.0)
+    result, _ = _run(students, budget_s=1000.0)  # a 500 s share: 5 students, none longer
+    assert students.longer == [] and len(result.trials) == 6
+    assert result.stop.endswith("within resolution 0.04; no time left to distil r0.76 longer")
+    result, _ = _run(FakeStudents(limit=0.75), AdaptiveConfig(distill_longer=False))
+    assert result.trials[-1].step == BISECT and result.stop.endswith("resolution 0.04")
 
 
 def test_a_first_failure_bisects_down_from_the_first_ratio():

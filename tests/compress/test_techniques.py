@@ -39,6 +39,19 @@ def test_pruned_student_is_distilled_and_cached(tiny_teacher, tiny_validation):
     assert [s.ratio for s in students.made()] == [0.5]
 
 
+def test_a_student_distilled_longer_is_the_same_student_trained_further(tiny_teacher,
+                                                                        tiny_validation):
+    recipe = Recipe.from_dict({"distill": {"epochs": 1}, "prune": {"round_to": None}})
+    students = Students(recipe, _data(tiny_teacher, tiny_validation))
+    first = students.get(0.5)
+    before = top1_accuracy(first.model(tiny_validation[0]), tiny_validation[1])
+    longer = students.distill_longer(0.5)
+    assert longer is first and students.get(0.5) is first and not longer.model.training
+    summary = longer.steps["distill_longer"]
+    assert summary["history"][0]["metric"] == round(before, 5)  # from where it was
+    assert summary["best_metric"] >= before  # its best epoch is kept
+
+
 def test_disabled_distillation_only_prunes(tiny_teacher, tiny_validation):
     recipe = Recipe.from_dict({"distill": {"enabled": False}, "prune": {"round_to": None}})
     student = make_student(recipe, _data(tiny_teacher, tiny_validation), 0.5)

@@ -67,8 +67,8 @@ def test_html_cells_read_as_text_never_as_dicts(tmp_path):
     page = write_html(doc, tmp_path / "r.html").read_text()
     assert "{'" not in page and '{"' not in page and "&#x27;" not in page
     assert "<td>0.01 absolute</td>" in page and "<td>host x86_64 x2</td>" in page
-    row = ("<td>r0.5</td><td>original</td><td>channels</td><td>256.5M</td><td>1148k</td><td>0.9911</td>"
-           "<td>2 / 4</td><td>patience</td><td>channels_last</td><td>121.5</td>")
+    row = ("<td>r0.5</td><td>original</td><td>channels</td><td>256.5M</td><td>1148k</td>"
+           "<td>0.9911</td><td>2 / 4</td><td>patience</td><td>channels_last</td><td>121.5</td>")
     assert row in page
     assert "the file against the original model on the selection split: max |difference| " \
            "of outputs 3.92, top-1 agreement 0.9867; against its own (pruned, distilled) " \
