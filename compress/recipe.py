@@ -225,7 +225,7 @@ class QatConfig(_Config):
     epochs: int = Field(default=3, ge=1, le=100)
     lr_scale: float = Field(default=0.1, gt=0.0, le=1.0)
     min_epoch_fraction: float = Field(
-        default=0.2, gt=0.0, le=1.0,
+        default=0.1, gt=0.0, le=1.0,
         description="shortest QAT epoch, as a share of the training set, worth running")
 
 

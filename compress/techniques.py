@@ -142,6 +142,10 @@ class Students:
             self._recipe, self.get(ratio), replace(self._data, time_left=time_left)),
             CompressError)
 
+    def tried(self, ratio: float, name: str) -> bool:
+        """Whether the ``name`` variant of the ratio's student was made or failed."""
+        return (ratio, name) in self._variants
+
     def get(self, ratio: float, variant: str = "") -> Student:
         """The student for ``ratio``, made on first use (after its base, when progressive);
         a ``variant`` must have been made with ``variant`` first."""

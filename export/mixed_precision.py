@@ -81,7 +81,12 @@ class MixedPrecision:
                     or (report["reached_floor"] and report["loss"] == "concentrated"):
                 return MixedRun(tried, report)
         if qat:
-            made, report["qat"] = self.quantization_aware(candidate, ends["qat"])
+            end = ends["qat"]
+            if not self.students.tried(candidate.ratio, "qat"):
+                # the ratio's first QAT serves every run after it (the student is made once):
+                # it may take the QAT part of all of them, not only of this one
+                end = max(end, budget.elapsed() + QAT_PART * max(budget.left(), 0.0))
+            made, report["qat"] = self.quantization_aware(candidate, end)
             report["qat"]["why"] = _why_qat(report)
             tried += made
         return MixedRun(tried, report)
@@ -198,10 +203,13 @@ def _why_qat(report: dict[str, Any]) -> str:
             "selection split is at the edge of the gate's: QAT competes with it")
 
 
+QAT_PART = 0.4  # of a run's time, for QAT when mixing runs too
+
+
 def _phase_ends(started: float, share: float, mixing: bool, qat: bool) -> dict[str, float]:
     """When (on the budget's clock) the ranking, the mixing and QAT must end: ranking and
     mixing half of the run's part each without QAT; 0.3, 0.3 and 0.4 of it with."""
-    cuts = (0.3, 0.6) if qat else (0.5, 1.0)
+    cuts = (0.3, 1 - QAT_PART) if qat else (0.5, 1.0)
     if not mixing:
         cuts = (0.0, 0.0)
     return {"rank": started + share * cuts[0], "mix": started + share * cuts[1],

@@ -453,9 +453,20 @@ def test_qat_follows_a_mix_unless_it_reached_the_floor_of_a_concentrated_loss(re
         def quantization_aware(self, candidate, end):
             return [replace(candidate, variant="qat")], {"epochs_run": 1}
 
-    evaluator = type("Fake", (), {"budget": Budget(600.0)})()
-    hook = Recorded(evaluator, MixedPrecisionConfig(), students=object(), qat=QatConfig())
+    ends = []
+
+    class Recorded(Recorded):
+        def quantization_aware(self, candidate, end):
+            ends.append(end)
+            return super().quantization_aware(candidate, end)
+
+    budget = Budget(600.0, clock=lambda: 0.0)
+    evaluator = type("Fake", (), {"budget": budget})()
+    students = type("S", (), {"tried": lambda self, ratio, name: False})()
+    hook = Recorded(evaluator, MixedPrecisionConfig(), students=students, qat=QatConfig())
     int8 = Candidate(0.0, 0, "ort-static", make_target("onnx", "int8"))
-    run = hook(int8, None, 0.9)
+    run = hook(int8, None, 0.9, runs_left=4)
     assert [c.variant for c in run.candidates] == (["", "qat"] if why else [""])
     assert (run.report["qat"]["why"].startswith(why) if why else "qat" not in run.report)
+    # the ratio's first QAT serves every run: 0.4 of all 600 s left, not of this run's 150
+    assert ends == ([0.4 * 600] if why else [])
