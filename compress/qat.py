@@ -109,6 +109,33 @@ def prepare_qat(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule
                                    dynamic_shapes=({0: torch.export.Dim("batch")},)).module()
     prepared = prepare_qat_pt2e(exported, _qat_quantizer())
     allow_exported_model_train_eval(prepared)
+    return _observers_follow_mode(prepared)
+
+
+def _observers_follow_mode(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """``train()`` lets the fake quantizers' observers learn ranges; ``eval()`` freezes
+    them. torchao's eval only switches dropout and batch norm, so without this each
+    validation pass moved the ranges to the validation data and the fake-quantized metric
+    QAT keeps its best epoch by came out better than any int8 file (0.831 against 0.823 on
+    the detector before any training)."""
+    import types
+
+    from torchao.quantization.pt2e import disable_observer, enable_observer
+
+    base_train, base_eval = prepared.train, prepared.eval
+
+    def train(self: torch.fx.GraphModule, mode: bool = True) -> torch.fx.GraphModule:
+        base_train(mode)
+        self.apply(enable_observer if mode else disable_observer)
+        return self
+
+    def evaluate(self: torch.fx.GraphModule) -> torch.fx.GraphModule:
+        base_eval()
+        self.apply(disable_observer)
+        return self
+
+    prepared.train = types.MethodType(train, prepared)  # type: ignore[method-assign]
+    prepared.eval = types.MethodType(evaluate, prepared)  # type: ignore[method-assign]
     return prepared
 
 

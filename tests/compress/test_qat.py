@@ -123,3 +123,30 @@ def test_students_make_the_qat_variant_once_and_remember_a_failure(tiny):
     for _ in range(2):
         with pytest.raises(CompressError, match="QAT epoch"):
             other.variant(0.0, "qat", time_left=lambda: 0.0)
+
+
+def test_validation_never_moves_the_fake_quantizers_ranges(tiny):
+    from compress.evaluation import predict
+    from compress.qat import prepare_qat
+
+    model, train, validation = tiny
+    prepared = prepare_qat(fold_and_copy(model, validation[0][:1]), validation[0][:4])
+    prepared.train()
+    for inputs, _ in train:  # learn ranges on training data
+        prepared(inputs)
+    ranges = {k: v.clone() for k, v in prepared.state_dict().items() if "activation" in k}
+    assert ranges
+    predict(prepared, validation[0] * 50.0)  # far outside the training ranges
+    after = prepared.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in ranges.items())
+    prepared.train()
+    prepared(validation[0][:8] * 50.0)
+    assert not all(torch.equal(v, prepared.state_dict()[k]) for k, v in ranges.items())
+
+
+def fold_and_copy(model, example):
+    import copy
+
+    student = copy.deepcopy(model).eval()
+    fold_batch_norms(student, example)
+    return student
