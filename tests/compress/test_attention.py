@@ -150,3 +150,30 @@ def test_a_pruned_transformer_exports_and_computes_the_same_in_its_runtime(
         expected = model(x).numpy()
     scale = np.abs(expected).max()
     assert np.abs(np.asarray(got) - expected).max() <= tolerance * scale
+
+
+def test_attention_students_distil_at_a_tenth_of_the_default_rate_unless_the_recipe_says():
+    from compress.distill import rate_for
+    from compress.recipe import Recipe
+    from tests.compress.tiny import TinyNet
+
+    default = Recipe().distill
+    assert rate_for(TinyTransformer(), default).lr == pytest.approx(default.lr / 10)
+    assert rate_for(TinyNet(), default).lr == default.lr  # convolutions: as before
+    chosen = Recipe.from_dict({"distill": {"lr": 0.01}}).distill
+    assert rate_for(TinyTransformer(), chosen).lr == 0.01  # the recipe's own rate
+
+
+def test_distillation_reports_the_rate_it_used():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from compress.distill import distill
+    from compress.evaluation import top1_accuracy
+    from compress.recipe import DistillConfig
+
+    torch.manual_seed(0)
+    x, y = torch.randn(32, 1, TOKENS, TOKENS), torch.randint(0, 3, (32,))
+    teacher, student = TinyTransformer().eval(), TinyTransformer()
+    result = distill(student, teacher, DataLoader(TensorDataset(x, y), batch_size=16),
+                     (x, y), top1_accuracy, DistillConfig(epochs=1))
+    assert result.summary()["lr"] == pytest.approx(DistillConfig().lr / 10)
