@@ -35,6 +35,7 @@ class RatioTrial:
     metric: float
     passed: bool
     seconds: float
+    exhausted: str = ""  # the pruner could not reach the ratio, and why
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON for the report."""
@@ -117,6 +118,9 @@ def search_ratios(cfg: AdaptiveConfig, students: Students, judge: Callable[[Stud
         trial = _try(students, judge, ratio, last_pass, step, floor, budget, share - used)
         result.trials.append(trial)
         used, last_cost = used + trial.seconds, trial.seconds
+        if trial.passed and trial.exhausted:  # a higher ratio would be the same student
+            result.stop = f"the prune ratio is exhausted: {trial.exhausted}"
+            break
         if trial.passed:
             last_pass = ratio
         else:
@@ -139,7 +143,7 @@ def _try(students: Students, judge: Callable[[Student], float], ratio: float, ba
     with budget.phase("evaluate"):
         metric = judge(student)
     return RatioTrial(ratio, step, student.parent or "original", metric, metric >= floor,
-                      budget.clock() - start)
+                      budget.clock() - start, student.steps.get("prune", {}).get("exhausted", ""))
 
 
 def _shown(trial: RatioTrial) -> str:

@@ -96,6 +96,7 @@ class PruneResult:
     steps: int
     structure: str = "channels"
     attention: list[dict[str, Any]] = field(default_factory=list)
+    exhausted: str = ""  # why the target was out of reach, when it was
 
     def summary(self) -> dict[str, Any]:
         """Plain JSON figures for the report."""
@@ -107,6 +108,8 @@ class PruneResult:
             "steps": self.steps}
         if self.attention:
             out["attention"] = self.attention
+        if self.exhausted:
+            out["exhausted"] = self.exhausted
         return out
 
 
@@ -190,7 +193,9 @@ def prune(model: torch.nn.Module, example: torch.Tensor, cfg: PruneConfig, ratio
                 for b, s in zip(attention.blocks(student), shaped, strict=True)]
         return PruneResult(student, ratio, cfg.measure, before, after, macs_before,
                            count_macs(student, example), int(params_before),
-                           int(params_after), steps, "attention", kept)
+                           int(params_after), steps, "attention", kept,
+                           _exhausted(ratio, before, after, "the attention blocks are at "
+                                      "their least (heads and feed-forward width)"))
     if ratio > 0 and after > (1 - ratio) * before:
         pruner = tp.pruner.MetaPruner(
             student, example, importance=IMPORTANCE.get(cfg.importance)(),
@@ -204,4 +209,17 @@ def prune(model: torch.nn.Module, example: torch.Tensor, cfg: PruneConfig, ratio
     _, params_after = tp.utils.count_ops_and_params(student, example)
     return PruneResult(student, ratio, cfg.measure, before, after, macs_before,
                        count_macs(student, example), int(params_before), int(params_after),
-                       steps)
+                       steps, exhausted=_exhausted(ratio, before, after, (
+                           f"channel pruning stopped after {steps} steps (max_channel_ratio "
+                           f"{cfg.max_channel_ratio:g})")))
+
+
+EXHAUSTED_SLACK = 0.01  # a reduction this short of the target is still the target
+
+
+def _exhausted(ratio: float, before: float, after: float, why: str) -> str:
+    """Why pruning could not reach ``ratio`` (the reduction it did reach), or ''."""
+    reached = 1 - after / before if before else 0.0
+    if ratio <= 0 or reached >= ratio - EXHAUSTED_SLACK:
+        return ""
+    return f"ratio {ratio:g} asked, {reached:.3f} reached: {why}"

@@ -27,6 +27,7 @@ class FakeStudents:
     time_left: list = field(default_factory=list)
     gain: float = 0.0
     longer: list = field(default_factory=list)
+    least: float = 1.0  # the pruner cannot reach ratios above this
 
     def distill_longer(self, ratio, time_left=None):
         self.clock[0] += self.cost
@@ -40,7 +41,10 @@ class FakeStudents:
         self.time_left.append(time_left())
         self.clock[0] += self.cost
         self.grown.append((ratio, base))
-        return Student(model=None, ratio=ratio, parent=f"r{base:g}" if base else None)
+        steps = {"prune": {"exhausted": f"ratio {ratio:g} asked, {self.least:g} reached: "
+                                        "at their least"}} if ratio > self.least else {}
+        return Student(model=None, ratio=ratio, parent=f"r{base:g}" if base else None,
+                       steps=steps)
 
     def judge(self, student):
         limit = self.limit + (self.gain if student.ratio in self.longer else 0.0)
@@ -89,6 +93,15 @@ def test_distilling_longer_needs_time_left_and_can_be_turned_off():
     assert result.stop.endswith("within resolution 0.04; no time left to distil r0.76 longer")
     result, _ = _run(FakeStudents(limit=0.75), AdaptiveConfig(distill_longer=False))
     assert result.trials[-1].step == BISECT and result.stop.endswith("resolution 0.04")
+
+
+def test_a_passing_student_the_pruner_could_not_shrink_further_ends_the_ratio_dimension():
+    students = FakeStudents(limit=0.99, least=0.75)  # everything passes, 0.82 is 0.75 again
+    result, _ = _run(students)
+    assert [t.ratio for t in result.trials] == [0.0, 0.5, 0.7, 0.82]
+    assert result.stop == ("the prune ratio is exhausted: ratio 0.82 asked, 0.75 reached: "
+                           "at their least")
+    assert result.to_dict()["trials"][3]["exhausted"].startswith("ratio 0.82 asked")
 
 
 def test_a_first_failure_bisects_down_from_the_first_ratio():

@@ -115,6 +115,18 @@ def test_prune_reaches_its_target_by_heads_and_width_and_keeps_the_embedding(nor
     assert more.summary()["attention"][0]["heads_before"] == a["heads"]
 
 
+def test_a_ratio_beyond_the_least_attention_blocks_says_it_is_exhausted():
+    torch.manual_seed(0)
+    x = torch.randn(1, 1, TOKENS, TOKENS)
+    result = prune(TinyTransformer().eval(), x, PruneConfig(), 0.97)
+    # at max_channel_ratio (0.9): one head of four, 64 hidden units to 8 (round_to)
+    assert [(b["heads"], b["ffn"]) for b in result.summary()["attention"]] == [(1, 8)] * 2
+    assert result.summary()["exhausted"].startswith("ratio 0.97 asked, 0.")
+    assert result.summary()["exhausted"].endswith("the attention blocks are at their least "
+                                                  "(heads and feed-forward width)")
+    assert "exhausted" not in prune(TinyTransformer().eval(), x, PruneConfig(), 0.5).summary()
+
+
 def test_the_recipe_can_keep_heads_or_hand_attention_to_channel_pruning():
     torch.manual_seed(0)
     model = TinyTransformer().eval()
