@@ -102,3 +102,24 @@ def test_a_target_that_cannot_express_the_model_moves_on(tmp_path, keypair):
                for c in failed)
     assert profile["format"] == "onnx" and profile["status"] == "ok"
     assert np.isfinite(profile["latency_ms"])
+
+
+def test_a_transformer_is_built_with_fewer_heads_and_runs_on_the_device(tmp_path, keypair):
+    """Attention pruning end to end: the 0.5 student loses heads and feed-forward width, the
+    report's student table says so, and the shipped bundle passes the device's golden
+    parity check in its runtime and classifies."""
+    recipe = {**FAST, "search": {**FAST["search"], "formats": ["onnx", "tflite"]}}
+    result = run_build(_request(tmp_path, keypair, recipe, tolerance="10%",
+                                model="tests/compress/tiny_attention.py:tiny_transformer"))
+    doc = json.loads(result.report_json.read_text())
+    [student] = [s for s in doc["students"] if s["key"] == "r0.5"]
+    assert student["prune"]["structure"] == "attention"
+    blocks = student["prune"]["attention"]
+    assert len(blocks) == 2 and all(b["heads"] < 4 and b["ffn"] < 64 for b in blocks)
+    assert f"heads 4 → {blocks[0]['heads']}" in result.report_html.read_text()
+    bundle = result.bundles["x86-64"]
+    with open_bundle(bundle, trusted_keys([keypair[1]])) as opened:
+        loaded = LoadedModel.load(opened)  # the golden pairs re-checked in the runtime
+        assert loaded.golden is not None and loaded.golden.ok
+        x, y = tiny_tensors(16, 3)
+        assert (loaded.predict(x.numpy())[0].argmax(1) == y.numpy()).mean() >= 0.8
