@@ -96,6 +96,8 @@ class TfliteSession(Session):
         self._out = _signature_order(self._it, self._it.get_output_details())
         self.inputs = [_spec(d) for d in self._in]
         self.outputs = [_spec(d) for d in self._out]
+        self._shapes = [tuple(int(n) for n in d["shape"]) for d in self._in]
+        self._fixed_batch = False  # the graph's batch cannot be resized: one sample a run
         self._lock = threading.Lock()  # one interpreter: set/invoke/get must not interleave
 
     def _fit(self, index: int, shape: tuple) -> None:
@@ -107,12 +109,39 @@ class TfliteSession(Session):
 
     def run(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
         with self._lock:  # one interpreter: set/invoke/get must not interleave across threads
+            if not self._fixed_batch and self._resized(feeds):
+                return self._invoke(feeds)
+            outs = [self._invoke([f[j:j + 1] for f in feeds]) for j in range(len(feeds[0]))]
+            return [np.concatenate(parts) for parts in zip(*outs)]
+
+    def _resized(self, feeds: list[np.ndarray]) -> bool:
+        """Fit the inputs to the feeds' shapes; False, with the file's own shapes back,
+        when only the batch differs and the graph cannot take another (a transformer's
+        reshapes fix it at export: XNNPACK then fails to prepare)."""
+        try:
             for i, array in enumerate(feeds):
                 self._fit(i, array.shape)
-            for detail, array in zip(self._in, feeds):
-                self._it.set_tensor(detail["index"], array)
-            self._it.invoke()
-            return [self._it.get_tensor(d["index"]).copy() for d in self._out]
+            return True
+        except RuntimeError:
+            per_sample = all(s[0] == 1 and tuple(a.shape[1:]) == s[1:]
+                             for s, a in zip(self._shapes, feeds))
+            for detail, shape in zip(self._in, self._shapes):  # the file's own, forced
+                self._it.resize_tensor_input(detail["index"], list(shape))
+            self._it.allocate_tensors()
+            self._in = self._it.get_input_details()
+            self._out = _signature_order(self._it, self._it.get_output_details())
+            if not per_sample:
+                raise
+            self._fixed_batch = True
+            return False
+
+    def _invoke(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
+        for i, array in enumerate(feeds):
+            self._fit(i, array.shape)
+        for detail, array in zip(self._in, feeds):
+            self._it.set_tensor(detail["index"], array)
+        self._it.invoke()
+        return [self._it.get_tensor(d["index"]).copy() for d in self._out]
 
 
 register_runtime("tflite")(TfliteSession)
