@@ -53,12 +53,7 @@ def _bn_scale() -> object:
 def count_macs(model: torch.nn.Module, example: torch.Tensor) -> float:
     """Multiply-accumulates of one forward pass on ``example`` (torch-pruning's count, plus
     the attention products of pruned attention blocks, which it does not see)."""
-    import torch_pruning as tp
-
-    from compress.attention import attention_macs
-
-    macs, _ = tp.utils.count_ops_and_params(model, example)
-    return float(macs) + attention_macs(model, example)
+    return _macs_and_params(model, example)[0]
 
 
 @MEASURES.register("latency")
@@ -168,50 +163,67 @@ def prune(model: torch.nn.Module, example: torch.Tensor, cfg: PruneConfig, ratio
     with attention blocks loses heads and feed-forward width (``compress/attention.py``)
     unless ``cfg.attention`` is off; others lose channels (torch-pruning).
     """
-    import torch_pruning as tp
-
     from compress import attention
 
     student = copy.deepcopy(model).eval()
     measure = MEASURES.get(cfg.measure)
     after = measure(student, example)
     before = original if original is not None else after
-    _, params_before = tp.utils.count_ops_and_params(student, example)
-    macs_before = count_macs(student, example)
-    steps = 0
+    macs_before, params_before = _macs_and_params(student, example)
+    target = (1 - ratio) * before
     spec = cfg.attention
     shaped = [b.describe() for b in attention.blocks(student)]
     if shaped and spec.enabled and (spec.heads or spec.ffn):
-        if ratio > 0 and after > (1 - ratio) * before:
+        steps, structure = 0, "attention"
+        why = "the attention blocks are at their least (heads and feed-forward width)"
+        if ratio > 0 and after > target:
             student, after, _ = attention.prune_attention(
-                student, example, measure, (1 - ratio) * before,
+                student, example, measure, target,
                 attention.Cut(0.0, spec.heads, spec.ffn, cfg.round_to or 1),
                 cfg.max_channel_ratio)
             steps = 1
-        _, params_after = tp.utils.count_ops_and_params(student, example)
         kept = [{**b.describe(), "heads_before": s["heads"], "ffn_before": s["ffn"]}
                 for b, s in zip(attention.blocks(student), shaped, strict=True)]
-        return PruneResult(student, ratio, cfg.measure, before, after, macs_before,
-                           count_macs(student, example), int(params_before),
-                           int(params_after), steps, "attention", kept,
-                           _exhausted(ratio, before, after, "the attention blocks are at "
-                                      "their least (heads and feed-forward width)"))
-    if ratio > 0 and after > (1 - ratio) * before:
+    else:
+        structure, kept = "channels", []
+        steps, after = _prune_channels(student, example, cfg, measure, after, target, ratio)
+        why = (f"channel pruning stopped after {steps} steps (max_channel_ratio "
+               f"{cfg.max_channel_ratio:g})")
+    macs_after, params_after = _macs_and_params(student, example)
+    return PruneResult(student, ratio, cfg.measure, before, after, macs_before, macs_after,
+                       params_before, params_after, steps, structure, kept,
+                       _exhausted(ratio, before, after, why))
+
+
+def _prune_channels(student: torch.nn.Module, example: torch.Tensor, cfg: PruneConfig,
+                    measure: Callable[[torch.nn.Module, torch.Tensor], float], after: float,
+                    target: float, ratio: float) -> tuple[int, float]:
+    """torch-pruning's steps on ``student`` (in place) until its measure is at most
+    ``target``; the steps taken and the measure reached."""
+    import torch_pruning as tp
+
+    steps = 0
+    if ratio > 0 and after > target:
         pruner = tp.pruner.MetaPruner(
             student, example, importance=IMPORTANCE.get(cfg.importance)(),
             pruning_ratio=cfg.max_channel_ratio, iterative_steps=cfg.steps,
             ignored_layers=protected_layers(student, example, cfg.protect),
             round_to=cfg.round_to)
-        while after > (1 - ratio) * before and steps < cfg.steps:
+        while after > target and steps < cfg.steps:
             pruner.step()
             steps += 1
             after = measure(student, example)
-    _, params_after = tp.utils.count_ops_and_params(student, example)
-    return PruneResult(student, ratio, cfg.measure, before, after, macs_before,
-                       count_macs(student, example), int(params_before), int(params_after),
-                       steps, exhausted=_exhausted(ratio, before, after, (
-                           f"channel pruning stopped after {steps} steps (max_channel_ratio "
-                           f"{cfg.max_channel_ratio:g})")))
+    return steps, after
+
+
+def _macs_and_params(model: torch.nn.Module, example: torch.Tensor) -> tuple[float, int]:
+    """``count_macs`` and the parameter count, from one torch-pruning count."""
+    import torch_pruning as tp
+
+    from compress.attention import attention_macs
+
+    macs, params = tp.utils.count_ops_and_params(model, example)
+    return float(macs) + attention_macs(model, example), int(params)
 
 
 EXHAUSTED_SLACK = 0.01  # a reduction this short of the target is still the target
