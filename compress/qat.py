@@ -8,13 +8,15 @@ symmetric int8 weights, int8 activations: the scheme of the ``litert-pt2e`` file
 a few epochs of the build's own distillation (same teacher, task loss, validation and
 time limit) -> the trained weights are copied back into a float copy of the student.
 
-That float copy is a new student (key ``r<ratio>-qat``), and the build's ordinary
-quantizers (ORT ``quantize_static``, LiteRT PT2E) make its int8 files with their own
-calibration. Its weights have learnt to sit well on the int8 grid, and every file keeps
-the guarantees of the others: parity with its own torch student at build time and on the
-device, and the gate on its own split. Converting the QAT graph itself would tie the ONNX
-path to torch's QDQ export. Re-quantizing gives both runtimes the files their fast
-kernels expect.
+That float copy is a new student (key ``r<ratio>-qat``) that also carries the trained
+fake-quantized graph (``Student.qat_graph``). Its int8 files are that graph itself:
+converted by LiteRT (``export/tflite.py``), exported as QDQ for ONNX Runtime
+(``export/onnx.py``), so the activation ranges QAT learnt are the files' scales.
+Calibrating the trained weights again instead threw those ranges away: on the detector the
+re-quantized QAT files scored below full int8 (0.817 against 0.823 for LiteRT). Where a
+runtime's converter refuses the graph, its file falls back to that re-calibration. Every
+file keeps the guarantees of the others: parity with its own torch student at build time
+and on the device, and the gate on its own split.
 
 Batch norms are folded into the convolutions before QAT: the files fold them anyway,
 and litert-torch's QAT conv-bn annotators do not run on this torchao (they hand
@@ -86,14 +88,28 @@ def _set(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, leaf, module)
 
 
-def _qat_quantizer() -> Any:
-    """litert-torch's PT2E quantizer in QAT mode, without its conv-bn annotators."""
+def qat_quantizer() -> Any:
+    """litert-torch's PT2E quantizer in QAT mode, without its conv-bn annotators and
+    leaving sigmoids unannotated.
+
+    A sigmoid's int8 output has a fixed scale (1/256) that training cannot move, and
+    where it feeds a reshape or concat of another scale (a detector head) LiteRT's
+    converter refuses the graph ("same scale constraint": ``export/tflite.py``'s
+    ``FLOAT_OP_LADDER``). The trained graph must convert as it is, so sigmoids stay
+    float from the start."""
     from litert_torch.quantize.pt2e_quantizer import (
         PT2EQuantizer,
         get_symmetric_quantization_config,
     )
 
-    cls = type("PT2EQuantizerQat", (PT2EQuantizer,), {"STATIC_QAT_ONLY_OPS": []})
+    def annotate(self: Any, model: Any, config: Any, filter_fn: Any = None) -> Any:
+        def selected(node: Any) -> bool:
+            return node.target is not torch.ops.aten.sigmoid.default \
+                and (filter_fn is None or filter_fn(node))
+        return PT2EQuantizer._annotate_all_static_patterns(self, model, config, selected)
+
+    cls = type("PT2EQuantizerQat", (PT2EQuantizer,),
+               {"STATIC_QAT_ONLY_OPS": [], "_annotate_all_static_patterns": annotate})
     return cls().set_global(get_symmetric_quantization_config(is_per_channel=True,
                                                                is_qat=True))
 
@@ -107,7 +123,7 @@ def prepare_qat(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule
     batch = example[:1].expand(2, *example.shape[1:]).contiguous()
     exported = torch.export.export(model, (batch,),
                                    dynamic_shapes=({0: torch.export.Dim("batch")},)).module()
-    prepared = prepare_qat_pt2e(exported, _qat_quantizer())
+    prepared = prepare_qat_pt2e(exported, qat_quantizer())
     allow_exported_model_train_eval(prepared)
     return _observers_follow_mode(prepared)
 
@@ -199,9 +215,11 @@ def qat_finetune(model: nn.Module, teacher: nn.Module, example: torch.Tensor, tr
                  validation: tuple[torch.Tensor, torch.Tensor], metric: Any,
                  cfg: QatConfig, distill_cfg: DistillConfig,
                  time_left: Callable[[], float] | None = None,
-                 loss: Any = None, label: str = "QAT") -> tuple[nn.Module, dict[str, Any]]:
-    """A float copy of ``model`` fine-tuned with int8 fake quantization, and what QAT did
-    (epochs, the fake-quantized metric per epoch, folded batch norms, seconds).
+                 loss: Any = None, label: str = "QAT"
+                 ) -> tuple[nn.Module, dict[str, Any], torch.fx.GraphModule]:
+    """A float copy of ``model`` fine-tuned with int8 fake quantization, what QAT did
+    (epochs, the fake-quantized metric per epoch, folded batch norms, seconds) and the
+    trained fake-quantized graph (its best epoch, observers frozen: ``eval()``).
 
     Epochs are shortened to fit ``time_left`` (``epoch_plan``); raises ``CompressError``
     when even the shortest worth running does not fit."""
@@ -234,4 +252,4 @@ def qat_finetune(model: nn.Module, teacher: nn.Module, example: torch.Tensor, tr
                "seconds": round(time.monotonic() - started, 2)}
     progress.note(f"{label}: fake-quantized metric {result.best_metric:.4f} at epoch "
                   f"{result.best_epoch}/{result.epochs_run}")
-    return student.eval(), summary
+    return student.eval(), summary, prepared.eval()

@@ -59,6 +59,7 @@ class Student:
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)
     parent: str | None = None
     variant: str = ""  # "" or a VARIANTS name: made from the ratio's student ("qat")
+    qat_graph: Any = None  # the "qat" variant's trained fake-quantized graph (torch.fx)
 
     @property
     def key(self) -> str:
@@ -204,12 +205,13 @@ def _qat_variant(recipe: Recipe, base: Student, data: StudentData) -> Student:
     """The student fine-tuned with int8 fake quantization (``compress/qat.py``)."""
     from compress.qat import qat_finetune
 
-    model, summary = qat_finetune(base.model, data.teacher, data.example, data.train,
+    model, summary, graph = qat_finetune(base.model, data.teacher, data.example, data.train,
                                   data.validation, data.metric, recipe.quantize.qat,
                                   recipe.distill, data.time_left, data.loss,
                                   label=f"QAT {base.key}")
     return Student(model=model, ratio=base.ratio, changed=True,
-                   steps={**base.steps, "qat": summary}, parent=base.key, variant="qat")
+                   steps={**base.steps, "qat": summary}, parent=base.key, variant="qat",
+                   qat_graph=graph)
 
 
 def check_name(where: str, value: str, registry: Registry[Any]) -> None:

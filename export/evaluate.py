@@ -212,12 +212,16 @@ class Evaluator:
     def job(self, candidate: Candidate, student: Student, workdir: Path,
             options: dict[str, Any]) -> QuantizeJob:
         """The quantize job of a candidate's student, with extra quantizer ``options``
-        (``keep_float``, ``quantize_only``: see ``Quantizer.layers``)."""
+        (``keep_float``, ``quantize_only``: see ``Quantizer.layers``; a QAT student's
+        trained graph as ``qat_graph``)."""
         return QuantizeJob(model=student.model, example=self.data.example,
                            calibration=self.data.calibration, target=candidate.target,
                            workdir=workdir, fp32_file=lambda: self.fp32_file(candidate, student),
                            evaluate=self._torch_score, tolerable_loss=self.tolerable_loss,
-                           options={"inc": self.recipe.quantize.inc, **options})
+                           options={"inc": self.recipe.quantize.inc,
+                                    **({"qat_graph": student.qat_graph}
+                                       if student.qat_graph is not None else {}),
+                                    **options})
 
     @staticmethod
     def quantize(quantizer: Any, job: QuantizeJob, out: Path, fmt: str) -> Path:

@@ -15,6 +15,7 @@ so they are registered only as the opt-in ``ort-peer-default`` baseline.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import os
 import shutil
@@ -158,10 +159,19 @@ def ort_static(job: QuantizeJob, out: Path) -> Path:
 
     Selective: ``job.options["keep_float"]`` names nodes left in float (ORT's
     ``nodes_to_exclude``), ``job.options["quantize_only"]`` the only nodes quantized
-    (``nodes_to_quantize``); node names are those ``quantized_nodes`` lists.
+    (``nodes_to_quantize``); node names are those ``quantized_nodes`` lists. For a QAT
+    student (``job.options["qat_graph"]``), its trained graph exported as QDQ.
     """
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
+    graph = job.options.get("qat_graph")
+    if graph is not None and not (job.options.get("keep_float")
+                                  or job.options.get("quantize_only")):
+        try:
+            return _from_qat(graph, job, out)
+        except ExportError as exc:
+            progress.note(f"  the QAT graph did not export ({exc}); calibrating its weights "
+                          "again instead")
     src = _preprocessed_once(job.fp32_file())
     cache = _calibration_cache(src, job)
     reader = None if cache.exists() else _Reader(src, job)
@@ -174,6 +184,22 @@ def ort_static(job: QuantizeJob, out: Path) -> Path:
     if job.options.get("keep_float"):
         float_tensors(out, job.options["keep_float"])
     return out
+
+
+def _from_qat(graph: torch.fx.GraphModule, job: QuantizeJob, out: Path) -> Path:
+    """The int8 file of a QAT student: its trained fake-quantized graph converted and
+    exported as QDQ (per-channel int8 weights, int8 activations at the ranges QAT learnt:
+    ``compress/qat.py``), at the target's opset."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    with quiet() as captured:
+        try:
+            converted = convert_pt2e(copy.deepcopy(graph).eval(), fold_quantize=False)
+            dynamo_export(converted, job.example[:1], out, job.target.opset)
+            return out
+        except Exception as exc:  # torchao and the exporter raise many unrelated types
+            failure = exc
+    raise export_failure("onnx", failure, captured.text)
 
 
 def float_tensors(path: Path, nodes: list[str]) -> int:

@@ -9,6 +9,7 @@ can feed it floats. The model keeps torch's NCHW layout and a batch of 1.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,14 @@ def _selective(base: Any, options: dict[str, Any]) -> Any:
 
 
 def _pt2e(job: QuantizeJob, out: Path, per_channel: bool, dynamic: bool = False) -> Path:
+    graph = job.options.get("qat_graph")
+    if graph is not None and per_channel and not dynamic \
+            and not (job.options.get("keep_float") or job.options.get("quantize_only")):
+        try:
+            return _from_qat(graph, job.example[:1], out)
+        except ExportError as exc:
+            progress.note(f"  the QAT graph did not convert ({exc}); calibrating its weights "
+                          "again instead")
     failure: ExportError | None = None
     for float_ops in FLOAT_OP_LADDER:
         try:
@@ -170,8 +179,25 @@ def _pt2e_once(job: QuantizeJob, out: Path, per_channel: bool, dynamic: bool,
     return _convert(graph, example, out, QuantConfig(pt2e_quantizer=quantizer))
 
 
+def _from_qat(graph: torch.fx.GraphModule, example: torch.Tensor, out: Path) -> Path:
+    """The int8 file of a QAT student: its trained fake-quantized graph converted as it
+    is, so the activation ranges QAT learnt are the file's scales (``compress/qat.py``)."""
+    with quiet() as captured:
+        from litert_torch.quantize.quant_config import QuantConfig
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+        from compress.qat import qat_quantizer
+
+        try:
+            converted = convert_pt2e(copy.deepcopy(graph).eval(), fold_quantize=False)
+        except Exception as exc:
+            raise export_failure("tflite", exc, captured.text) from exc
+    return _convert(converted, example, out, QuantConfig(pt2e_quantizer=qat_quantizer()))
+
+
 def litert_pt2e(job: QuantizeJob, out: Path) -> Path:
-    """Static int8: per-channel symmetric int8 weights, int8 activations, int8 I/O.
+    """Static int8: per-channel symmetric int8 weights, int8 activations, int8 I/O; for a
+    QAT student (``job.options["qat_graph"]``) its trained graph, converted.
 
     Selective: ``job.options["keep_float"]`` names modules left in float,
     ``job.options["quantize_only"]`` the only modules quantized (``pt2e_layers``)."""

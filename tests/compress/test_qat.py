@@ -58,7 +58,7 @@ def tiny():
 def test_qat_fine_tunes_a_float_copy_through_the_pt2e_qat_graph(tiny):
     model, train, validation = tiny
     original = {k: v.clone() for k, v in model.state_dict().items()}
-    trained, summary = qat_finetune(model, model, validation[0][:1], train, validation,
+    trained, summary, _ = qat_finetune(model, model, validation[0][:1], train, validation,
                                     top1_accuracy, QatConfig(epochs=2), DistillConfig())
     assert all(torch.equal(original[k], v) for k, v in model.state_dict().items())
     assert summary["folded_batch_norms"] == ["stem.1", "dw.1", "pw.1"]
@@ -95,7 +95,7 @@ def test_a_short_epoch_takes_other_batches_of_a_shuffling_loader_each_pass():
 def test_qat_runs_short_epochs_when_whole_ones_do_not_fit(tiny, monkeypatch):
     model, train, validation = tiny  # 4 batches an epoch
     monkeypatch.setattr(qat_module, "batch_seconds", lambda *a: 10.0)  # 80 s for 2 epochs
-    _, summary = qat_finetune(model, model, validation[0][:1], train, validation,
+    _, summary, _ = qat_finetune(model, model, validation[0][:1], train, validation,
                               top1_accuracy, QatConfig(epochs=2), DistillConfig(),
                               time_left=lambda: 50.0)  # 40 s of steps: 2 batches an epoch
     assert summary["batches_per_epoch"] == 2 and summary["training_batches"] == 4

@@ -1,0 +1,117 @@
+"""A QAT student's int8 files are its trained fake-quantized graph: LiteRT's converted
+(``export/tflite.py``), ONNX Runtime's exported as QDQ (``export/onnx.py``). The ranges QAT
+learnt are the files' scales, so each computes what the graph QAT kept computed, closer
+than a file calibrated again from the trained weights. A detector-style head (a sigmoid
+scaled and concatenated, which LiteRT refuses in int8) converts too, because the QAT
+quantizer leaves sigmoids in float."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from compress.qat import fold_batch_norms, prepare_qat
+from export.runner import ExportedModel
+from export.tflite import _from_qat, litert_pt2e
+from tests.compress.tiny import tiny_tensors, trained_tiny_model
+from tests.export.conftest import make_job, make_target
+
+
+class SigmoidHead(nn.Module):
+    """Conv-BN-SiLU features, then a box branch ``sigmoid * stride`` and a class branch
+    ``sigmoid``, flattened and concatenated: the shape of a YOLO-style head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.SiLU(),
+                                      nn.Conv2d(8, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.SiLU())
+        self.box, self.cls = nn.Conv2d(8, 4, 1), nn.Conv2d(8, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.features(x)
+        boxes = torch.sigmoid(self.box(f)) * 8.0
+        return torch.cat([boxes.flatten(2), torch.sigmoid(self.cls(f)).flatten(2)], 1)
+
+
+def trained_graph(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, torch.fx.GraphModule]:
+    """The float student (batch norms folded) and its QAT graph with ranges learnt on ``x``
+    and its weights nudged, as a fine-tune would leave them."""
+    student = copy.deepcopy(model).eval()
+    fold_batch_norms(student, x[:1])
+    graph = prepare_qat(student, x[:4])
+    graph.train()
+    optimizer = torch.optim.SGD(graph.parameters(), lr=1e-3)
+    for batch in torch.split(x, 16):
+        optimizer.zero_grad()
+        graph(batch).square().mean().backward()
+        optimizer.step()
+    student.load_state_dict({k: v for k, v in graph.state_dict().items()
+                             if k in student.state_dict()})
+    return student, graph.eval()
+
+
+def file_outputs(path: Path, x: torch.Tensor) -> np.ndarray:
+    return ExportedModel("tflite", path, {}).predict(x.numpy())
+
+
+def test_a_qat_students_file_is_its_trained_graph_converted(tmp_path):
+    torch.manual_seed(0)
+    x = tiny_tensors(96, 3)[0]
+    student, graph = trained_graph(trained_tiny_model(), x)
+    with torch.no_grad():
+        fake_quantized = graph(x).numpy()
+    target = make_target("tflite", "int8")
+    job = make_job(student, x[:1], x[:32], target, tmp_path)
+    converted = litert_pt2e(replace(job, options={"qat_graph": graph}), tmp_path / "qat.tflite")
+    calibrated = litert_pt2e(make_job(student, x[:1], x[:32], target, tmp_path),
+                             tmp_path / "again.tflite")
+    ours = file_outputs(converted, x)
+    again = file_outputs(calibrated, x)
+    assert (ours.argmax(1) == fake_quantized.argmax(1)).mean() >= 0.95
+    assert np.abs(ours - fake_quantized).mean() < np.abs(again - fake_quantized).mean()
+
+
+def test_a_detector_head_converts_from_its_qat_graph_fully_int8(tmp_path):
+    pytest.importorskip("ai_edge_litert")
+    torch.manual_seed(0)
+    x = torch.randn(48, 1, 32, 32)
+    _, graph = trained_graph(SigmoidHead(), x)
+    with torch.no_grad():
+        fake_quantized = graph(x).numpy()
+    path = _from_qat(graph, x[:1], tmp_path / "qat.tflite")  # raises where litert refuses
+    assert np.abs(file_outputs(path, x) - fake_quantized).max() < 0.2  # boxes span 0..8
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    tensors = {t["index"]: t["dtype"] for t in interpreter.get_tensor_details()}
+    convs = [op for op in interpreter._get_ops_details() if op["op_name"] == "CONV_2D"]
+    assert convs and all(tensors[op["outputs"][0]] == np.int8 for op in convs)
+
+
+def test_a_qat_students_onnx_file_is_its_trained_graph_exported_as_qdq(tmp_path):
+    import onnx
+
+    from export.onnx import ort_static
+
+    torch.manual_seed(0)
+    x = tiny_tensors(96, 3)[0]
+    student, graph = trained_graph(trained_tiny_model(), x)
+    with torch.no_grad():
+        fake_quantized = graph(x).numpy()
+    target = make_target("onnx", "int8")
+    job = make_job(student, x[:1], x[:32], target, tmp_path)
+    converted = ort_static(replace(job, options={"qat_graph": graph}), tmp_path / "qat.onnx")
+    calibrated = ort_static(job, tmp_path / "again.onnx")
+    ours = ExportedModel("onnx", converted, {}).predict(x.numpy())
+    again = ExportedModel("onnx", calibrated, {}).predict(x.numpy())
+    assert (ours.argmax(1) == fake_quantized.argmax(1)).mean() >= 0.95
+    assert np.abs(ours - fake_quantized).mean() < np.abs(again - fake_quantized).mean()
+    model = onnx.load(str(converted))
+    assert model.opset_import[0].version == target.opset
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= {n.op_type for n in model.graph.node}
