@@ -36,7 +36,8 @@ from benchmarks.build_large import (  # noqa: E402
 from benchmarks.results_file import write_section  # noqa: E402
 
 CACHE = Path(__file__).resolve().parent / ".cache"
-MODEL = "examples/digit_boxes/models.py:digit_detector_large"
+MODELS = "examples/digit_boxes/models.py"
+LARGE = "digit_detector_large"
 DATA = "examples/digit_boxes/data.py:data"
 PROFILES = ("rpi4", "x86-64")
 TARGETS = Targets(vs_fp32=3.0, vs_peer=1.5, drop=0.01, metric="mAP@0.5:0.95")
@@ -45,29 +46,29 @@ QUICK_BUDGET_S = 120.0
 MIN_BASELINE_MAP = 0.7
 
 
-def cached_weights(epochs: int) -> tuple[Path, dict[str, float]]:
+def cached_weights(epochs: int, name: str = LARGE) -> tuple[Path, dict[str, float]]:
     """The trained detector's weights (trained once, then read from the cache) and its
-    validation mAP in torch."""
+    validation mAP in torch; ``name`` is a factory of ``examples/digit_boxes/models.py``."""
     import torch
 
     from compress import progress
+    from examples.digit_boxes import models
     from examples.digit_boxes.data import loaders
-    from examples.digit_boxes.models import digit_detector_large
     from examples.digit_boxes.train import evaluate_map, train
 
-    weights = CACHE / f"digit_detector_large-e{epochs}.pt"
+    weights = CACHE / f"{name}-e{epochs}.pt"
     info = weights.with_suffix(".json")
     if not (weights.exists() and info.exists()):
         started = time.monotonic()
         torch.manual_seed(0)
         data = loaders(seed=0)
-        model = train(digit_detector_large(), data, epochs, seed=0)
+        model = train(getattr(models, name)(), data, epochs, seed=0)
         scores = evaluate_map(model, *data["validation"].dataset.tensors)
         CACHE.mkdir(parents=True, exist_ok=True)
         torch.save(model.state_dict(), weights)
         info.write_text(json.dumps({**scores, "train_s": time.monotonic() - started}))
     facts = json.loads(info.read_text())
-    progress.note(f"digit_detector_large: validation mAP@0.5:0.95 {facts['map']:.4f}, "
+    progress.note(f"{name}: validation mAP@0.5:0.95 {facts['map']:.4f}, "
                   f"mAP@0.5 {facts['map_50']:.4f} ({weights.name})")
     if facts["map"] < MIN_BASELINE_MAP and epochs == EPOCHS:
         raise SystemExit(f"the detector reached only mAP {facts['map']:.3f}; delete {weights} "
@@ -76,7 +77,7 @@ def cached_weights(epochs: int) -> tuple[Path, dict[str, float]]:
 
 
 def run_default_build(weights: Path, profiles: list[str], work: Path,
-                      time_budget: float | None) -> dict[str, Any]:
+                      time_budget: float | None, name: str = LARGE) -> dict[str, Any]:
     """``edgekit build`` with the default recipe (recipe=None), keeping every candidate."""
     from edge_agent.bundle import generate_keypair
     from export.build import BuildRequest, run_build
@@ -84,13 +85,13 @@ def run_default_build(weights: Path, profiles: list[str], work: Path,
     private, _ = generate_keypair(work / "keys")
     budget = {"time_budget_s": time_budget} if time_budget else {}
     run_build(BuildRequest(
-        model=MODEL, weights=weights, data=DATA, profiles=profiles, key_file=private,
+        model=f"{MODELS}:{name}", weights=weights, data=DATA, profiles=profiles, key_file=private,
         out_dir=work / "out", recipe=None, name="digit-boxes", version="1",
         artifacts_dir=work / "artifacts", **budget))
     return json.loads((work / "out" / "report.json").read_text())
 
 
-def teacher_and_data(weights: Path) -> tuple[Any, dict[str, Any]]:
+def teacher_and_data(weights: Path, name: str = LARGE) -> tuple[Any, dict[str, Any]]:
     """The trained original, the validation / calibration tensors and the detection spec."""
     from compress.evaluation import collect
     from compress.usercode import build_model
@@ -99,7 +100,7 @@ def teacher_and_data(weights: Path) -> tuple[Any, dict[str, Any]]:
 
     parts = loaders()
     val_x, val_y = collect(parts["validation"])
-    return build_model(MODEL, weights), {
+    return build_model(f"{MODELS}:{name}", weights), {
         "val_x": val_x, "val_y": val_y, "example": val_x[:1].clone(),
         "calibration": collect(parts["calibration"], limit=256)[0],
         "spec": Task.from_dict(TASK).detection}

@@ -73,6 +73,18 @@ def detector() -> Subject:
                    build_detector.torch_map)
 
 
+def hybrid() -> Subject:
+    """``digit_detector_hybrid`` (two transformer encoder layers over the stride-16 map, as
+    RT-DETR's hybrid encoder) with cached weights."""
+    name = "digit_detector_hybrid"
+    weights, _ = build_detector.cached_weights(build_detector.EPOCHS, name)
+    return Subject(f"{name} (conv + attention, YOLOv8-style, 1x96x96)", "mAP@0.5:0.95",
+                   lambda work, profiles, budget: build_detector.run_default_build(
+                       weights, profiles, work, budget, name),
+                   lambda: build_detector.teacher_and_data(weights, name),
+                   build_detector.file_map, build_detector.torch_map)
+
+
 def vit() -> Subject:
     """The ViT of ``build_large.MODELS['vit']`` with cached weights."""
     spec = build_large.MODELS["vit"]
@@ -87,7 +99,8 @@ def vit() -> Subject:
                    lambda teacher, data: top1)
 
 
-SUBJECTS: dict[str, Callable[[], Subject]] = {"detector": detector, "vit": vit}
+SUBJECTS: dict[str, Callable[[], Subject]] = {"detector": detector, "hybrid": hybrid,
+                                              "vit": vit}
 
 
 def recovery_pairs(profile: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any] | None,

@@ -81,17 +81,48 @@ class Head(nn.Module):
         return distances.flatten(2), self.cls(x).flatten(2)
 
 
+def sincos_positions(side: int, channels: int, temperature: float = 10000.0) -> torch.Tensor:
+    """RT-DETR's fixed 2-D sine-cosine position embedding ``[1, side * side, channels]``."""
+    ys, xs = torch.meshgrid(torch.arange(side, dtype=torch.float32),
+                            torch.arange(side, dtype=torch.float32), indexing="ij")
+    quarter = channels // 4
+    omega = 1.0 / temperature ** (torch.arange(quarter, dtype=torch.float32) / quarter)
+    x, y = xs.flatten()[:, None] * omega, ys.flatten()[:, None] * omega
+    return torch.cat([x.sin(), x.cos(), y.sin(), y.cos()], 1)[None]
+
+
+class Encoder(nn.Module):
+    """RT-DETR's AIFI: transformer encoder layers over the tokens of one feature map (the
+    stride-16 map's 36 here), with a fixed position embedding; the map keeps its shape."""
+
+    def __init__(self, channels: int, side: int, layers: int, heads: int, ffn: int) -> None:
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(channels, heads, ffn, dropout=0.0, activation="gelu",
+                                           batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.register_buffer("positions", sincos_positions(side, channels), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        tokens = self.encoder(x.flatten(2).transpose(1, 2) + self.positions)
+        return tokens.transpose(1, 2).reshape(b, c, h, w)
+
+
 class DigitDetector(nn.Module):
-    """The detector; ``width`` scales the channels, ``depth`` the residual blocks per stage."""
+    """The detector; ``width`` scales the channels, ``depth`` the residual blocks per stage;
+    ``attention`` encoder layers (``Encoder``) run over the stride-16 map when above 0."""
 
     def __init__(self, width: float = 1.0, depth: int = 1,
-                 num_classes: int = NUM_CLASSES) -> None:
+                 num_classes: int = NUM_CLASSES, attention: int = 0) -> None:
         super().__init__()
         c1, c2, c3, c4 = (max(8, int(c * width)) for c in (16, 32, 48, 64))
         self.stem = conv(1, c1, stride=2)                           # 48x48
         self.stage2 = stage(c1, c2, depth)                          # 24x24, stride 4
         self.stage3 = stage(c2, c3, depth)                          # 12x12, stride 8
         self.stage4 = stage(c3, c4, depth)                          # 6x6, stride 16
+        side = IMAGE_SIZE // STRIDES[1]
+        self.encoder = Encoder(c4, side, attention, heads=4, ffn=2 * c4) if attention \
+            else nn.Identity()
         self.fuse = conv(c3 + c4, c3)                               # neck at stride 8
         self.heads = nn.ModuleList([Head(c3, c3, STRIDES[0], num_classes),
                                     Head(c4, c3, STRIDES[1], num_classes)])
@@ -100,7 +131,7 @@ class DigitDetector(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p3 = self.stage3(self.stage2(self.stem(x)))
-        p4 = self.stage4(p3)
+        p4 = self.encoder(self.stage4(p3))
         p3 = self.fuse(torch.cat([p3, F.interpolate(p4, scale_factor=2.0, mode="nearest")], 1))
         levels = [head(p) for head, p in zip(self.heads, (p3, p4), strict=True)]
         ltrb = torch.cat([d for d, _ in levels], 2) / IMAGE_SIZE          # [B, 4, N], 0..1
@@ -123,6 +154,12 @@ def digit_detector_large() -> nn.Module:
     """The same detector, wider and deeper, for latency benchmarks: 4.9 M parameters, about
     6.5 ms per image in fp32 ONNX Runtime at one thread (x86-64)."""
     return DigitDetector(width=3.0, depth=2)
+
+
+def digit_detector_hybrid() -> nn.Module:
+    """The large detector with two transformer encoder layers (4 heads) over its stride-16
+    map, as RT-DETR's hybrid encoder does: an attention detector for the benchmarks."""
+    return DigitDetector(width=3.0, depth=2, attention=2)
 
 
 def to_xyxy(outputs: torch.Tensor) -> torch.Tensor:

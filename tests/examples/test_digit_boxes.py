@@ -194,3 +194,25 @@ def input_key_of(t: torch.Tensor) -> str:
     from edgekit.demo.stream import input_key
 
     return input_key(t.numpy())
+
+
+def test_the_hybrid_detector_runs_attention_over_its_stride_16_map(small_splits):
+    from compress.attention import Cut, blocks, cut
+    from examples.digit_boxes.models import digit_detector_hybrid, sincos_positions
+
+    torch.manual_seed(0)
+    x = small_splits["validation"][0][:2]
+    model = digit_detector_hybrid().eval()
+    with torch.no_grad():
+        out = model(x)
+        model.encoder.positions.zero_()
+        unplaced = model(x)
+    assert out.shape == (2, 4 + 10, 180)
+    assert not torch.allclose(out, unplaced)  # the tokens know where they are
+    positions = sincos_positions(6, 192)
+    assert positions.shape == (1, 36, 192) and len(set(map(tuple, positions[0].tolist()))) == 36
+    assert len(blocks(model)) == 2            # the encoder layers, found by attention pruning
+    pruned = cut(model, Cut(share=0.5))
+    assert [b.attention.num_heads for b in blocks(pruned)] == [2, 2]
+    with torch.no_grad():
+        assert pruned(x).shape == out.shape
