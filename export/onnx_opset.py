@@ -19,6 +19,7 @@ _AXES_TO_ATTRIBUTE = {"ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp",
 _CHANGED_IN_18 = {"Split", "Pad", "Resize", "ScatterElements", "ScatterND", "LpPool",
                   "CenterCropPad", "Col2Im", "BitwiseAnd", "BitwiseOr", "BitwiseXor",
                   "BitwiseNot", "GroupNormalization", "OptionalGetElement", "OptionalHasElement"}
+_NEW_IN_18 = {"antialias", "keep_aspect_ratio_policy"}  # Resize's, checked at their defaults
 LOWEST_DOWNGRADE = 17
 
 
@@ -50,6 +51,24 @@ def _move_axes(node: Any, constants: dict[str, Any]) -> None:
         node.attribute.append(helper.make_attribute("axes", axes))
 
 
+def _same_below_18(node: Any) -> bool:
+    """Whether an operator opset 18 changed uses none of what it added, so its node means
+    the same at 17: Resize without ``antialias``, ``axes`` or a keep-aspect-ratio policy
+    (a detector neck's nearest upsampling), Pad without its ``axes`` input, Split without
+    ``num_outputs``."""
+    from onnx import helper
+
+    values = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    if node.op_type == "Resize":
+        return not values.get("antialias", 0) and "axes" not in values \
+            and values.get("keep_aspect_ratio_policy", b"stretch") == b"stretch"
+    if node.op_type == "Pad":
+        return len(node.input) < 4 or not node.input[3]
+    if node.op_type == "Split":
+        return "num_outputs" not in values
+    return False
+
+
 def downgrade(model: Any, opset: int) -> Any:
     """``model`` (opset 18) rewritten for ``opset`` 17; ExportError when it cannot be."""
     import onnx
@@ -62,7 +81,10 @@ def downgrade(model: Any, opset: int) -> Any:
         if node.domain not in ("", "ai.onnx"):
             continue
         if node.op_type in _CHANGED_IN_18:
-            raise ExportError(f"operator {node.op_type} has no opset-{opset} form here")
+            if not _same_below_18(node):
+                raise ExportError(f"operator {node.op_type} has no opset-{opset} form here")
+            for attribute in [a for a in node.attribute if a.name in _NEW_IN_18]:
+                node.attribute.remove(attribute)  # at their defaults: 17 has no such names
         if node.op_type in _AXES_TO_ATTRIBUTE:
             _move_axes(node, constants)
     for entry in model.opset_import:

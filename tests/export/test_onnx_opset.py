@@ -1,4 +1,5 @@
-"""Dynamo exports (opset 18) brought down to opset 17: Reduce* axes move back to attributes."""
+"""Dynamo exports (opset 18) brought down to opset 17: Reduce* axes move back to attributes;
+operators opset 18 changed stay when they use nothing it added, else are refused."""
 
 from __future__ import annotations
 
@@ -44,4 +45,47 @@ def test_operators_changed_in_18_are_refused():
                                                                      [2])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     with pytest.raises(ExportError, match="Split has no opset-17 form"):
+        downgrade(onnx.ModelProto.FromString(model.SerializeToString()), 17)
+
+
+class Upsample(torch.nn.Module):
+    """A detector neck's nearest upsampling, concatenated with its input's neighbour."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = torch.nn.Conv2d(1, 2, 3, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        small = self.down(x)
+        up = torch.nn.functional.interpolate(small, scale_factor=2.0, mode="nearest")
+        return torch.cat([x, up], 1).mean((2, 3))
+
+
+def test_a_resize_using_nothing_new_in_18_is_kept_at_17(tmp_path):
+    import onnx
+
+    torch.manual_seed(0)
+    model, x = Upsample().eval(), torch.randn(3, 1, 8, 8)
+    path = tmp_path / "m.onnx"
+    dynamo_export(model, x[:1], path, 17)
+    exported = onnx.load(str(path))
+    assert {o.domain: o.version for o in exported.opset_import}[""] == 17
+    assert any(n.op_type == "Resize" for n in exported.graph.node)
+    with torch.no_grad():
+        expected = model(x).numpy()
+    assert np.abs(ExportedModel("onnx", path, {"threads": 1}).predict(x.numpy())
+                  - expected).max() < 1e-5
+
+
+def test_a_resize_with_antialias_is_refused():
+    import onnx
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("Resize", ["x", "", "s"], ["y"], mode="linear", antialias=1)
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 2, 2])],
+        [helper.make_tensor("s", TensorProto.FLOAT, [4], [1, 1, 0.5, 0.5])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    with pytest.raises(ExportError, match="Resize has no opset-17 form"):
         downgrade(onnx.ModelProto.FromString(model.SerializeToString()), 17)
