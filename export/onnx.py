@@ -188,14 +188,19 @@ def ort_static(job: QuantizeJob, out: Path) -> Path:
 
 def _from_qat(graph: torch.fx.GraphModule, job: QuantizeJob, out: Path) -> Path:
     """The int8 file of a QAT student: its trained fake-quantized graph converted and
-    exported as QDQ (per-channel int8 weights, int8 activations at the ranges QAT learnt:
-    ``compress/qat.py``), at the target's opset."""
+    exported as QDQ (per-channel int8 weights, activations at the ranges QAT learnt:
+    ``compress/qat.py``) at the target's opset, in the form ONNX Runtime's fast kernels
+    take (``export/onnx_qdq.py``)."""
+    import onnx
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    from export.onnx_qdq import fast_qdq
 
     with quiet() as captured:
         try:
             converted = convert_pt2e(copy.deepcopy(graph).eval(), fold_quantize=False)
             dynamo_export(converted, job.example[:1], out, job.target.opset)
+            onnx.save(fast_qdq(onnx.load(str(out)))[0], str(out))
             return out
         except Exception as exc:  # torchao and the exporter raise many unrelated types
             failure = exc

@@ -115,3 +115,41 @@ def test_a_qat_students_onnx_file_is_its_trained_graph_exported_as_qdq(tmp_path)
     model = onnx.load(str(converted))
     assert model.opset_import[0].version == target.opset
     assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= {n.op_type for n in model.graph.node}
+    # ONNX Runtime's fast form (export/onnx_qdq.py): int8 weights stored, uint8 activations
+    initializers = {i.name: i for i in model.graph.initializer}
+    quantizes = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert quantizes and not any(n.input[0] in initializers for n in quantizes)
+    assert all(initializers[n.input[2]].data_type == onnx.TensorProto.UINT8 for n in quantizes)
+    weights = [n for n in model.graph.node if n.op_type == "DequantizeLinear"
+               and n.input[0] in initializers]
+    assert weights and all(initializers[n.input[0]].data_type == onnx.TensorProto.INT8
+                           for n in weights)
+
+
+def test_the_fast_qdq_rewrite_computes_the_same_function(tmp_path):
+    import onnx
+    import onnxruntime as ort
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    from export.onnx import dynamo_export
+    from export.onnx_qdq import fast_qdq
+
+    torch.manual_seed(0)
+    x = torch.randn(48, 1, 32, 32)
+    _, graph = trained_graph(SigmoidHead(), x)
+    path = tmp_path / "torch.onnx"
+    dynamo_export(convert_pt2e(copy.deepcopy(graph), fold_quantize=False), x[:1], path, 17)
+    model, changed = fast_qdq(onnx.load(str(path)))
+    assert changed["weights"] >= 4 and changed["activations"] > 0  # every conv at least
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(tmp_path / "fast.onnx"))
+
+    def run(file: Path) -> np.ndarray:  # unfused: the rewrite itself must be exact
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        session = ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
+        return session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+
+    np.testing.assert_array_equal(run(tmp_path / "fast.onnx"), run(path))
+    fused = ExportedModel("onnx", tmp_path / "fast.onnx", {}).predict(x.numpy())
+    assert np.mean(fused != run(path)) < 0.01  # integer kernels round a rare value a step off
