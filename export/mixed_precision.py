@@ -136,11 +136,13 @@ class MixedPrecision:
             progress.note(f"  {candidate.id}: no QAT: {exc}")
             return [], {"skipped": str(exc)}
         summary = dict(qat.steps["qat"])
-        if summary.get("best_epoch") == 0:  # the student's own weights: full int8 again
-            epochs = summary.get("epochs_run")
-            return [], {**summary, "skipped": f"QAT did not raise the fake-quantized metric "
-                        f"in {epochs} epoch(s) ({summary.get('stopped_by') or 'all run'}), "
-                        "so its files would be full int8's"}
+        if summary.get("best_epoch") == 0:
+            # the student's own weights, but not full int8's file: QAT's observers averaged
+            # the ranges over training batches (min/max calibration takes the extremes); on
+            # the detector that graph scored 0.834 against full int8's 0.807
+            summary["note"] = (f"training did not raise the fake-quantized metric in "
+                               f"{summary.get('epochs_run')} epoch(s); the files keep the "
+                               "student's weights at the ranges QAT's observers learnt")
         return [replace(candidate, variant="qat", keep_float=())], summary
 
     def rank(self, candidate: Candidate, student: Student, quantizer: Quantizer,

@@ -129,7 +129,7 @@ def qat_html(qat: dict[str, Any] | None) -> str:
         return ""
     why = f"<p>QAT ran because {_cell(qat['why'])}.</p>" if qat.get("why") else ""
     skipped = (f"<p>no QAT candidate: {_cell(qat['skipped'])}</p>" if qat.get("skipped")
-               else "")
+               else f"<p>{_cell(qat['note'])}</p>" if qat.get("note") else "")
     if not qat.get("history"):  # it never started
         return why + skipped
     per_epoch = ", ".join(f"{h['epoch']}: {_text(h['metric'])}" for h in qat["history"])
