@@ -36,6 +36,7 @@ from torch import nn
 from compress import progress
 from compress.distill import distill
 from compress.errors import CompressError
+from compress.float_tail import fx_tail
 from compress.recipe import DistillConfig, QatConfig
 
 BATCH_NORM_OPS = ("_native_batch_norm_legit_no_training", "batch_norm")
@@ -88,9 +89,10 @@ def _set(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, leaf, module)
 
 
-def qat_quantizer() -> Any:
-    """litert-torch's PT2E quantizer in QAT mode, without its conv-bn annotators and
-    leaving sigmoids unannotated.
+def qat_quantizer(float_tail: bool = True) -> Any:
+    """litert-torch's PT2E quantizer in QAT mode, without its conv-bn annotators, leaving
+    sigmoids unannotated and, with ``float_tail``, every operation after the last weighted
+    layer (``compress/float_tail.py``), as the int8 files do.
 
     A sigmoid's int8 output has a fixed scale (1/256) that training cannot move, and
     where it feeds a reshape or concat of another scale (a detector head) LiteRT's
@@ -103,8 +105,10 @@ def qat_quantizer() -> Any:
     )
 
     def annotate(self: Any, model: Any, config: Any, filter_fn: Any = None) -> Any:
+        tail = fx_tail(model) if float_tail else set()
+
         def selected(node: Any) -> bool:
-            return node.target is not torch.ops.aten.sigmoid.default \
+            return node.target is not torch.ops.aten.sigmoid.default and node not in tail \
                 and (filter_fn is None or filter_fn(node))
         return PT2EQuantizer._annotate_all_static_patterns(self, model, config, selected)
 
@@ -114,7 +118,8 @@ def qat_quantizer() -> Any:
                                                                is_qat=True))
 
 
-def prepare_qat(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
+def prepare_qat(model: nn.Module, example: torch.Tensor,
+                float_tail: bool = True) -> torch.fx.GraphModule:
     """The PT2E QAT graph of ``model`` (fake quantization on weights and activations),
     batch size free, switchable with ``.train()`` / ``.eval()``."""
     from torchao.quantization.pt2e import allow_exported_model_train_eval
@@ -123,7 +128,7 @@ def prepare_qat(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule
     batch = example[:1].expand(2, *example.shape[1:]).contiguous()
     exported = torch.export.export(model, (batch,),
                                    dynamic_shapes=({0: torch.export.Dim("batch")},)).module()
-    prepared = prepare_qat_pt2e(exported, qat_quantizer())
+    prepared = prepare_qat_pt2e(exported, qat_quantizer(float_tail))
     allow_exported_model_train_eval(prepared)
     return _observers_follow_mode(prepared)
 
@@ -215,7 +220,7 @@ def qat_finetune(model: nn.Module, teacher: nn.Module, example: torch.Tensor, tr
                  validation: tuple[torch.Tensor, torch.Tensor], metric: Any,
                  cfg: QatConfig, distill_cfg: DistillConfig,
                  time_left: Callable[[], float] | None = None,
-                 loss: Any = None, label: str = "QAT"
+                 loss: Any = None, label: str = "QAT", float_tail: bool = True
                  ) -> tuple[nn.Module, dict[str, Any], torch.fx.GraphModule]:
     """A float copy of ``model`` fine-tuned with int8 fake quantization, what QAT did
     (epochs, the fake-quantized metric per epoch, folded batch norms, seconds) and the
@@ -226,7 +231,7 @@ def qat_finetune(model: nn.Module, teacher: nn.Module, example: torch.Tensor, tr
     started = time.monotonic()
     student = copy.deepcopy(model).eval()  # export shares parameters: never train the original
     folded = fold_batch_norms(student, example[:1])
-    prepared = prepare_qat(student, example)
+    prepared = prepare_qat(student, example, float_tail)
     batches = len(train) if hasattr(train, "__len__") else 1
     step_s = batch_seconds(prepared, teacher, train)
     per_epoch, shortened = epoch_plan(step_s, batches, cfg,

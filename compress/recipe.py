@@ -241,6 +241,9 @@ class QuantizeConfig(_Config):
         default_factory=lambda: list(PRECISIONS), min_length=1)
     methods: list[str] = Field(default_factory=lambda: ["default"], min_length=1)
     calibration_samples: int = Field(default=256, ge=1)
+    float_tail: bool = Field(
+        default=True, description="leave the operations after the last weighted layer (a "
+        "detector's decoding) in float in int8 files (compress/float_tail.py)")
     inc: IncConfig = Field(default_factory=IncConfig)
     mixed_precision: MixedPrecisionConfig = Field(default_factory=MixedPrecisionConfig)
     qat: QatConfig = Field(default_factory=QatConfig)

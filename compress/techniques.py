@@ -208,7 +208,8 @@ def _qat_variant(recipe: Recipe, base: Student, data: StudentData) -> Student:
     model, summary, graph = qat_finetune(base.model, data.teacher, data.example, data.train,
                                   data.validation, data.metric, recipe.quantize.qat,
                                   recipe.distill, data.time_left, data.loss,
-                                  label=f"QAT {base.key}")
+                                  label=f"QAT {base.key}",
+                                  float_tail=recipe.quantize.float_tail)
     return Student(model=model, ratio=base.ratio, changed=True,
                    steps={**base.steps, "qat": summary}, parent=base.key, variant="qat",
                    qat_graph=graph)

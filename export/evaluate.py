@@ -219,6 +219,7 @@ class Evaluator:
                            workdir=workdir, fp32_file=lambda: self.fp32_file(candidate, student),
                            evaluate=self._torch_score, tolerable_loss=self.tolerable_loss,
                            options={"inc": self.recipe.quantize.inc,
+                                    "float_tail": self.recipe.quantize.float_tail,
                                     **({"qat_graph": student.qat_graph}
                                        if student.qat_graph is not None else {}),
                                     **options})

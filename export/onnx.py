@@ -159,7 +159,8 @@ def ort_static(job: QuantizeJob, out: Path) -> Path:
 
     Selective: ``job.options["keep_float"]`` names nodes left in float (ORT's
     ``nodes_to_exclude``), ``job.options["quantize_only"]`` the only nodes quantized
-    (``nodes_to_quantize``); node names are those ``quantized_nodes`` lists. For a QAT
+    (``nodes_to_quantize``); node names are those ``quantized_nodes`` lists. With
+    ``job.options["float_tail"]`` the nodes after the last weighted one stay float. For a QAT
     student (``job.options["qat_graph"]``), its trained graph exported as QDQ.
     """
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
@@ -175,15 +176,26 @@ def ort_static(job: QuantizeJob, out: Path) -> Path:
     src = _preprocessed_once(job.fp32_file())
     cache = _calibration_cache(src, job)
     reader = None if cache.exists() else _Reader(src, job)
+    tail = _tail(src) if job.options.get("float_tail") else []
     with quiet():
         quantize_static(str(src), str(out), reader, quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, calibration_cache_path=str(cache),
-                        nodes_to_exclude=list(job.options.get("keep_float", [])),
+                        nodes_to_exclude=[*job.options.get("keep_float", []), *tail],
                         nodes_to_quantize=list(job.options.get("quantize_only", [])))
     if job.options.get("keep_float"):
         float_tensors(out, job.options["keep_float"])
     return out
+
+
+def _tail(path: Path) -> list[str]:
+    """The nodes after the last weighted one (``compress/float_tail.py``): excluded, so
+    the last convs keep their quantized output and the decoding reads it in float."""
+    import onnx
+
+    from compress.float_tail import onnx_tail
+
+    return onnx_tail(onnx.load(str(path), load_external_data=False))
 
 
 def _from_qat(graph: torch.fx.GraphModule, job: QuantizeJob, out: Path) -> Path:

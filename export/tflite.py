@@ -10,12 +10,14 @@ can feed it floats. The model keeps torch's NCHW layout and a batch of 1.
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from compress import progress
+from compress.float_tail import fx_tail
 from export.errors import ExportError, export_failure
 from export.quiet import quiet
 from export.registry import Exporter, QuantizeJob, Quantizer, register_exporter, register_quantizer
@@ -103,7 +105,9 @@ def _module_path(node: Any) -> str:
 
 def _selective(base: Any, options: dict[str, Any]) -> Any:
     """``base`` (a PT2EQuantizer class) that annotates only the nodes of the modules in
-    ``options["quantize_only"]`` (when given) and none of those in ``options["keep_float"]``.
+    ``options["quantize_only"]`` (when given), none of those in ``options["keep_float"]``
+    and, with ``options["float_tail"]``, none after the last weighted layer
+    (``compress/float_tail.py``).
 
     litert's own ``set_module_name`` cannot do this here: it refuses a None config, and
     its name filter strips a ``L__self___`` prefix that torch.export no longer writes
@@ -111,7 +115,8 @@ def _selective(base: Any, options: dict[str, Any]) -> Any:
     name from the same ``nn_module_stack`` instead."""
     keep_float = tuple(options.get("keep_float") or ())
     only = tuple(options.get("quantize_only") or ())
-    if not keep_float and not only:
+    float_tail = bool(options.get("float_tail"))
+    if not keep_float and not only and not float_tail:
         return base
 
     def inside(node: Any, names: tuple[str, ...]) -> bool:
@@ -122,8 +127,10 @@ def _selective(base: Any, options: dict[str, Any]) -> Any:
         return not inside(node, keep_float) and (not only or inside(node, only))
 
     def annotate(self: Any, model: Any, config: Any, filter_fn: Any = None) -> Any:
+        tail = fx_tail(model) if float_tail else set()
+
         def selected(node: Any) -> bool:
-            return wanted(node) and (filter_fn is None or filter_fn(node))
+            return node not in tail and wanted(node) and (filter_fn is None or filter_fn(node))
         return base._annotate_all_static_patterns(self, model, config, selected)
 
     return type(f"{base.__name__}Selective", (base,), {"_annotate_all_static_patterns": annotate})
@@ -206,7 +213,8 @@ def litert_pt2e(job: QuantizeJob, out: Path) -> Path:
 
 def litert_peer_default(job: QuantizeJob, out: Path) -> Path:
     """PT2E with litert's default symmetric config (per-tensor weights): the peer baseline."""
-    return _pt2e(job, out, per_channel=False)
+    return _pt2e(replace(job, options={**job.options, "float_tail": False}), out,
+                 per_channel=False)
 
 
 def litert_pt2e_dynamic(job: QuantizeJob, out: Path) -> Path:
