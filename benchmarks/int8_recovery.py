@@ -1,10 +1,12 @@
 """int8 recovery: sensitivity, mixed precision and QAT where the peers' default int8 loses.
 
-For each model: ``digit_detector_large`` (``build_detector.py``, COCO mAP@0.5:0.95) and a
-ViT (``build_large.py --model vit``, top-1), run ``edgekit build`` with the **default
-recipe and budget** for rpi4 and x86-64 (kept in ``--work``), then, per profile and per
-int8 runtime the build ran recovery in, time in one round-robin run (1 and n threads)
-and score on the whole validation split in the file's runtime:
+For each model: ``digit_detector_large`` (``build_detector.py``, COCO mAP@0.5:0.95),
+``digit_detector_hybrid`` (the same with two transformer encoder layers, as RT-DETR's
+hybrid encoder) and a ViT (``build_large.py --model vit``, top-1), run ``edgekit build``
+with the **default recipe and budget** for rpi4 and x86-64 (kept in ``--work``), then, per
+profile and per int8 runtime the build ran recovery in (or the int8 file it shipped when
+none was needed), time in one round-robin run (1 and n threads) and score on the whole
+validation split in the file's runtime:
 
 - fp32 (the original model);
 - the peers' default int8 (ORT ``quantize_static`` QDQ after ``quant_pre_process``;
@@ -16,7 +18,8 @@ and score on the whole validation split in the file's runtime:
 Target: the recovery candidate within 1 point of fp32 while keeping >= 80 % of full
 int8's speed-up over fp32 (its speed-up over fp32 / full int8's, at 1 thread).
 
-    nice -n 10 .venv/bin/python benchmarks/int8_recovery.py [--model vit] [--profile rpi4]
+    nice -n 10 .venv/bin/python benchmarks/int8_recovery.py [--model detector|hybrid|vit]
+        [--profile rpi4]
         [--work DIR [--measure-only]] [--no-write]
 """
 
@@ -236,7 +239,11 @@ def model_section(key: str, args: argparse.Namespace, work: Path) -> str:
         if not pairs and shipped is not None:  # the peers beside the int8 file it ships
             m = measure(name, shipped, None, teacher, data, subject.score,
                         work / "compare" / name / shipped["format"])
-            lines += [*table(name, m, baseline, subject.metric)[:-1], ""]
+            drop = (baseline - m["rows"][2]["metric"]) * 100
+            lines += [*table(name, m, baseline, subject.metric)[:-1],
+                      f"- shipped full int8: **{drop:+.2f} points** vs the original (target <= "
+                      f"{MAX_DROP_POINTS:g}: {verdict(drop <= MAX_DROP_POINTS)}), all of its "
+                      "own speed-up", ""]
         for full, rec, run in pairs:
             m = measure(name, full, rec, teacher, data, subject.score,
                         work / "compare" / name / full["format"])
