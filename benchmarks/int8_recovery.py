@@ -11,7 +11,8 @@ validation split in the file's runtime:
 - fp32 (the original model);
 - the peers' default int8 (ORT ``quantize_static`` QDQ after ``quant_pre_process``;
   litert-torch PT2E);
-- edgekit's full int8 (the recovered candidate's student and method, every layer int8);
+- edgekit's full int8 (the recovered candidate's student and method, every weighted layer
+  int8, the output tail float: ``compress/float_tail.py``);
 - the recovery candidate (mixed precision or QAT): the shipped one when it is one, else
   the fastest within tolerance, else the most accurate.
 
@@ -236,7 +237,8 @@ def model_section(key: str, args: argparse.Namespace, work: Path) -> str:
         if not pairs:
             lines += ["No int8 recovery ran: every int8 file was within its floor, or none "
                       "was measured.", ""]
-        if not pairs and shipped is not None:  # the peers beside the int8 file it ships
+        if shipped is not None and shipped["format"] not in {f["format"] for f, _, _ in pairs}:
+            # the peers beside the int8 file it ships, in a runtime that needed no recovery
             m = measure(name, shipped, None, teacher, data, subject.score,
                         work / "compare" / name / shipped["format"])
             drop = (baseline - m["rows"][2]["metric"]) * 100
