@@ -152,4 +152,6 @@ def test_the_fast_qdq_rewrite_computes_the_same_function(tmp_path):
 
     np.testing.assert_array_equal(run(tmp_path / "fast.onnx"), run(path))
     fused = ExportedModel("onnx", tmp_path / "fast.onnx", {}).predict(x.numpy())
-    assert np.mean(fused != run(path)) < 0.01  # integer kernels round a rare value a step off
+    unfused = run(path)
+    # integer kernels round a value a step off now and then: far below the output's range
+    assert np.abs(fused - unfused).max() < 0.05 and np.abs(fused - unfused).mean() < 1e-3
