@@ -23,7 +23,8 @@ _NEW_IN_18 = {"antialias", "keep_aspect_ratio_policy"}  # Resize's, checked at t
 LOWEST_DOWNGRADE = 17
 
 
-def _constants(graph: Any) -> dict[str, Any]:
+def constants(graph: Any) -> dict[str, Any]:
+    """The graph's initializers and Constant outputs, by name, as numpy arrays."""
     from onnx import numpy_helper
 
     values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
@@ -76,7 +77,7 @@ def downgrade(model: Any, opset: int) -> Any:
     if opset < LOWEST_DOWNGRADE:
         raise ExportError(f"cannot bring a dynamo export below opset {LOWEST_DOWNGRADE} "
                           f"(asked for {opset})")
-    graph, constants = model.graph, _constants(model.graph)
+    graph, values = model.graph, constants(model.graph)
     for node in graph.node:
         if node.domain not in ("", "ai.onnx"):
             continue
@@ -86,7 +87,7 @@ def downgrade(model: Any, opset: int) -> Any:
             for attribute in [a for a in node.attribute if a.name in _NEW_IN_18]:
                 node.attribute.remove(attribute)  # at their defaults: 17 has no such names
         if node.op_type in _AXES_TO_ATTRIBUTE:
-            _move_axes(node, constants)
+            _move_axes(node, values)
     for entry in model.opset_import:
         if entry.domain in ("", "ai.onnx"):
             entry.version = opset

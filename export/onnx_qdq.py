@@ -21,18 +21,9 @@ from typing import Any
 import numpy as np
 
 from export.errors import ExportError
+from export.onnx_opset import constants
 
 QUANTIZE, DEQUANTIZE = "QuantizeLinear", "DequantizeLinear"
-
-
-def _values(model: Any) -> dict[str, np.ndarray]:
-    from onnx import numpy_helper
-
-    values = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant" and node.attribute:
-            values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
-    return values
 
 
 def _axis(node: Any) -> int:
@@ -60,7 +51,7 @@ def fast_qdq(model: Any) -> tuple[Any, dict[str, int]]:
     ``activations`` made uint8). Raises ``ExportError`` on a QDQ form it does not know."""
     from onnx import numpy_helper
 
-    graph, values = model.graph, _values(model)
+    graph, values = model.graph, constants(model.graph)
     consumers: dict[str, list[Any]] = {}
     for node in graph.node:
         for name in node.input:

@@ -60,21 +60,44 @@ def file_outputs(path: Path, x: torch.Tensor) -> np.ndarray:
     return ExportedModel("tflite", path, {}).predict(x.numpy())
 
 
-def test_a_qat_students_file_is_its_trained_graph_converted(tmp_path):
+@pytest.mark.parametrize(("fmt", "suffix"), [("tflite", ".tflite"), ("onnx", ".onnx")])
+def test_a_qat_students_file_is_its_trained_graph(tmp_path, fmt, suffix):
+    """LiteRT's file is the trained graph converted; ONNX Runtime's, exported as QDQ."""
+    from export.onnx import ort_static
+
+    quantize = {"tflite": litert_pt2e, "onnx": ort_static}[fmt]
     torch.manual_seed(0)
     x = tiny_tensors(96, 3)[0]
     student, graph = trained_graph(trained_tiny_model(), x)
     with torch.no_grad():
         fake_quantized = graph(x).numpy()
-    target = make_target("tflite", "int8")
+    target = make_target(fmt, "int8")
     job = make_job(student, x[:1], x[:32], target, tmp_path)
-    converted = litert_pt2e(replace(job, options={"qat_graph": graph}), tmp_path / "qat.tflite")
-    calibrated = litert_pt2e(make_job(student, x[:1], x[:32], target, tmp_path),
-                             tmp_path / "again.tflite")
-    ours = file_outputs(converted, x)
-    again = file_outputs(calibrated, x)
+    converted = quantize(replace(job, options={"qat_graph": graph}), tmp_path / f"qat{suffix}")
+    calibrated = quantize(job, tmp_path / f"again{suffix}")
+    ours = ExportedModel(fmt, converted, {}).predict(x.numpy())
+    again = ExportedModel(fmt, calibrated, {}).predict(x.numpy())
     assert (ours.argmax(1) == fake_quantized.argmax(1)).mean() >= 0.95
     assert np.abs(ours - fake_quantized).mean() < np.abs(again - fake_quantized).mean()
+    if fmt == "onnx":
+        assert_fast_qdq(converted, target.opset)
+
+
+def assert_fast_qdq(converted: Path, opset: int) -> None:
+    import onnx
+
+    model = onnx.load(str(converted))
+    assert model.opset_import[0].version == opset
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= {n.op_type for n in model.graph.node}
+    # ONNX Runtime's fast form (export/onnx_qdq.py): int8 weights stored, uint8 activations
+    initializers = {i.name: i for i in model.graph.initializer}
+    quantizes = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert quantizes and not any(n.input[0] in initializers for n in quantizes)
+    assert all(initializers[n.input[2]].data_type == onnx.TensorProto.UINT8 for n in quantizes)
+    weights = [n for n in model.graph.node if n.op_type == "DequantizeLinear"
+               and n.input[0] in initializers]
+    assert weights and all(initializers[n.input[0]].data_type == onnx.TensorProto.INT8
+                           for n in weights)
 
 
 def test_a_detector_head_converts_from_its_qat_graph_fully_int8(tmp_path):
@@ -92,38 +115,6 @@ def test_a_detector_head_converts_from_its_qat_graph_fully_int8(tmp_path):
     tensors = {t["index"]: t["dtype"] for t in interpreter.get_tensor_details()}
     convs = [op for op in interpreter._get_ops_details() if op["op_name"] == "CONV_2D"]
     assert convs and all(tensors[op["outputs"][0]] == np.int8 for op in convs)
-
-
-def test_a_qat_students_onnx_file_is_its_trained_graph_exported_as_qdq(tmp_path):
-    import onnx
-
-    from export.onnx import ort_static
-
-    torch.manual_seed(0)
-    x = tiny_tensors(96, 3)[0]
-    student, graph = trained_graph(trained_tiny_model(), x)
-    with torch.no_grad():
-        fake_quantized = graph(x).numpy()
-    target = make_target("onnx", "int8")
-    job = make_job(student, x[:1], x[:32], target, tmp_path)
-    converted = ort_static(replace(job, options={"qat_graph": graph}), tmp_path / "qat.onnx")
-    calibrated = ort_static(job, tmp_path / "again.onnx")
-    ours = ExportedModel("onnx", converted, {}).predict(x.numpy())
-    again = ExportedModel("onnx", calibrated, {}).predict(x.numpy())
-    assert (ours.argmax(1) == fake_quantized.argmax(1)).mean() >= 0.95
-    assert np.abs(ours - fake_quantized).mean() < np.abs(again - fake_quantized).mean()
-    model = onnx.load(str(converted))
-    assert model.opset_import[0].version == target.opset
-    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= {n.op_type for n in model.graph.node}
-    # ONNX Runtime's fast form (export/onnx_qdq.py): int8 weights stored, uint8 activations
-    initializers = {i.name: i for i in model.graph.initializer}
-    quantizes = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
-    assert quantizes and not any(n.input[0] in initializers for n in quantizes)
-    assert all(initializers[n.input[2]].data_type == onnx.TensorProto.UINT8 for n in quantizes)
-    weights = [n for n in model.graph.node if n.op_type == "DequantizeLinear"
-               and n.input[0] in initializers]
-    assert weights and all(initializers[n.input[0]].data_type == onnx.TensorProto.INT8
-                           for n in weights)
 
 
 def test_the_fast_qdq_rewrite_computes_the_same_function(tmp_path):
