@@ -1,4 +1,6 @@
 """Artifacts on disk, content-addressed by sha256, and the signed URLs devices fetch them with.
+(The S3 backend, ``artifacts.backend: s3``, is ``cloud_sync.artifacts_s3``; ``open_store``
+picks the configured one.)
 
 Layout: ``<artifacts_dir>/<sha256[:2]>/<sha256>.ekb``; a file is written under a temporary
 name in ``<artifacts_dir>/.incoming`` (same file system) and renamed into place, so a
@@ -63,14 +65,25 @@ class ArtifactStore:
         os.close(fd)
         return Path(name)
 
-    def place(self, temp: Path, sha256: str) -> Path:
-        """Move a verified temp file to its content address (atomic rename); its path."""
+    def location(self, sha256: str) -> str:
+        """What the registry records for this artifact: its file's path."""
+        return str(self.path_for(sha256))
+
+    def place(self, temp: Path, sha256: str) -> str:
+        """Move a verified temp file to its content address (atomic rename); its location."""
         target = self.path_for(sha256)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(temp, 0o644)
         os.replace(temp, target)
         fsync_dir(target.parent)
-        return target
+        return str(target)
+
+    def presign(self, sha256: str, ttl_s: float | None = None) -> str | None:
+        """None: devices fetch a folder's artifacts from the cloud's API (signed URLs)."""
+        return None
+
+    def check(self) -> None:
+        """Nothing to check up front: the folder is made on the first upload."""
 
 
 def load_url_secret(data_dir: Path) -> bytes:
@@ -132,3 +145,21 @@ def check_signature(secret: bytes, sha256: str, expires: str, sig: str,
     if deadline <= (time.time() if now is None else now):
         return "the signed URL has expired; ask for a fresh one"
     return None
+
+
+def _local(cfg) -> ArtifactStore:
+    return ArtifactStore(cfg.artifacts_dir)
+
+
+def _s3(cfg):
+    from cloud_sync.artifacts_s3 import S3ArtifactStore
+
+    return S3ArtifactStore(cfg.artifacts, spool=cfg.artifacts_dir / INCOMING)
+
+
+STORES = {"local": _local, "s3": _s3}
+
+
+def open_store(cfg):
+    """The artifact store the cloud config names (``artifacts.backend``)."""
+    return STORES[cfg.artifacts.backend](cfg)

@@ -14,8 +14,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cloud_sync.artifact_settings import ArtifactSettings, LocalArtifacts, artifact_settings
 from cloud_sync.rollouts.settings import RolloutSettings
 from cloud_sync.triggers.policy import Triggers
 from edge_agent.errors import ConfigError
@@ -132,7 +133,7 @@ class CloudConfig(BaseModel):
     db: str | None = None  # None: SQLite in data_dir
     broker: str | None = None  # mqtt://host:port
     http: str = "127.0.0.1:8000"
-    artifacts: Path | None = None  # None: data_dir/artifacts
+    artifacts: ArtifactSettings = Field(default_factory=LocalArtifacts)  # a folder or S3
     pubkeys: tuple[Path, ...] = ()
     workers: int = Field(1, ge=1, le=256)
     service_user: str = "edgekit-cloud"
@@ -141,6 +142,11 @@ class CloudConfig(BaseModel):
     ingest: Ingest = Field(default_factory=Ingest)
     triggers: Triggers = Field(default_factory=Triggers)
     rollouts: RolloutSettings = Field(default_factory=RolloutSettings)
+
+    @field_validator("artifacts", mode="before")
+    @classmethod
+    def _artifacts_path(cls, value: Any) -> Any:
+        return artifact_settings(value)
 
     @model_validator(mode="after")
     def _retention_keeps_the_lookback(self) -> CloudConfig:
@@ -154,8 +160,10 @@ class CloudConfig(BaseModel):
 
     @property
     def artifacts_dir(self) -> Path:
-        """Where bundles are kept (content-addressed by sha256)."""
-        return self.artifacts or self.data_dir / "artifacts"
+        """The local folder of bundles (content-addressed by sha256); with the S3 backend,
+        where uploads are spooled before they go to the bucket."""
+        local = getattr(self.artifacts, "path", None)
+        return local or self.data_dir / "artifacts"
 
     @property
     def service_password_file(self) -> Path:

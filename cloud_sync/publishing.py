@@ -66,19 +66,19 @@ def load_trusted(pubkeys: tuple[Path, ...]) -> dict:
 
 def _register_and_place(engine: Engine, store: ArtifactStore, temp: Path, manifest: Manifest,
                         sha256: str, size: int) -> tuple[bool, BundleRecord]:
-    target = store.path_for(sha256)
     with transaction(engine) as conn:
         known = bundle_known(conn, sha256)
-        record = register_bundle(conn, manifest, sha256, size, target)
+        record = register_bundle(conn, manifest, sha256, size, store.location(sha256))
         store.place(temp, sha256)  # same bytes if already there: replacing heals a damaged copy
     return known, record
 
 
 def publish_file(engine: Engine, store: ArtifactStore, pubkeys: tuple[Path, ...], temp: Path,
                  sha256: str, size: int) -> Published:
-    """Verify the uploaded ``temp`` file (its ``sha256``/``size`` already measured), then
-    register and store it; BundleError/SignatureError (bad bundle) or RegistryError
-    (the version is already published with other bytes) leave everything as it was."""
+    """Verify the uploaded ``temp`` file (from ``store.incoming()``; its ``sha256``/``size``
+    already measured), then register it and put it in the store (a folder or a bucket).
+    BundleError/SignatureError (bad bundle) or RegistryError (the version is already
+    published with other bytes) leave everything as it was."""
     trusted = load_trusted(pubkeys)
     with open_bundle(temp, trusted, workdir=temp.parent) as opened:
         manifest, kid = opened.manifest, opened.key_id

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from cloud_sync.artifacts import ArtifactError
+from cloud_sync.artifacts_s3 import ArtifactStoreError
 from cloud_sync.errors import RegistryError, StoreError
 from cloud_sync.publishing import TrustError
 from edge_agent.errors import BundleError, ConfigError, EdgekitError, first_line
@@ -27,6 +28,7 @@ LIBRARY_STATUS: dict[type[Exception], int] = {
     RegistryError: 409,
     ConfigError: 400,
     StoreError: 503,
+    ArtifactStoreError: 503,  # the object store is down or refused: retry later
     ArtifactError: 500,
     EdgekitError: 400,
 }

@@ -11,8 +11,9 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from cloud_sync.artifacts import ArtifactStore, load_url_secret
+from cloud_sync.artifacts import load_url_secret, open_store
 from cloud_sync.config import CloudConfig
 
 TOKEN_ENV = "EDGEKIT_API_TOKEN"
@@ -27,7 +28,7 @@ class ApiSettings:
     """The API's typed settings (on ``app.state.settings``)."""
 
     token: str | None
-    artifacts: ArtifactStore
+    artifacts: Any  # ArtifactStore (a folder) or S3ArtifactStore
     url_secret: bytes
     pubkeys: tuple[Path, ...]
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD
@@ -42,6 +43,8 @@ class ApiSettings:
         elif len(token) < MIN_TOKEN_CHARS:
             log.warning("the API token has fewer than %d characters; use a longer random one",
                         MIN_TOKEN_CHARS)
-        return cls(token=token or None, artifacts=ArtifactStore(cfg.artifacts_dir),
+        store = open_store(cfg)
+        store.check()  # an unreachable bucket fails the start, in one line
+        return cls(token=token or None, artifacts=store,
                    url_secret=load_url_secret(cfg.data_dir), pubkeys=tuple(cfg.pubkeys),
                    max_upload_bytes=max_upload_bytes)

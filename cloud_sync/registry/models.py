@@ -62,16 +62,17 @@ def _model_id(conn: Connection, manifest: Manifest, doc: dict[str, Any], now: fl
         lineage=doc.get("lineage") or {}).returning(models.c.id)).scalar_one()
 
 
-def _add_artifact(conn: Connection, sha256: str, size: int, path: Path, now: float) -> None:
+def _add_artifact(conn: Connection, sha256: str, size: int, path: str, now: float) -> None:
     stmt = UPSERTS[conn.dialect.name](artifacts).values(
         sha256=sha256, size=size, path=str(path), created_at=now)
     conn.execute(stmt.on_conflict_do_nothing(index_elements=["sha256"]))
 
 
-def register_bundle(conn: Connection, manifest: Manifest, sha256: str, size: int, path: Path,
-                    now: float | None = None) -> BundleRecord:
-    """Record a verified bundle file (sha256/size of the .ekb, where it is stored) under its
-    model version and profile; idempotent for the same file."""
+def register_bundle(conn: Connection, manifest: Manifest, sha256: str, size: int,
+                    path: str | Path, now: float | None = None) -> BundleRecord:
+    """Record a verified bundle file (sha256/size of the .ekb, where it is stored: a file
+    path or ``s3://bucket/key``) under its model version and profile; idempotent for the
+    same file."""
     now, doc = time.time() if now is None else now, manifest.to_dict()
     model_id = _model_id(conn, manifest, doc, now)
     existing = conn.execute(sa.select(bundles.c.sha256).where(
@@ -80,7 +81,7 @@ def register_bundle(conn: Connection, manifest: Manifest, sha256: str, size: int
         raise RegistryError(
             f"{manifest.model.name} {manifest.model.version} for {manifest.profile} is already "
             "published with a different bundle; publish it as a new version")
-    _add_artifact(conn, sha256, size, path, now)
+    _add_artifact(conn, sha256, size, str(path), now)
     if existing is None:
         conn.execute(sa.insert(bundles).values(
             sha256=sha256, model_id=model_id, profile=manifest.profile,

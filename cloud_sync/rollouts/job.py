@@ -14,13 +14,15 @@ from cloud_sync.store import transaction
 
 
 def artifact_signer(cfg: CloudConfig):
-    """(sha256, ttl_s, sent_at) -> a signed artifact URL on the cloud's HTTP API."""
-    from cloud_sync.artifacts import load_url_secret, sign_artifact_url
+    """(sha256, ttl_s, sent_at) -> the URL an update command carries: the object store's
+    presigned URL with the S3 backend, else a signed URL on the cloud's HTTP API."""
+    from cloud_sync.artifacts import load_url_secret, open_store, sign_artifact_url
 
+    store = open_store(cfg)
     base = cfg.rollouts.artifact_base or f"http://{cfg.http}"
     secret = load_url_secret(cfg.data_dir)
-    return lambda sha256, ttl_s, sent_at: sign_artifact_url(base, sha256, ttl_s, secret,
-                                                            now=sent_at)
+    return lambda sha256, ttl_s, sent_at: (store.presign(sha256, ttl_s) or sign_artifact_url(
+        base, sha256, ttl_s, secret, now=sent_at))
 
 
 def rollout_job(cfg: CloudConfig):

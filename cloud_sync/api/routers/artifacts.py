@@ -1,4 +1,6 @@
 """``/api/v1/artifacts/{sha256}``: bundle bytes by content address, with Range (resume).
+With the S3 backend the answer is a 307 to a presigned URL of the object (which honours
+Range too), so the bytes never pass through the API host.
 
 Auth: the API token, the device's own credential (HTTP Basic) or a signed URL
 (see ``cloud_sync.api.auth.artifact_access``). ``ETag`` is the quoted sha256.
@@ -10,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from sqlalchemy.engine import Connection, Engine
 
 from cloud_sync.api.auth import artifact_access
@@ -25,13 +27,17 @@ CHUNK = 256 << 10
 MEDIA_TYPE = "application/octet-stream"
 
 
-def _file(conn: Connection, sha256: str) -> tuple[Path, int]:
+def _located(conn: Connection, sha256: str) -> tuple[str, int]:
     if not is_sha256(sha256):
         raise ApiError(400, f"{sha256[:80]!r} is not a sha256 (64 lowercase hex digits)")
     found = artifact_file(conn, sha256)
     if found is None:
         raise ApiError(404, f"no artifact {sha256}; publish it with 'edgekit cloud publish'")
-    path, size = Path(found[0]), found[1]
+    return found
+
+
+def _file(location: str, size: int, sha256: str) -> tuple[Path, int]:
+    path = Path(location)
     if not path.is_file() or path.stat().st_size != size:
         raise ApiError(500, f"artifact {sha256[:12]}… is registered but its file is missing "
                             "or damaged in the artifacts folder; publish the bundle again")
@@ -55,7 +61,13 @@ def download_artifact(sha256: str, request: Request, _who: str = Depends(artifac
                       engine: Engine = Depends(get_engine)) -> Response:
     """The artifact's bytes (200), or one byte range of them (206)."""
     with engine.connect() as conn:  # closed before streaming starts
-        path, size = _file(conn, sha256)
+        location, size = _located(conn, sha256)
+    store = request.app.state.settings.artifacts
+    if location == store.location(sha256):
+        url = store.presign(sha256)  # None for a folder store
+        if url is not None:
+            return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
+    path, size = _file(location, size, sha256)
     wanted = parse_range(request.headers.get("range"), size)
     start, end = wanted if wanted is not None else (0, size - 1)
     headers = {"ETag": f'"{sha256}"', "Accept-Ranges": "bytes",
@@ -72,6 +84,7 @@ def download_artifact(sha256: str, request: Request, _who: str = Depends(artifac
 
 
 RESPONSES = {206: {"description": "The requested byte range."},
+             307: {"description": "S3 backend: a presigned URL of the object."},
              416: {"description": "The Range is malformed, multiple, or outside the file."}}
 for _method in ("GET", "HEAD"):
     router.add_api_route("/{sha256}", download_artifact, methods=[_method], responses=RESPONSES,
