@@ -5,6 +5,10 @@ topic, JSON, protocol version, field types, and that the payload's ``device_id``
 topic's device. Registration (unknown device, wrong fleet) needs the store and is judged
 per batch in ``batch.py``. Pure functions: no I/O, never raise for bad input.
 
+A valid message of a known minor takes a compiled reader (``fast_read``, msgspec, about
+4x faster); anything it does not accept is read again by the protocol's own reader,
+which gives the quarantine reason. Both readers build the same typed message.
+
 JSON is read strictly: ``NaN``/``Infinity`` literals (not JSON, and refused by
 PostgreSQL's ``jsonb``), numbers that overflow a float (``1e999`` would become infinity:
 refused by ``jsonb``, stored by SQLite as non-JSON ``Infinity``) and documents nested
@@ -20,6 +24,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
+from cloud_sync.ingest.fast_read import fast_read
 from edge_agent import protocol
 from edge_agent.errors import ProtocolError
 
@@ -94,6 +101,10 @@ def classify(received: Received) -> Accepted | Rejected:
 
 def _judge_payload(received: Received, fleet: str, device_id: str, kind: str
                    ) -> Accepted | Rejected:
+    fast = _fast(received.payload, kind)
+    if fast is not None:
+        doc, message = fast
+        return _accept(received, fleet, device_id, kind, doc, message)
     try:
         doc = read_json(received.payload)
     except (UnicodeDecodeError, ValueError) as exc:
@@ -111,6 +122,27 @@ def _judge_payload(received: Received, fleet: str, device_id: str, kind: str
         message = protocol.MESSAGE_TYPES[kind].from_dict(doc)
     except ProtocolError as exc:
         return Rejected(received, BAD_FIELDS, str(exc), device_id)
+    return _accept(received, fleet, device_id, kind, doc, message)
+
+
+def _fast(payload: bytes, kind: str) -> tuple[dict[str, Any], Any] | None:
+    """(plain JSON document, typed message) from the compiled reader, or None when the
+    protocol's reader must judge the payload (see ``fast_read``)."""
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    message = fast_read(kind, text)
+    if message is None:
+        return None
+    try:
+        return msgspec.json.decode(text), message
+    except msgspec.DecodeError:  # e.g. an integer past 64 bits under an ``Any`` field
+        return None
+
+
+def _accept(received: Received, fleet: str, device_id: str, kind: str, doc: dict[str, Any],
+            message: Any) -> Accepted | Rejected:
     if message.device_id != device_id:
         return Rejected(received, DEVICE_MISMATCH, f"payload device_id "
                         f"{message.device_id!r} on the topic of {device_id!r}", device_id)

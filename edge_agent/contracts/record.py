@@ -143,6 +143,15 @@ _PLANS: dict[type, list[tuple]] = {}
 _KNOWN: dict[type, frozenset] = {}
 
 
+def field_plan(cls: type) -> list[tuple]:
+    """(name, JSON key, shape, required, check) per field of a record class: what its
+    reader does, for code that compiles a faster reader of the same contract (the
+    cloud's ingest). A shape has ``kind`` (scalar, any, optional, list, dict, record),
+    ``types`` (a scalar's Python types, ``NoneType`` when null is allowed), ``inner``
+    and ``record``."""
+    return _plan(cls)
+
+
 def _plan(cls: type) -> list[tuple]:
     """(name, JSON key, shape, required, check) per field: what ``read`` does, computed once."""
     if cls not in _PLANS:
