@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cloud_sync.artifact_settings import ArtifactSettings, LocalArtifacts, artifact_settings
+from cloud_sync.broker_settings import BrokerAuth
 from cloud_sync.rollouts.settings import RolloutSettings
 from cloud_sync.triggers.policy import Triggers
 from edge_agent.errors import ConfigError
@@ -112,6 +113,7 @@ class Ingest(BaseModel):
     stale_after: float = Field(3.0, gt=0)
     offline_after: float = Field(10.0, gt=0)
     state_interval_s: float = Field(5.0, gt=0)
+    compiled_reader: bool = True  # msgspec reader for valid messages (False: protocol's only)
 
     @model_validator(mode="after")
     def _window_holds_a_batch(self) -> Ingest:
@@ -142,6 +144,7 @@ class CloudConfig(BaseModel):
     ingest: Ingest = Field(default_factory=Ingest)
     triggers: Triggers = Field(default_factory=Triggers)
     rollouts: RolloutSettings = Field(default_factory=RolloutSettings)
+    broker_auth: BrokerAuth = Field(default_factory=BrokerAuth)  # live broker credentials
 
     @field_validator("artifacts", mode="before")
     @classmethod

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 from cloud_sync.api.errors import install_error_handlers
 from cloud_sync.api.metrics import ApiMetrics, RequestCounter
 from cloud_sync.api.routers import ROUTERS
+from cloud_sync.api.routers.broker_auth import Gate
 from cloud_sync.api.settings import DEFAULT_MAX_UPLOAD, ApiSettings
 from cloud_sync.config import CloudConfig
 from edgekit import __version__
@@ -30,6 +31,7 @@ def create_app(cfg: CloudConfig, engine: Engine, *, api_token: str | None = None
     app = FastAPI(title="edgekit cloud API", version=__version__, description=DESCRIPTION)
     app.state.settings = ApiSettings.resolve(cfg, api_token, max_upload_bytes)
     app.state.engine = engine
+    app.state.broker_auth = Gate.resolve(cfg.broker_auth.http)  # /broker-auth: its secret
     app.state.metrics = ApiMetrics()
     install_error_handlers(app)
     for router in ROUTERS:

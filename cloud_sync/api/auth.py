@@ -7,6 +7,8 @@
   checked against its stored Mosquitto hash); or a signed URL
   (``?expires=..&sig=..``, see ``cloud_sync.artifacts.sign_artifact_url``), which is
   what update commands carry, since the agent's downloader sends no credentials.
+- **Broker auth** (``/broker-auth/...``, called by EMQX / VerneMQ, not by people): an
+  optional shared secret instead of the token; see ``routers/broker_auth``.
 - Open: ``/healthz``, ``/metrics`` (for scrapers; put them behind the proxy if that
   matters), ``/docs`` and ``/openapi.json``.
 

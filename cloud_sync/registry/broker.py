@@ -1,8 +1,8 @@
 """Mosquitto's password file, ACL file and a config snippet, rendered from the registry.
 
-A device may write only its own telemetry, samples, status and cmd/result topics and
-read only its own cmd topic; the cloud's service user reads every device topic and
-writes every cmd topic and the fleet event topics (``edgekit/<fleet>/_events/...``).
+The rules (a device: its own topics; the cloud's service user: every device topic and
+command) come from ``topic_rules``, which the dynamic-security commands and the HTTP
+auth endpoints use too.
 Files are replaced atomically (temp file + rename), so the broker never reads a
 half-written one; reload it afterwards (``kill -HUP``, or ``systemctl reload mosquitto``).
 ``passwd`` is mode 0640 and, where a ``mosquitto`` group exists and we may, in that
@@ -21,15 +21,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from cloud_sync.registry.service import service_hashes
+from cloud_sync.registry.topic_rules import Rule, device_rules, service_rules
 from cloud_sync.store.schema import devices
-from edge_agent import protocol
 from edge_agent.bundle.archive import atomic_write
 
-DEVICE_WRITES = (protocol.TELEMETRY, protocol.SAMPLES, protocol.STATUS, protocol.CMD_RESULT)
-DEVICE_READS = (protocol.CMD,)
-SERVICE_RULES = (("read", protocol.subscription("#")),
-                 ("write", protocol.subscription(protocol.CMD)),
-                 ("write", f"{protocol.TOPIC_ROOT}/+/_events/#"))
 PASSWD_MODE, PUBLIC_MODE = 0o640, 0o644
 MAX_QUEUED_MESSAGES = 1_000_000  # per session; ingest workers announce Receive Maximum 1000
 BROKER_GROUP = "mosquitto"  # Debian's broker drops to this user: it must read passwd
@@ -46,16 +41,19 @@ class BrokerFiles:
     service_users: int
 
 
+def acl_block(username: str, rules: tuple[Rule, ...]) -> list[str]:
+    """One user's ACL block: ``user NAME`` and a ``topic read|write T`` line per rule."""
+    return [f"user {username}", *(f"topic {r.access} {r.topic}" for r in rules)]
+
+
 def device_acl(device_id: str, fleet: str) -> list[str]:
     """The ACL block of one device: its own topics only."""
-    rules = [f"topic write {protocol.topic(fleet, device_id, k)}" for k in DEVICE_WRITES]
-    rules += [f"topic read {protocol.topic(fleet, device_id, k)}" for k in DEVICE_READS]
-    return [f"user {device_id}", *rules]
+    return acl_block(device_id, device_rules(device_id, fleet))
 
 
 def service_acl(username: str) -> list[str]:
     """The ACL block of the cloud's service user."""
-    return [f"user {username}", *(f"topic {access} {topic}" for access, topic in SERVICE_RULES)]
+    return acl_block(username, service_rules())
 
 
 def render_acl(device_rows: list[tuple[str, str]], service_users: list[str]) -> str:
@@ -90,7 +88,8 @@ def _let_the_broker_read(path: Path) -> None:
         os.chown(path, -1, grp.getgrnam(BROKER_GROUP).gr_gid)
 
 
-def _device_logins(conn: Connection) -> list[tuple[str, str, str]]:
+def device_logins(conn: Connection) -> list[tuple[str, str, str]]:
+    """(device_id, fleet, credential hash) of every device with credentials."""
     query = (sa.select(devices.c.id, devices.c.fleet, devices.c.credential_hash)
              .where(devices.c.credential_hash.is_not(None)))
     return [tuple(row) for row in conn.execute(query)]
@@ -101,7 +100,7 @@ def write_broker_config(conn: Connection, out_dir: Path, listener: str = "1883")
     and every service user into ``out_dir``; each file replaced atomically."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    logins, services = _device_logins(conn), service_hashes(conn)
+    logins, services = device_logins(conn), service_hashes(conn)
     hashes = {**{d: h for d, _f, h in logins}, **services}
     files = BrokerFiles(out / "passwd", out / "acl", out / "mosquitto.conf",
                         devices=len(logins), service_users=len(services))

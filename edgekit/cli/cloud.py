@@ -29,6 +29,9 @@ DbOption = typer.Option(
     None, "--db", help="Database URL: sqlite:///FILE or postgresql://USER@HOST/DB. Default: "
     "SQLite edgekit.db in $EDGEKIT_CLOUD_DIR, else ~/.local/share/edgekit/cloud.")
 ConfigOption = typer.Option(None, "--config", help="JSON or YAML file with cloud settings.")
+DynsecOption = typer.Option(
+    None, "--dynsec/--no-dynsec", help="Also change the broker live through Mosquitto's "
+    "dynamic-security plugin (no reload). Default: broker_auth.dynsec.enabled in the config.")
 
 
 @contextmanager
@@ -48,39 +51,86 @@ def _store(db: str | None, config: Path | None) -> Iterator[tuple]:
 @device_app.command("add")
 def device_add(device_id: str = typer.Argument(..., help="Device id (also its MQTT username)."),
                fleet: str = typer.Option(..., "--fleet", help="The device's fleet."),
-               db: str = DbOption, config: Path = ConfigOption,
+               db: str = DbOption, config: Path = ConfigOption, live: bool = DynsecOption,
                as_json: bool = JsonFlag) -> None:
     """Register a device and print its new MQTT password (shown only once)."""
-    from cloud_sync.registry import add_device
+    from cloud_sync.registry import add_device, dynsec
     from cloud_sync.store import transaction
 
-    with _store(db, config) as (_cfg, engine), transaction(engine) as conn:
+    with _store(db, config) as (cfg, engine), transaction(engine) as conn:
         creds = add_device(conn, device_id, fleet)
+        session = dynsec.session_for(cfg, live)
+        if session is not None:  # inside the transaction: a refusal leaves no device behind
+            with session:
+                dynsec.add_device(session, creds.device_id, creds.fleet, creds.password)
     if as_json:
-        print_json(creds.to_dict())
+        print_json({**creds.to_dict(), "broker_updated": session is not None})
         return
+    step = ("It may connect now (created on the broker through dynamic security)."
+            if session is not None else
+            "Next: 'edgekit cloud broker-config --out DIR' and reload the broker.")
     console.print(f"device {creds.device_id} added to fleet {creds.fleet}\n"
                   f"  username: {creds.username}\n  password: {creds.password}\n"
-                  "The password is shown only once. Next: 'edgekit cloud broker-config --out DIR' "
-                  "and reload the broker.", highlight=False)
+                  f"The password is shown only once. {step}", highlight=False)
 
 
 @device_app.command("remove")
 def device_remove(device_id: str = typer.Argument(..., help="Device id."),
-                  db: str = DbOption, config: Path = ConfigOption,
+                  db: str = DbOption, config: Path = ConfigOption, live: bool = DynsecOption,
                   as_json: bool = JsonFlag) -> None:
-    """Remove a device and its credentials (rewrite the broker files afterwards)."""
-    from cloud_sync.registry import remove_device
+    """Remove a device and its credentials (rewrite the broker files afterwards, unless
+    dynamic security removes it from the broker live)."""
+    from cloud_sync.registry import dynsec, remove_device
     from cloud_sync.store import transaction
 
-    with _store(db, config) as (_cfg, engine), transaction(engine) as conn:
+    with _store(db, config) as (cfg, engine), transaction(engine) as conn:
         device = remove_device(conn, device_id)
+        session = dynsec.session_for(cfg, live)
+        if session is not None:
+            with session:
+                dynsec.remove_device(session, device.id)
     if as_json:
-        print_json({"removed": device.id, "fleet": device.fleet})
+        print_json({"removed": device.id, "fleet": device.fleet,
+                    "broker_updated": session is not None})
         return
-    console.print(f"device {device.id} removed (fleet {device.fleet}). Next: "
-                  "'edgekit cloud broker-config --out DIR' and reload the broker.",
+    step = ("Removed from the broker too (dynamic security): it is disconnected."
+            if session is not None else
+            "Next: 'edgekit cloud broker-config --out DIR' and reload the broker.")
+    console.print(f"device {device.id} removed (fleet {device.fleet}). {step}",
                   highlight=False)
+
+
+@app.command("dynsec-sync")
+def dynsec_sync(db: str = DbOption, config: Path = ConfigOption,
+                as_json: bool = JsonFlag) -> None:
+    """Create or repair every registered device's client and role in Mosquitto's
+    dynamic-security plugin (e.g. when switching over from passwd/acl files)."""
+    import os
+
+    from cloud_sync.errors import RegistryError
+    from cloud_sync.registry import dynsec, ensure_service_account, read_service_password
+    from cloud_sync.registry.broker import device_logins
+    from cloud_sync.store import transaction
+
+    with _store(db, config) as (cfg, engine), transaction(engine) as conn:
+        account = ensure_service_account(conn, cfg.service_user, cfg.service_password_file)
+        try:
+            password = read_service_password(account.password_file, dict(os.environ))
+        except RegistryError:  # not on this host: the service user is reported as needing one
+            password = None
+        rows = [(d, f) for d, f, _h in device_logins(conn)]
+        with dynsec.DynsecSession(cfg.broker_auth.dynsec, cfg.broker) as session:
+            report = dynsec.sync(session, rows, account.username, password)
+    if as_json:
+        print_json(report.to_dict())
+        return
+    console.print(f"dynamic security: {report.roles} role(s) written, {len(report.created)} "
+                  f"client(s) created, {len(report.repaired)} repaired.", highlight=False)
+    if report.needs_password:
+        console.print(f"{len(report.needs_password)} device(s) have no broker password yet "
+                      "(the registry keeps only hashes); give each a new one with "
+                      "'edgekit cloud device remove ID' then 'device add ID --fleet F --dynsec': "
+                      + ", ".join(report.needs_password), highlight=False)
 
 
 @device_app.command("list")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from cloud_sync.api.routers import (
     artifacts,
+    broker_auth,
     devices,
     drift,
     health,
@@ -14,6 +15,6 @@ from cloud_sync.api.routers import (
 )
 
 ROUTERS = (health.router, devices.router, models.router, artifacts.router, ingest.router,
-           drift.router, triggers.router, rollouts.router)
+           drift.router, triggers.router, rollouts.router, broker_auth.router)
 
 __all__ = ["ROUTERS"]
