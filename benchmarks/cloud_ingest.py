@@ -63,11 +63,13 @@ def _count(engine, where: str = "") -> int:
         return conn.execute(sa.text(f"SELECT count(*) FROM messages {where}")).scalar()
 
 
-def throughput(db_url: str, workers: int, payloads, folder: Path) -> dict:
-    """Messages/s of ``workers`` workers draining queued sessions into ``db_url``."""
+def throughput(db_url: str, workers: int, payloads, folder: Path, compiled: bool = True) -> dict:
+    """Messages/s of ``workers`` workers draining queued sessions into ``db_url``
+    (``compiled``: the msgspec reader, else the protocol's reader for every message)."""
     with Mosquitto(folder / f"broker-{uuid.uuid4().hex[:6]}", max_inflight=1000) as broker:
         cfg = CloudConfig.from_dict({"data_dir": str(folder / "data"), "db": db_url,
-                                     "broker": broker.url, "workers": workers})
+                                     "broker": broker.url, "workers": workers,
+                                     "ingest": {"compiled_reader": compiled}})
         engine = open_store(db_url)
         sup = WorkerSupervisor(cfg, client_id_prefix="bench")
         sup.start()
@@ -90,15 +92,16 @@ def throughput(db_url: str, workers: int, payloads, folder: Path) -> dict:
             "rate": len(payloads) / elapsed}
 
 
-def ceiling(messages: int) -> dict:
+def ceiling(messages: int, compiled: bool = True) -> dict:
     """Messages/s of one worker whose store write is stubbed out (in a child process, with
     the worker process's GC settings): what receiving and judging alone allow."""
-    done = subprocess.run([sys.executable, __file__, "--ceiling-child", str(messages)],
+    done = subprocess.run([sys.executable, __file__, "--ceiling-child", str(messages),
+                           *([] if compiled else ["--protocol-reader"])],
                           capture_output=True, text=True, timeout=600, check=True)
     return {"workers": 1, "messages": messages, "rate": float(done.stdout.split()[-1])}
 
 
-def _ceiling_child(messages: int) -> None:
+def _ceiling_child(messages: int, compiled: bool = True) -> None:
     from cloud_sync.ingest import worker as ingest_worker
     from edge_agent.broker_config import BrokerConfig
 
@@ -112,7 +115,8 @@ def _ceiling_child(messages: int) -> None:
     ingest_worker.write_resilient = stub
     with tempfile.TemporaryDirectory() as tmp, \
             Mosquitto(Path(tmp) / "broker", max_inflight=1000) as broker:
-        cfg = CloudConfig.from_dict({"data_dir": tmp, "broker": broker.url})
+        cfg = CloudConfig.from_dict({"data_dir": tmp, "broker": broker.url,
+                                     "ingest": {"compiled_reader": compiled}})
         for drain in (False, True):  # first run only creates the session
             worker = ingest_worker.IngestWorker(cfg, None, BrokerConfig.from_url(broker.url),
                                                 "bench-ceiling")
@@ -200,17 +204,24 @@ def fleet(db_url: str, devices: int, duration: float, folder: Path) -> dict:
 STEADY_SKIP_S = 15.0  # the connect wave (10,000 devices' retained online status) is over by then
 
 
-def _body(rows: list[tuple[str, dict]], fl: dict | None, args) -> str:
+COMPILED, PROTOCOL = "compiled", "protocol"
+
+
+def _body(rows: list[tuple[str, str, dict]], fl: dict | None, args) -> str:
     lines = ["## Cloud ingest (benchmarks/cloud_ingest.py)", "",
              f"Throughput: {args.messages} telemetry messages (~820 B, 1,000 devices) queued at "
              "a private mosquitto for the workers' sessions, then drained; rate = messages / "
              "(first to last row committed). Batches of 500 or 150 ms.", "",
-             "| store | workers | messages/s | ratio to 1 worker |", "|---|---|---|---|"]
+             "Reader: `compiled` is ingest's msgspec reader (the default), `protocol` the "
+             "protocol's generic reader for every message (`ingest.compiled_reader: false`; "
+             "the only reader before 2026-12-07).", "",
+             "| store | reader | workers | messages/s | ratio to 1 worker |",
+             "|---|---|---|---|---|"]
     base = {}
-    for store, r in rows:
-        base.setdefault(store, r["rate"])
-        lines.append(f"| {store} | {r['workers']} | {r['rate']:,.0f} | "
-                     f"{r['rate'] / base[store]:.2f} |")
+    for store, reader, r in rows:
+        base.setdefault((store, reader), r["rate"])
+        lines.append(f"| {store} | {reader} | {r['workers']} | {r['rate']:,.0f} | "
+                     f"{r['rate'] / base[(store, reader)]:.2f} |")
     if fl:
         rep = fl["report"]
         lines += ["", f"Fleet: {rep['devices']:,} simulated devices (4 processes), one telemetry "
@@ -228,9 +239,10 @@ def _body(rows: list[tuple[str, dict]], fl: dict | None, args) -> str:
     return "\n".join(lines + _reading(rows, fl)) + "\n"
 
 
-def _reading(rows: list[tuple[str, dict]], fl: dict | None) -> list[str]:
+def _reading(rows: list[tuple[str, str, dict]], fl: dict | None) -> list[str]:
     """What limits each figure, from this run's numbers."""
-    rate = {(store, r["workers"]): r["rate"] for store, r in rows}
+    rate = {(store, r["workers"]): r["rate"] for store, reader, r in rows if reader == COMPILED}
+    old = {(store, r["workers"]): r["rate"] for store, reader, r in rows if reader != COMPILED}
     out = ["", "What limits each figure (2 shared cores: mosquitto, the database, the workers "
            "and, for the fleet, the simulator all run on them):", ""]
     if ("PostgreSQL", 1) in rate:
@@ -239,11 +251,14 @@ def _reading(rows: list[tuple[str, dict]], fl: dict | None) -> list[str]:
         stub = rate.get(("none (store stubbed out)", 1))
         bound = (f" Receiving (paho) and judging (the strict typed read) alone allow "
                  f"{stub:,.0f}/s on this host (the stubbed row); " if stub else " ")
+        before = old.get(("PostgreSQL", 1))
+        gain = (f" With the protocol's reader for every message it stores {before:,.0f}/s: "
+                f"the compiled reader gives {one / before:.2f}x." if before else "")
         out.append(f"- **1 worker into PostgreSQL: {one:,.0f}/s, {verdict} the 5,000/s target.** "
                    f"The worker is one Python process and CPU-bound.{bound}the per-batch "
                    "statements (one each, with arrays) and the COPY take the rest, and "
                    "PostgreSQL and mosquitto share the same two cores. More workers on more "
-                   "cores (or hosts) add throughput.")
+                   f"cores (or hosts) add throughput.{gain}")
     if ("PostgreSQL", 2) in rate and ("PostgreSQL", 1) in rate:
         out.append(f"- **2 workers into PostgreSQL: "
                    f"{rate[('PostgreSQL', 2)] / rate[('PostgreSQL', 1)]:.2f}x one worker**, "
@@ -272,9 +287,10 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--skip-fleet", action="store_true")
     parser.add_argument("--ceiling-child", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--protocol-reader", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.ceiling_child:
-        _ceiling_child(args.ceiling_child)
+        _ceiling_child(args.ceiling_child, compiled=not args.protocol_reader)
         return
     logging.basicConfig(level=logging.WARNING)
     payloads = _payloads(args.messages)
@@ -283,15 +299,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for workers in (1, 2):
-            rows.append(("SQLite", throughput(f"sqlite:///{folder}/s{workers}.db", workers,
-                                              payloads, folder)))
+            rows.append(("SQLite", COMPILED, throughput(f"sqlite:///{folder}/s{workers}.db",
+                                                        workers, payloads, folder)))
             print(rows[-1], flush=True)
-        rows.append(("none (store stubbed out)", ceiling(args.messages)))
-        print(rows[-1], flush=True)
+        for compiled in (False, True):  # before and after the compiled reader, in one run
+            rows.append(("none (store stubbed out)", COMPILED if compiled else PROTOCOL,
+                         ceiling(args.messages, compiled)))
+            print(rows[-1], flush=True)
         if admin:
-            for workers in (1, 2):
-                rows.append(("PostgreSQL", throughput(_pg_url(admin), workers, payloads,
-                                                      folder)))
+            for workers, compiled in ((1, False), (1, True), (2, True)):
+                rows.append(("PostgreSQL", COMPILED if compiled else PROTOCOL,
+                             throughput(_pg_url(admin), workers, payloads, folder, compiled)))
                 print(rows[-1], flush=True)
         fl = None if args.skip_fleet or not admin else fleet(_pg_url(admin), args.devices,
                                                              args.duration, folder)

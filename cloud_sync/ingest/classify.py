@@ -85,8 +85,9 @@ class Rejected:
     device_id: str | None = None
 
 
-def classify(received: Received) -> Accepted | Rejected:
-    """Accepted, or Rejected with the first failed check's reason."""
+def classify(received: Received, compiled: bool = True) -> Accepted | Rejected:
+    """Accepted, or Rejected with the first failed check's reason. ``compiled`` False
+    reads every payload with the protocol's reader (``ingest.compiled_reader``)."""
     if len(received.payload) > protocol.MAX_PAYLOAD_BYTES:
         return Rejected(received, OVERSIZE, f"{len(received.payload)} bytes > "
                         f"{protocol.MAX_PAYLOAD_BYTES}")
@@ -96,12 +97,12 @@ def classify(received: Received) -> Accepted | Rejected:
         return Rejected(received, BAD_TOPIC, str(exc))
     if kind not in DEVICE_KINDS:
         return Rejected(received, BAD_TOPIC, f"kind {kind!r} is not sent by devices", device_id)
-    return _judge_payload(received, fleet, device_id, kind)
+    return _judge_payload(received, fleet, device_id, kind, compiled)
 
 
-def _judge_payload(received: Received, fleet: str, device_id: str, kind: str
-                   ) -> Accepted | Rejected:
-    fast = _fast(received.payload, kind)
+def _judge_payload(received: Received, fleet: str, device_id: str, kind: str,
+                   compiled: bool = True) -> Accepted | Rejected:
+    fast = _fast(received.payload, kind) if compiled else None
     if fast is not None:
         doc, message = fast
         return _accept(received, fleet, device_id, kind, doc, message)

@@ -133,7 +133,8 @@ class IngestWorker:
             self._writer_done.set()
 
     def _store(self, batch: list[Received]) -> None:
-        judged = [judge(r) for r in batch]
+        compiled = self.cfg.ingest.compiled_reader
+        judged = [judge(r, compiled) for r in batch]
         attempt = 0
         while True:
             try:
@@ -147,10 +148,10 @@ class IngestWorker:
                 time.sleep(delay)
 
 
-def judge(received: Received) -> Judged:
+def judge(received: Received, compiled: bool = True) -> Judged:
     """``classify``, and a quarantine (never an exception) should it fail on a payload."""
     try:
-        return classify(received)
+        return classify(received, compiled)
     except Exception as exc:  # a bug a payload triggers must not stop the writer
         log.error("ingest: cannot judge a message on %s", received.topic, exc_info=True)
         return Rejected(received, BAD_FIELDS, f"cannot be judged: {describe(exc)}"[:200])
