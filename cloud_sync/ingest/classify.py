@@ -87,7 +87,7 @@ class Rejected:
 
 def classify(received: Received, compiled: bool = True) -> Accepted | Rejected:
     """Accepted, or Rejected with the first failed check's reason. ``compiled`` False
-    reads every payload with the protocol's reader (``ingest.compiled_reader``)."""
+    reads every payload with the protocol's reader (``ingest.fast_paths``)."""
     if len(received.payload) > protocol.MAX_PAYLOAD_BYTES:
         return Rejected(received, OVERSIZE, f"{len(received.payload)} bytes > "
                         f"{protocol.MAX_PAYLOAD_BYTES}")

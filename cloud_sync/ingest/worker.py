@@ -93,7 +93,8 @@ class IngestWorker:
         self.inbox: queue.Queue[Received] = queue.Queue()
         settings = cfg.ingest
         self.client = IngestClient(broker, client_id, settings.group, settings.receive_maximum,
-                                   settings.session_expiry_s, self.inbox.put)
+                                   settings.session_expiry_s, self.inbox.put,
+                                   fast_paths=settings.fast_paths)
         self.totals: Counter = Counter()
         self._stop = threading.Event()
         self._writer_done = threading.Event()
@@ -133,7 +134,7 @@ class IngestWorker:
             self._writer_done.set()
 
     def _store(self, batch: list[Received]) -> None:
-        compiled = self.cfg.ingest.compiled_reader
+        compiled = self.cfg.ingest.fast_paths
         judged = [judge(r, compiled) for r in batch]
         attempt = 0
         while True:
