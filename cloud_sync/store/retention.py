@@ -8,6 +8,11 @@ finished rollouts with their devices and events). Besides the tables, a pass fol
 unknown-field counters to the top N (``unknown_fields``) and prunes the samples exports
 folder (``samples_export.prune_exports``).
 
+On PostgreSQL, ``messages`` is partitioned by day of ``ts``: a pass first makes the
+next days' partitions and drops the days wholly past ``telemetry_max_age_s``
+(``partitions.maintain``); the batched deletes then find only what is left (rows in the
+default partition, a day's rows received late).
+
 Every delete runs in batches, each its own short write transaction (``Batches``):
 SQLite has one writer, and ingest waits while a delete holds the lock. A batch is one
 statement, ``DELETE ... WHERE key IN (SELECT key ... ORDER BY ... LIMIT size)``, so its
@@ -49,6 +54,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from cloud_sync import samples_export  # a module: it imports the store's schema in turn
 from cloud_sync.config import Retention
 from cloud_sync.rollouts.states import TERMINAL
+from cloud_sync.store import partitions
 from cloud_sync.store.engine import transaction
 from cloud_sync.store.schema import (
     action_attempts,
@@ -206,6 +212,10 @@ class RetentionJob:
         batches = Batches(engine, r.delete_batch_rows, r.delete_batch_target_s,
                           clock=self.clock)
         deleted: dict[str, Any] = {}
+        days = partitions.maintain(engine, r.telemetry_max_age_s, now)  # PostgreSQL only
+        _add(deleted, messages, days.rows_dropped)
+        if days.created or days.dropped:
+            deleted["partitions"] = {"created": days.created, "dropped": days.dropped}
         for rule in AGE_RULES:
             cutoff = now - getattr(r, rule.max_age_field)
             _add(deleted, rule.table, _delete_old(batches, rule, cutoff))

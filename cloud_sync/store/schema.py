@@ -79,8 +79,13 @@ messages = sa.Table(  # telemetry, status, cmd/result: a row per (device, incarn
     sa.Column("empty_frames", sa.Integer),  # those with no detection,
     sa.Column("detections", sa.Integer),  # boxes found
     sa.Column("score_mean", sa.Float),  # and their mean score
-    sa.UniqueConstraint("device_id", "incarnation", "kind", "seq"),
+    # PostgreSQL partitions the table by day of ts (0009, store/partitions.py): its primary
+    # key is (id, ts) there, and its unique key carries ts too (a redelivery has the same ts)
+    sa.UniqueConstraint("device_id", "incarnation", "kind", "seq").ddl_if(dialect="sqlite"),
+    sa.UniqueConstraint("device_id", "incarnation", "kind", "seq", "ts"
+                        ).ddl_if(dialect="postgresql"),
     sa.Index(None, "device_id", "kind", "ts"),
+    postgresql_partition_by="RANGE (ts)",
 )
 
 samples = sa.Table(  # inputs kept for retraining, one row per (device, incarnation, seq)

@@ -23,6 +23,8 @@ from cloud_sync.store.schema import ingest_stats, messages, samples
 UPSERTS: dict[str, Callable[[sa.Table], Any]] = {
     "sqlite": sqlite.insert, "postgresql": postgresql.insert}
 MESSAGE_KEY = ("device_id", "incarnation", "kind", "seq")
+# PostgreSQL's messages are partitioned by ts, which its unique key must hold (0009)
+MESSAGE_KEYS = {"sqlite": MESSAGE_KEY, "postgresql": (*MESSAGE_KEY, "ts")}
 SAMPLE_KEY = ("device_id", "incarnation", "seq")
 
 
@@ -80,8 +82,9 @@ def insert_ignoring_duplicates(conn: Connection, table: sa.Table, rows: Sequence
 
 
 def insert_messages(conn: Connection, rows: Sequence[dict]) -> int:
-    """Store telemetry/status/result rows idempotently on (device_id, incarnation, kind, seq)."""
-    return insert_ignoring_duplicates(conn, messages, rows, MESSAGE_KEY)
+    """Store telemetry/status/result rows idempotently on (device_id, incarnation, kind, seq)
+    (and ``ts`` on PostgreSQL, whose partitions it picks)."""
+    return insert_ignoring_duplicates(conn, messages, rows, MESSAGE_KEYS[conn.dialect.name])
 
 
 def insert_samples(conn: Connection, rows: Sequence[dict]) -> int:
