@@ -65,3 +65,13 @@ def test_id_lookups_match_the_portable_form(pg):
         states = batch.REVIVED_STATES
         assert sorted(arrays.in_states(conn, ids, states)) == sorted(
             batch._in_states(conn, ids, states)) == ["b", "c"]
+
+
+def test_array_literals_round_trip_exactly(pg):
+    texts = ["a", 'b"c', "d\\e", "", "x,y", "{z}", "NULL", " sp ", "ünï"]
+    numbers = [0.1, 1e-300, 1.7976931348623157e308, -2.5, 1796000000.123456]
+    with pg.connect() as conn:
+        got = conn.exec_driver_sql("SELECT %(t)s::text[], %(f)s::float8[], %(i)s::bigint[]", {
+            "t": arrays.text_array(texts), "f": arrays.number_array(numbers),
+            "i": arrays.number_array([0, -1, 2 ** 62])}).one()
+    assert got == (texts, numbers, [0, -1, 2 ** 62])
