@@ -85,6 +85,7 @@ messages = sa.Table(  # telemetry, status, cmd/result: a row per (device, incarn
     sa.UniqueConstraint("device_id", "incarnation", "kind", "seq", "ts"
                         ).ddl_if(dialect="postgresql"),
     sa.Index(None, "device_id", "kind", "ts"),
+    sa.Index(None, "ts"),  # the drift step's window of the whole fleet (0010)
     postgresql_partition_by="RANGE (ts)",
 )
 
@@ -130,6 +131,7 @@ seq_heads = sa.Table(  # highest seq stored per (device, incarnation, kind): gap
     sa.Column("kind", sa.String(16), primary_key=True),
     sa.Column("head", sa.BigInteger, nullable=False),
     sa.Column("updated_at", TIME, nullable=False),
+    sa.Index(None, "updated_at"),  # retention's age rule (0010)
 )
 
 quarantine = sa.Table(  # malformed messages, kept (truncated) with the reason, bounded
