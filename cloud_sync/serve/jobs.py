@@ -111,11 +111,9 @@ def trigger_jobs(cfg: CloudConfig) -> list[tuple[float, Job, str]]:
     ``triggers.enabled`` is false)."""
     if not cfg.triggers.enabled:
         return []
-    from cloud_sync.triggers.controller import controller_step
+    from cloud_sync.triggers.controller import drift_job
 
-    return [(cfg.triggers.interval_s,
-             _in_transaction(lambda c, now: controller_step(c, cfg, now).to_dict()),
-             "drift-controller")]
+    return [(cfg.triggers.interval_s, drift_job(cfg), "drift-controller")]
 
 
 def action_jobs(cfg: CloudConfig) -> list[tuple[float, Job, str]]:

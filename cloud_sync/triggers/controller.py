@@ -1,9 +1,11 @@
 """The controller step (leader only): score the last windows of every fleet's model
 versions, store the scores, fire triggers where the fleet's policy says so.
 
-Everything happens in the caller's transaction, rows first: scores are upserted,
-a trigger is inserted under its unique dedupe key, its actions go to the outbox;
-nothing is sent from here (see ``cloud_sync.actions``).
+Two phases: ``score_step`` reads the fleet's telemetry and computes every score and
+decision (reads only: in ``serve`` outside any write transaction, so SQLite's write lock
+and PostgreSQL's row locks are never held for fleet-sized work); ``apply_step`` then, in
+one short transaction, upserts the scores, inserts a trigger under its unique dedupe key
+and puts its actions in the outbox. Nothing is sent from here (see ``cloud_sync.actions``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from cloud_sync.config import CloudConfig, drift_lookback_s
 from cloud_sync.triggers.decide import decide, evidence
@@ -46,12 +48,27 @@ class StepReport:
                 "skipped": self.skipped}
 
 
-def controller_step(conn: Connection, cfg: CloudConfig, now: float) -> StepReport:
-    """Score, store and decide every (fleet, model, version) with recent telemetry."""
+@dataclass
+class Scored:
+    """One group's scores and decision, computed from reads alone (nothing written yet)."""
+
+    key: Any
+    policy: Any
+    bounds: list
+    group: Any
+    rows: list[dict[str, Any]]
+    decision: Any = None
+
+
+def score_step(conn: Connection, cfg: CloudConfig, now: float
+               ) -> tuple[list[Scored], StepReport]:
+    """Read the fleet's recent telemetry and score every (fleet, model, version): reads
+    only, so ``serve`` runs it outside any write transaction (the fleet-sized work)."""
     report = StepReport()
     groups = recent_telemetry(conn, now - drift_lookback_s(cfg.triggers), now)
     references: dict[tuple[str, str], Any] = {}
     tasks: dict[tuple[str, str], str] = {}
+    scored: list[Scored] = []
     for key, msgs in sorted(groups.items()):
         policy = cfg.triggers.policy_for(key[0])
         bounds = last_windows(policy, now)
@@ -68,17 +85,48 @@ def controller_step(conn: Connection, cfg: CloudConfig, now: float) -> StepRepor
             report.skipped["/".join(key)] = first_line(exc)
             log.warning("drift of %s not scored: %s", "/".join(key), first_line(exc))
             continue
+        scored.append(Scored(key, policy, bounds, group, score_rows(group, now),
+                             None if group.skipped else decide(group, policy)))
+    return scored, report
+
+
+def apply_step(conn: Connection, cfg: CloudConfig, scored: list[Scored], report: StepReport,
+               now: float) -> StepReport:
+    """Store the scores and fire the triggers ``score_step`` decided on (a short write)."""
+    for item in scored:
+        key, group = item.key, item.group
         report.groups += 1
-        report.scores += upsert_scores(conn, score_rows(group, now))
+        report.scores += upsert_scores(conn, item.rows)
         if group.skipped:
             report.skipped["/".join(key)] = group.skipped
             continue
-        decision = decide(group, policy)
-        if not decision.fire or in_cooldown(conn, key, policy, now):
+        decision = item.decision
+        if not decision.fire or in_cooldown(conn, key, item.policy, now):
             continue
-        trigger_id = fire(conn, key, policy, evidence(group, decision, policy), bounds[-1][1],
-                          now, cfg.data_dir / "exports")
+        trigger_id = fire(conn, key, item.policy, evidence(group, decision, item.policy),
+                          item.bounds[-1][1], now, cfg.data_dir / "exports")
         if trigger_id is not None:
             log.info("trigger %d fired for %s: %s", trigger_id, "/".join(key), decision.reason)
             report.fired.append(trigger_id)
     return report
+
+
+def controller_step(conn: Connection, cfg: CloudConfig, now: float) -> StepReport:
+    """Score, store and decide every (fleet, model, version) with recent telemetry, on one
+    connection (the CLI and tests; ``drift_job`` splits reads from the write)."""
+    scored, report = score_step(conn, cfg, now)
+    return apply_step(conn, cfg, scored, report, now)
+
+
+def drift_job(cfg: CloudConfig):
+    """The leader's job ``(engine, now) -> report``: scoring reads on a connection of
+    their own, then one short write transaction for the scores and triggers."""
+    from cloud_sync.store import transaction
+
+    def run(engine: Engine, now: float) -> dict[str, Any]:
+        with engine.connect() as conn:
+            scored, report = score_step(conn, cfg, now)
+            conn.rollback()
+        with transaction(engine) as conn:
+            return apply_step(conn, cfg, scored, report, now).to_dict()
+    return run

@@ -83,3 +83,32 @@ def test_policy_config_defaults_overrides_and_one_line_errors():
                        ({"default": {"drift": {"alpha": 2}}}, "alpha")):
         with pytest.raises(ConfigError, match=re.escape(where)):
             CloudConfig.from_dict({"triggers": bad})
+
+
+def test_the_drift_job_reads_the_fleet_outside_its_write_transaction(engine, make_trigger_cfg):
+    """The fleet-sized read (every device's telemetry of the lookback) runs on a
+    connection that never writes; the scores and the trigger go in one short write."""
+    from sqlalchemy import event
+
+    from cloud_sync.triggers.controller import drift_job
+
+    cfg = make_trigger_cfg(actions=[{"kind": "command", "command": ["true"]}])
+    start = math.floor(time.time() / WINDOW_S) * WINDOW_S - 3 * WINDOW_S
+    with transaction(engine) as conn:
+        publish_reference(conn)
+        store_windows(conn, devices(5, drifted=3), start, 3, WINDOW_S)
+    seen: list[tuple[object, str]] = []
+
+    def record(conn, _cursor, statement, _parameters, _context, _many):
+        seen.append((conn, " ".join(statement.split()).upper()))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        report = drift_job(cfg)(engine, time.time())
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert len(report["fired"]) == 1
+    reads = {id(c) for c, s in seen if s.startswith("SELECT") and "FROM MESSAGES" in s}
+    writes = {id(c) for c, s in seen  # SQLite's write lock comes with BEGIN IMMEDIATE
+              if s.startswith(("INSERT", "UPDATE", "DELETE", "BEGIN IMMEDIATE"))}
+    assert reads and writes and not reads & writes
