@@ -26,7 +26,7 @@ from typing import Any
 
 import msgspec
 
-from cloud_sync.ingest.fast_read import fast_read
+from cloud_sync.ingest.fast_read import MAX_DEPTH, fast_read
 from edge_agent import protocol
 from edge_agent.errors import ProtocolError
 
@@ -46,7 +46,6 @@ REASONS = {
     STORE_ERROR: "the database refused the row (e.g. a value longer than its column)",
 }
 DEVICE_KINDS = (protocol.TELEMETRY, protocol.SAMPLES, protocol.STATUS, protocol.CMD_RESULT)
-MAX_DEPTH = 64  # of nested objects/arrays in a payload
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from edge_agent import protocol
 from edge_agent.contracts.record import Record, field_plan
 from edge_agent.errors import ProtocolError
 
-MAX_DEPTH = 64  # classify's bound; duplicated here to avoid an import cycle
+MAX_DEPTH = 64  # of nested objects/arrays in a payload (classify's bound too)
 NONE = type(None)
 
 
