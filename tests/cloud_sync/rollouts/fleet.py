@@ -100,6 +100,7 @@ class Fleet:
         self.broker: Mosquitto | None = None
         self.passwords: dict[str, str] = {}
         self.logs: list = []
+        self.cloud: dict = {}  # more of cloud.json (e.g. an artifacts store)
 
     def _log(self, name: str):
         """An append handle on ``<tmp>/<name>.log`` (closed by ``stop``)."""
@@ -155,7 +156,8 @@ class Fleet:
 
     def start_serve(self) -> None:
         """``cloud serve`` with the rollout step every 0.5 s."""
-        (self.tmp / "cloud.json").write_text(json.dumps({"rollouts": {"interval_s": 0.5}}))
+        (self.tmp / "cloud.json").write_text(json.dumps({"rollouts": {"interval_s": 0.5},
+                                                         **self.cloud}))
         self.serve = subprocess.Popen(
             [sys.executable, "-m", "edgekit.cli.main", "cloud", "serve", "--db", self.db_url,
              "--broker", self.broker.url, "--pubkey", str(self.keypair[1]), "--workers", "1",
