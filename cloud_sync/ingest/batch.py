@@ -31,10 +31,11 @@ from cloud_sync.ingest import gaps
 from cloud_sync.ingest.classify import FLEET_MISMATCH, UNKNOWN_DEVICE, Accepted, Rejected
 from cloud_sync.registry import Sighting, record_seen, record_status
 from cloud_sync.registry.devices import set_incarnations
-from cloud_sync.store import arrays, bump_counters, insert_messages, insert_samples
+from cloud_sync.store import arrays, bump_counters, insert_messages, insert_samples, windows
 from cloud_sync.store.rows import JsonDoc, message_row, sample_row
 from cloud_sync.store.schema import devices, messages, quarantine
 from cloud_sync.store.unknown_fields import cap_unknown_fields
+from cloud_sync.store.writes import insert_new_messages
 from edge_agent import protocol
 
 REVIVED_STATES = ("stale", "offline")  # a non-status message ends these (see serve/jobs.py)
@@ -62,7 +63,7 @@ def write_batch(conn: Connection, items: Sequence[Accepted | Rejected], cfg: Clo
     accepted, refused = _check_registration(conn, accepted, settings.registration_open)
     rejected += refused
     followed = _lock_devices(conn, accepted, now)
-    _store_rows(conn, accepted, result.counts)
+    _store_rows(conn, accepted, result.counts, _Writing(cfg, now))
     _track_gaps(conn, accepted, result.counts, now)
     _update_registry(conn, accepted, followed, now)
     if rejected:
@@ -112,7 +113,16 @@ STATE_READERS: dict[str, Callable[[Connection, list[str], Sequence[str]], list[s
     "postgresql": arrays.in_states}
 
 
-def _store_rows(conn: Connection, accepted: list[Accepted], counts: Counter) -> None:
+@dataclass(frozen=True)
+class _Writing:
+    """What the row writers need besides the rows: the config and the batch's time."""
+
+    cfg: CloudConfig
+    now: float
+
+
+def _store_rows(conn: Connection, accepted: list[Accepted], counts: Counter,
+                writing: _Writing) -> None:
     """Insert per kind (one statement each), so accepted and duplicate counts are exact."""
     unique = {(a.device_id, a.message.incarnation, a.kind, a.seq): a for a in accepted}
     counts["duplicate"] += len(accepted) - len(unique)
@@ -120,24 +130,39 @@ def _store_rows(conn: Connection, accepted: list[Accepted], counts: Counter) -> 
     for key in sorted(unique):
         by_kind.setdefault(key[2], []).append(unique[key])
     for kind, group in sorted(by_kind.items()):
-        new = ROW_WRITERS[kind](conn, group)
+        new = ROW_WRITERS[kind](conn, group, writing)
         counts[f"accepted:{kind}"] += new
         counts["duplicate"] += len(group) - new
     _drop_zero(counts)
 
 
-def _insert_message_rows(conn: Connection, group: list[Accepted]) -> int:
-    return insert_messages(conn, [message_row(a.fleet, a.kind, a.message, a.received.received_at,
-                                              JsonDoc(a.doc, a.received.payload.decode()))
-                                  for a in group])
+def _message_rows(group: list[Accepted]) -> list[dict]:
+    return [message_row(a.fleet, a.kind, a.message, a.received.received_at,
+                        JsonDoc(a.doc, a.received.payload.decode())) for a in group]
 
 
-def _insert_sample_rows(conn: Connection, group: list[Accepted]) -> int:
+def _insert_message_rows(conn: Connection, group: list[Accepted], writing: _Writing) -> int:
+    return insert_messages(conn, _message_rows(group))
+
+
+def _insert_telemetry_rows(conn: Connection, group: list[Accepted], writing: _Writing) -> int:
+    """Telemetry rows, and the new ones (not a redelivery) added to their device windows."""
+    new = set(insert_new_messages(conn, _message_rows(group)))
+    fresh = [(a.fleet, a.message) for a in group
+             if (a.device_id, a.message.incarnation, a.kind, a.seq) in new]
+    triggers = writing.cfg.triggers
+    sizes = {f: triggers.policy_for(f).window_s for f in {fleet for fleet, _ in fresh}}
+    windows.add(conn, sizes.__getitem__, fresh, writing.now)
+    return len(new)
+
+
+def _insert_sample_rows(conn: Connection, group: list[Accepted], writing: _Writing) -> int:
     return insert_samples(conn, [sample_row(a.fleet, a.message, a.received.received_at)
                                  for a in group])
 
 
-ROW_WRITERS = {protocol.TELEMETRY: _insert_message_rows, protocol.STATUS: _insert_message_rows,
+ROW_WRITERS = {protocol.TELEMETRY: _insert_telemetry_rows,
+               protocol.STATUS: _insert_message_rows,
                protocol.CMD_RESULT: _insert_message_rows, protocol.SAMPLES: _insert_sample_rows}
 
 

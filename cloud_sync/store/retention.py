@@ -69,6 +69,7 @@ from cloud_sync.store.schema import (
     samples,
     seq_gaps,
     seq_heads,
+    telemetry_windows,
     triggers,
 )
 from cloud_sync.store.unknown_fields import fold_unknown_fields
@@ -112,6 +113,7 @@ AGE_RULES = (
     AgeRule(seq_gaps, "detected_at", "gaps_max_age_s"),
     AgeRule(seq_heads, "updated_at", "gaps_max_age_s", keep=_FOLLOWED_HEAD),
     AgeRule(drift_scores, "window_end", "drift_scores_max_age_s"),
+    AgeRule(telemetry_windows, "window_start", "telemetry_max_age_s"),  # ingest's sums
 )
 COUNT_RULES = ((samples, "samples_max_rows"), (quarantine, "quarantine_max_rows"),
                (seq_gaps, "gaps_max_rows"))

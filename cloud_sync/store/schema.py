@@ -89,6 +89,31 @@ messages = sa.Table(  # telemetry, status, cmd/result: a row per (device, incarn
     postgresql_partition_by="RANGE (ts)",
 )
 
+telemetry_windows = sa.Table(  # a device's telemetry summed per drift window, by ingest (0011)
+    "telemetry_windows", metadata,
+    sa.Column("id", ROW_ID, primary_key=True, autoincrement=True),
+    sa.Column("device_id", ID, nullable=False),
+    sa.Column("fleet", ID, nullable=False),
+    sa.Column("model_name", NAME, nullable=False),
+    sa.Column("model_version", VERSION, nullable=False),
+    sa.Column("window_s", sa.Float, nullable=False),
+    sa.Column("window_start", TIME, nullable=False),
+    sa.Column("messages", sa.Integer, nullable=False),
+    sa.Column("inferences", sa.BigInteger, nullable=False),
+    sa.Column("counts", JSON, nullable=False),  # drift.window_codec's document
+    sa.Column("updated_at", TIME, nullable=False),
+    sa.UniqueConstraint("device_id", "model_name", "model_version", "window_s",
+                        "window_start", name=sa.sql.elements.conv("uq_telemetry_windows_key")),
+    sa.Index(None, "window_start"),  # the drift step's windows of the fleet; retention
+)
+
+window_coverage = sa.Table(  # since when ingest keeps a fleet's windows of one size (0011)
+    "window_coverage", metadata,
+    sa.Column("fleet", ID, primary_key=True),
+    sa.Column("window_s", sa.Float, primary_key=True),
+    sa.Column("since", TIME, nullable=False),
+)
+
 samples = sa.Table(  # inputs kept for retraining, one row per (device, incarnation, seq)
     "samples", metadata,
     sa.Column("id", ROW_ID, primary_key=True, autoincrement=True),

@@ -39,7 +39,9 @@ def _sqlite_insert(conn: Connection, table: sa.Table, rows: Sequence[dict],
 
 
 def _postgresql_insert(conn: Connection, table: sa.Table, rows: Sequence[dict],
-                       key: Sequence[str]) -> int:
+                       key: Sequence[str], returning: Sequence[str] = ()) -> int | list[tuple]:
+    """COPY into a staging table, then move the new rows over; with ``returning``, the
+    listed columns of the rows inserted instead of their count."""
     from psycopg.types.json import Jsonb
 
     cols = _data_columns(table)
@@ -53,9 +55,10 @@ def _postgresql_insert(conn: Connection, table: sa.Table, rows: Sequence[dict],
             for row in rows:
                 copy.write_row([_json(row.get(c), Jsonb) if c in json_cols else row.get(c)
                                 for c in cols])
+        back = f" RETURNING {', '.join(returning)}" if returning else ""
         cur.execute(f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {staging} "
-                    f"ON CONFLICT ({', '.join(key)}) DO NOTHING")
-        inserted = cur.rowcount
+                    f"ON CONFLICT ({', '.join(key)}) DO NOTHING{back}")
+        inserted = [tuple(r) for r in cur.fetchall()] if returning else cur.rowcount
         cur.execute(f"DROP TABLE {staging}")
     finally:
         cur.close()
@@ -69,6 +72,42 @@ def _json(value: Any, wrap: Callable[[Any], Any]) -> Any:
 
 BATCH_INSERTS: dict[str, Callable[..., int]] = {
     "sqlite": _sqlite_insert, "postgresql": _postgresql_insert}
+
+
+def _sqlite_insert_new(conn: Connection, table: sa.Table, rows: Sequence[dict],
+                       key: Sequence[str], returning: Sequence[str]) -> list[tuple]:
+    """SQLite has one writer, and this runs in its write transaction (``BEGIN
+    IMMEDIATE``): the batch's keys already stored, read first, are exactly the rows the
+    insert will skip."""
+    cols = [table.c[name] for name in key]
+    stored: set[tuple] = set()
+    for i in range(0, len(rows), CHUNK):
+        chunk = [tuple(row[name] for name in key) for row in rows[i:i + CHUNK]]
+        stored.update(tuple(r) for r in conn.execute(
+            sa.select(*cols).where(sa.tuple_(*cols).in_(chunk))))
+    _sqlite_insert(conn, table, rows, key)
+    fresh, seen = [], set(stored)
+    for row in rows:
+        k = tuple(row[name] for name in key)
+        if k not in seen:
+            seen.add(k)
+            fresh.append(tuple(row[name] for name in returning))
+    return fresh
+
+
+CHUNK = 400  # keys per SQLite read (4 columns each, under its bound-variable limit)
+NEW_ROW_INSERTS: dict[str, Callable[..., list[tuple]]] = {
+    "sqlite": _sqlite_insert_new, "postgresql": _postgresql_insert}
+
+
+def insert_new_messages(conn: Connection, rows: Sequence[dict]) -> list[tuple]:
+    """``insert_messages``, returning the (device_id, incarnation, kind, seq) of the rows
+    that were new (what ingest adds to the window aggregates: a redelivery, skipped by
+    the unique key, must not count twice)."""
+    if not rows:
+        return []
+    return NEW_ROW_INSERTS[conn.dialect.name](conn, messages, rows,
+                                              MESSAGE_KEYS[conn.dialect.name], MESSAGE_KEY)
 
 
 def insert_ignoring_duplicates(conn: Connection, table: sa.Table, rows: Sequence[dict],

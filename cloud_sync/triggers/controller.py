@@ -1,5 +1,6 @@
 """The controller step (leader only): score the last windows of every fleet's model
-versions, store the scores, fire triggers where the fleet's policy says so.
+versions, store the scores, fire triggers where the fleet's policy says so. The device
+windows come from the window rows ingest keeps (``triggers.windows``).
 
 Two phases: ``score_step`` reads the fleet's telemetry and computes every score and
 decision (reads only: in ``serve`` outside any write transaction, so SQLite's write lock
@@ -17,17 +18,18 @@ from typing import Any
 from sqlalchemy.engine import Connection, Engine
 
 from cloud_sync.config import CloudConfig, drift_lookback_s
+from cloud_sync.drift.window import DriftError
 from cloud_sync.triggers.decide import decide, evidence
 from cloud_sync.triggers.fire import fire, in_cooldown
 from cloud_sync.triggers.scoring import (
     last_windows,
-    recent_telemetry,
     reference_for,
-    score_group,
     score_rows,
+    score_windows,
     task_for,
     upsert_scores,
 )
+from cloud_sync.triggers.windows import device_windows, summary
 from edge_agent.errors import EdgekitError, first_line
 
 log = logging.getLogger(__name__)
@@ -41,11 +43,12 @@ class StepReport:
     scores: int = 0
     fired: list[int] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    sources: dict[str, int] = field(default_factory=dict)  # windows from rows / messages
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON."""
         return {"groups": self.groups, "scores": self.scores, "fired": self.fired,
-                "skipped": self.skipped}
+                "skipped": self.skipped, **self.sources}
 
 
 @dataclass
@@ -62,30 +65,31 @@ class Scored:
 
 def score_step(conn: Connection, cfg: CloudConfig, now: float
                ) -> tuple[list[Scored], StepReport]:
-    """Read the fleet's recent telemetry and score every (fleet, model, version): reads
-    only, so ``serve`` runs it outside any write transaction (the fleet-sized work)."""
+    """Read the fleet's device windows (the window rows ingest keeps; messages only for
+    windows those do not hold) and score every (fleet, model, version): reads only, so
+    ``serve`` runs it outside any write transaction."""
     report = StepReport()
-    groups = recent_telemetry(conn, now - drift_lookback_s(cfg.triggers), now)
+    groups = device_windows(conn, cfg.triggers.policy_for, lambda p: last_windows(p, now),
+                            drift_lookback_s(cfg.triggers), now)
+    report.sources = summary(groups)
     references: dict[tuple[str, str], Any] = {}
     tasks: dict[tuple[str, str], str] = {}
     scored: list[Scored] = []
-    for key, msgs in sorted(groups.items()):
+    for key, found in sorted(groups.items()):
         policy = cfg.triggers.policy_for(key[0])
-        bounds = last_windows(policy, now)
-        msgs = [m for m in msgs if bounds[0][0] <= m.ts < bounds[-1][1]]
-        if not msgs:
-            continue
         try:
+            if found.error:
+                raise DriftError(found.error)
             if key[1:] not in references:
                 references[key[1:]] = reference_for(conn, key[1], key[2])
                 tasks[key[1:]] = task_for(conn, key[1], key[2])
-            group = score_group(key, msgs, references[key[1:]], policy, bounds,
-                                tasks[key[1:]])
+            group = score_windows(key, found.devices, references[key[1:]], policy,
+                                  found.bounds, tasks[key[1:]])
         except EdgekitError as exc:  # bad manifest, histograms on other bins: this group only
             report.skipped["/".join(key)] = first_line(exc)
             log.warning("drift of %s not scored: %s", "/".join(key), first_line(exc))
             continue
-        scored.append(Scored(key, policy, bounds, group, score_rows(group, now),
+        scored.append(Scored(key, policy, found.bounds, group, score_rows(group, now),
                              None if group.skipped else decide(group, policy)))
     return scored, report
 

@@ -1,8 +1,8 @@
 """Score the last windows of every (fleet, model, version) and store each score.
 
-Telemetry is read from ``messages`` (each row's ``payload`` is the typed message),
-grouped by fleet and model version, summed per device into the policy's aligned
-windows and pooled per fleet; every window is compared with that version's
+Each device's telemetry, summed into the policy's aligned windows (the window rows
+ingest keeps, see ``triggers.windows``), grouped by fleet and model version and pooled
+per fleet: every window is compared with that version's
 reference statistics (from any published bundle's manifest: all profiles of a
 version share them). Scores are upserted on (scope, model, version, kind, window
 start), so recomputing a window rewrites its row instead of adding one. A version
@@ -12,7 +12,6 @@ with no published reference gets one ``no_reference`` row per window and kind.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,19 +22,16 @@ from sqlalchemy.engine import Connection
 from cloud_sync.drift import (
     DriftResult,
     WindowCounts,
-    aggregate,
     drift_scores,
     pool,
     task_kinds,
 )
 from cloud_sync.drift.tasks import DEFAULT_TASK
-from cloud_sync.store.schema import bundles, messages, models
+from cloud_sync.store.schema import bundles, models
 from cloud_sync.store.schema import drift_scores as scores_table
 from cloud_sync.triggers.policy import TriggerPolicy
-from edge_agent import protocol
 from edge_agent.contracts import ReferenceStats
 from edge_agent.contracts.task import Task
-from edge_agent.errors import EdgekitError
 
 NO_REFERENCE = "no_reference"
 GroupKey = tuple[str, str, str]  # fleet, model name, model version
@@ -63,23 +59,6 @@ def last_windows(policy: TriggerPolicy, now: float) -> list[Bounds]:
     last_end = math.floor(now / policy.window_s) * policy.window_s
     ends = [last_end - i * policy.window_s for i in range(policy.n)][::-1]
     return [(end - policy.window_s, end) for end in ends]
-
-
-def recent_telemetry(conn: Connection, start: float, end: float
-                     ) -> dict[GroupKey, list[protocol.Telemetry]]:
-    """Telemetry with ``start <= ts < end`` by (fleet, model, version)."""
-    c = messages.c
-    rows = conn.execute(sa.select(c.fleet, c.model_name, c.model_version, c.payload).where(
-        c.kind == protocol.TELEMETRY, c.ts >= start, c.ts < end, c.fleet.is_not(None),
-        c.model_name.is_not(None)).order_by(c.ts))
-    groups: dict[GroupKey, list[protocol.Telemetry]] = defaultdict(list)
-    for row in rows:
-        try:
-            message = protocol.Telemetry.from_dict(row.payload)
-        except EdgekitError:  # stored by a newer ingest in a form this one cannot read
-            continue
-        groups[(row.fleet, row.model_name, row.model_version)].append(message)
-    return groups
 
 
 def _manifests(conn: Connection, name: str, version: str) -> sa.ScalarResult:
@@ -110,20 +89,18 @@ def task_for(conn: Connection, name: str, version: str | None) -> str:
     return DEFAULT_TASK
 
 
-def score_group(key: GroupKey, msgs: list[protocol.Telemetry], ref: ReferenceStats | None,
-                policy: TriggerPolicy, bounds: list[Bounds], task: str = DEFAULT_TASK
-                ) -> GroupScores:
-    """Device and fleet scores of one group over ``bounds``, on ``task``'s drift kinds."""
+def score_windows(key: GroupKey, device_windows: dict[str, list[WindowCounts | None]],
+                  ref: ReferenceStats | None, policy: TriggerPolicy, bounds: list[Bounds],
+                  task: str = DEFAULT_TASK) -> GroupScores:
+    """Device and fleet scores of one group's device windows (``bounds`` each, None
+    where a device has no data), on ``task``'s drift kinds; the fleet's window is the
+    pool of its devices'."""
     group = GroupScores(key, bounds, task=task)
     if ref is None:
         group.skipped = f"no published bundle of {key[1]} {key[2]} has reference statistics"
         return group
     config = policy.drift_config()
-    by_device: dict[str, list[protocol.Telemetry]] = defaultdict(list)
-    for m in msgs:
-        by_device[m.device_id].append(m)
-    device_windows: dict[str, list[WindowCounts | None]] = {
-        d: [aggregate(ms, d, s, e) for s, e in bounds] for d, ms in sorted(by_device.items())}
+    device_windows = {d: ws for d, ws in sorted(device_windows.items()) if any(ws)}
     for device, windows in device_windows.items():
         group.devices[device] = [drift_scores(ref, w, config, task) if w else None
                                  for w in windows]

@@ -110,10 +110,10 @@ def test_a_message_the_store_refuses_is_quarantined_alone(engine, monkeypatch):
 
     real = batch.ROW_WRITERS["telemetry"]
 
-    def picky(conn, group):
+    def picky(conn, group, writing):
         if any(a.seq == 13 for a in group):
             raise ValueError("unlucky seq")
-        return real(conn, group)
+        return real(conn, group, writing)
 
     monkeypatch.setitem(batch.ROW_WRITERS, "telemetry", picky)
     judged = [classify(Received(t, p, 1.0)) for t, p in _telemetry("pi-1", range(10, 20))]

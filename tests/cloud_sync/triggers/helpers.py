@@ -10,9 +10,11 @@ import sqlalchemy as sa
 
 from cloud_sync.sim.device import Model, SimDevice
 from cloud_sync.sim.reference import Drift, shares, synthetic_reference
+from cloud_sync.store import windows as stored_windows
 from cloud_sync.store.rows import message_row, sample_row
 from cloud_sync.store.schema import artifacts, bundles, models
-from cloud_sync.store.writes import insert_messages, insert_samples
+from cloud_sync.store.windows import FUTURE_MARGIN_S
+from cloud_sync.store.writes import insert_new_messages, insert_samples
 from edge_agent import protocol
 
 MODEL, VERSION = "sim-model", "1"
@@ -74,6 +76,16 @@ def store_windows(conn, devs: list[SimDevice], start: float, windows: int, windo
                 ts = start + w * window_s + (j + 0.5) * window_s / per_window
                 rows.append(telemetry_at(dev, ts, window_s / per_window, size))
             sample_rows += [sample_at(dev, start + w * window_s + 0.1 * k) for k in range(samples)]
-    insert_messages(conn, rows)
+    keep_windows(conn, rows, window_s, start - FUTURE_MARGIN_S)
     insert_samples(conn, sample_rows)
+
+
+def keep_windows(conn, rows: list[dict], window_s: float, since: float) -> None:
+    """Store telemetry ``rows`` as ingest does: the new ones are added to their device
+    windows of ``window_s``, which count as kept from ``since`` (a time in the test's
+    past: the drift step then reads those windows from the rows, not from messages)."""
+    new = set(insert_new_messages(conn, rows))
+    fresh = [(r["fleet"], protocol.Telemetry.from_dict(r["payload"])) for r in rows
+             if (r["device_id"], r["incarnation"], r["kind"], r["seq"]) in new]
+    stored_windows.add(conn, lambda fleet: window_s, fresh, since)
 

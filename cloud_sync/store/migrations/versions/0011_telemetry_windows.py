@@ -1,0 +1,57 @@
+"""Per-device drift windows kept by ingest (issue 21): ``telemetry_windows`` holds each
+device's telemetry summed per window of its fleet's trigger policy (counts and
+histograms), so the drift step reads one row per device window instead of every
+payload; ``window_coverage`` says since when ingest has kept a fleet's windows of one
+size (the drift step reads older windows from ``messages``).
+
+Revision ID: 0011
+Revises: 0010
+Create Date: 2026-12-07
+
+Frozen once released, like 0001-0010 (types spelt out, not imported).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects import postgresql
+
+revision = "0011"
+down_revision = "0010"
+branch_labels = None
+depends_on = None
+
+ROW_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+ID, NAME, VERSION = sa.String(64), sa.String(128), sa.String(64)
+WINDOW_KEY = ("device_id", "model_name", "model_version", "window_s", "window_start")
+
+
+def upgrade() -> None:
+    op.create_table(
+        "telemetry_windows",
+        sa.Column("id", ROW_ID, autoincrement=True, nullable=False),
+        sa.Column("device_id", ID, nullable=False), sa.Column("fleet", ID, nullable=False),
+        sa.Column("model_name", NAME, nullable=False),
+        sa.Column("model_version", VERSION, nullable=False),
+        sa.Column("window_s", sa.Float(), nullable=False),
+        sa.Column("window_start", sa.Double(), nullable=False),
+        sa.Column("messages", sa.Integer(), nullable=False),
+        sa.Column("inferences", sa.BigInteger(), nullable=False),
+        sa.Column("counts", JSON, nullable=False),
+        sa.Column("updated_at", sa.Double(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name="pk_telemetry_windows"),
+        sa.UniqueConstraint(*WINDOW_KEY, name="uq_telemetry_windows_key"))
+    op.create_index("ix_telemetry_windows_window_start", "telemetry_windows", ["window_start"])
+    op.create_table(
+        "window_coverage",
+        sa.Column("fleet", ID, nullable=False), sa.Column("window_s", sa.Float(), nullable=False),
+        sa.Column("since", sa.Double(), nullable=False),
+        sa.PrimaryKeyConstraint("fleet", "window_s", name="pk_window_coverage"))
+
+
+def downgrade() -> None:
+    op.drop_table("window_coverage")
+    op.drop_index("ix_telemetry_windows_window_start", table_name="telemetry_windows")
+    op.drop_table("telemetry_windows")
