@@ -27,6 +27,7 @@ are correlated. See ``cloud_sync.drift.scores`` for where each ``n`` comes from.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -41,6 +42,36 @@ def _sps():
     from scipy import stats
 
     return stats
+
+
+@functools.cache
+def _special():
+    """scipy.special's ufuncs behind scipy.stats' chi2 and norm (the same functions, called
+    directly: scipy.stats' argument checks cost ~100 us a call, the ufuncs ~1 us, and a
+    drift step makes several calls per device window)."""
+    from scipy import special
+
+    return special
+
+
+def chi2_isf(q, df):
+    """``scipy.stats.chi2.isf(q, df)``."""
+    return _special().chdtri(df, q)
+
+
+def chi2_sf(x, df):
+    """``scipy.stats.chi2.sf(x, df)``."""
+    return _special().chdtrc(df, x)
+
+
+def norm_isf(q):
+    """``scipy.stats.norm.isf(q)``."""
+    return -_special().ndtri(q)
+
+
+def norm_sf(x):
+    """``scipy.stats.norm.sf(x)``."""
+    return _special().ndtr(-np.asarray(x, dtype=np.float64))
 
 
 def jensenshannon(p, q, base=None):
@@ -123,7 +154,7 @@ def psi_critical_value(n_eff, m_eff, df, level: float):
     Infinite where ``df`` is 0. Scalars in, float out; arrays in, array out.
     """
     df = np.asarray(df)
-    value = np.where(df > 0, null_scale(n_eff, m_eff) * _sps().chi2.isf(level, np.maximum(df, 1)),
+    value = np.where(df > 0, null_scale(n_eff, m_eff) * chi2_isf(level, np.maximum(df, 1)),
                      np.inf)
     return float(value) if value.ndim == 0 else value
 
@@ -131,7 +162,7 @@ def psi_critical_value(n_eff, m_eff, df, level: float):
 def psi_p_value(score, n_eff, m_eff, df):
     """Probability of a PSI at least ``score`` with no drift (1.0 where ``df`` is 0)."""
     df = np.asarray(df)
-    value = np.where(df > 0, _sps().chi2.sf(np.asarray(score) / null_scale(n_eff, m_eff),
+    value = np.where(df > 0, chi2_sf(np.asarray(score) / null_scale(n_eff, m_eff),
                                          np.maximum(df, 1)), 1.0)
     return float(value) if value.ndim == 0 else value
 
@@ -158,14 +189,14 @@ def js_critical_value(n_eff: float, m_eff: float, df: int, level: float) -> floa
     """No-drift JS distance exceeded with probability ``level``: ``sqrt(scale chi2 / 8)``."""
     if df <= 0:
         return float("inf")
-    return float(np.sqrt(null_scale(n_eff, m_eff) * _sps().chi2.isf(level, df) / 8.0))
+    return float(np.sqrt(null_scale(n_eff, m_eff) * chi2_isf(level, df) / 8.0))
 
 
 def js_p_value(distance: float, n_eff: float, m_eff: float, df: int) -> float:
     """Probability of a JS distance at least ``distance`` with no drift."""
     if df <= 0:
         return 1.0
-    return float(_sps().chi2.sf(8.0 * distance**2 / null_scale(n_eff, m_eff), df))
+    return float(chi2_sf(8.0 * distance**2 / null_scale(n_eff, m_eff), df))
 
 
 def chi2_homogeneity(window: np.ndarray, reference: np.ndarray) -> tuple[float, int, float]:
@@ -214,7 +245,7 @@ def mean_drop_test(window_mean: float, window_var: float, n: float, reference_me
     se = float(np.sqrt(max(window_var, reference_var) * null_scale(n, m)))
     if se <= 0:
         return drop, 0.0, 0.0 if drop > 0 else 1.0
-    return drop, se * float(_sps().norm.isf(level)), float(_sps().norm.sf(drop / se))
+    return drop, se * float(norm_isf(level)), float(norm_sf(drop / se))
 
 
 def normal_p_value(diff: float, se: float, two_sided: bool = False) -> float:
@@ -222,7 +253,7 @@ def normal_p_value(diff: float, se: float, two_sided: bool = False) -> float:
     with standard error ``se`` and no true difference (0 or 1 when ``se`` is 0)."""
     if se <= 0:
         return 0.0 if (abs(diff) if two_sided else diff) > 0 else 1.0
-    tail = float(_sps().norm.sf((abs(diff) if two_sided else diff) / se))
+    tail = float(norm_sf((abs(diff) if two_sided else diff) / se))
     return min(1.0, 2.0 * tail) if two_sided else tail
 
 

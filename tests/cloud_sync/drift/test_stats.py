@@ -123,3 +123,17 @@ def test_histogram_mean_and_the_one_sided_drop_test():
     assert drop == pytest.approx(0.2) and drop > critical and p < 1e-9
     _, _, p = stats.mean_drop_test(0.95, 0.01, 200, 0.9, 0.01, 1000, 0.001)
     assert p > 0.5  # a rise is not a drop
+
+
+def test_the_direct_ufuncs_are_scipy_stats_own():
+    from scipy import stats as sps
+
+    from cloud_sync.drift.stats import chi2_isf, chi2_sf, norm_isf, norm_sf
+
+    for df in (1, 3, 9, 30):
+        for q in (0.5, 0.01, 1e-5):
+            assert chi2_isf(q, df) == sps.chi2.isf(q, df)
+            assert chi2_sf(chi2_isf(q, df), df) == sps.chi2.sf(sps.chi2.isf(q, df), df)
+    for x in (-2.0, 0.0, 0.3, 4.5):
+        assert norm_sf(x) == sps.norm.sf(x)
+    assert norm_isf(0.001) == sps.norm.isf(0.001)
