@@ -107,7 +107,7 @@ def _ceiling_child(messages: int, compiled: bool = True) -> None:
 
     payloads, stamps, stored = _payloads(messages), [], [0]
 
-    def stub(_engine, judged, _cfg):
+    def stub(_engine, judged, _cfg, _writer=""):
         stamps.append(time.perf_counter())
         stored[0] += len(judged)
         return Counter()

@@ -158,6 +158,22 @@ class DriftResult:
         """Plain JSON (an infinite critical value, where nothing can move, is null)."""
         return _json(dataclasses.asdict(self))
 
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> DriftResult:
+        """The result ``to_dict`` wrote (a null critical value comes back as infinite)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in doc.items() if k in names}
+        values["channels"] = tuple(ChannelDrift(**{**c, "critical_value": _finite(
+            c["critical_value"]), "threshold": _finite(c["threshold"])})
+            for c in values.get("channels") or ())
+        if values.get("critical_value") is None and doc.get("score") is not None:
+            values["critical_value"] = math.inf
+        return cls(**values)
+
+
+def _finite(value: float | None) -> float:
+    return math.inf if value is None else value
+
 
 def _json(value: Any) -> Any:
     if isinstance(value, dict):

@@ -54,8 +54,9 @@ class BatchResult:
 
 
 def write_batch(conn: Connection, items: Sequence[Accepted | Rejected], cfg: CloudConfig,
-                now: float) -> BatchResult:
-    """Store the batch's valid messages idempotently and quarantine the rest (bounded)."""
+                now: float, writer: str = "") -> BatchResult:
+    """Store the batch's valid messages idempotently and quarantine the rest (bounded);
+    ``writer`` (the worker's client id) names its part of the fleet windows."""
     settings = cfg.ingest
     result = BatchResult()
     accepted = [i for i in items if isinstance(i, Accepted)]
@@ -63,7 +64,7 @@ def write_batch(conn: Connection, items: Sequence[Accepted | Rejected], cfg: Clo
     accepted, refused = _check_registration(conn, accepted, settings.registration_open)
     rejected += refused
     followed = _lock_devices(conn, accepted, now)
-    _store_rows(conn, accepted, result.counts, _Writing(cfg, now))
+    _store_rows(conn, accepted, result.counts, _Writing(cfg, now, writer))
     _track_gaps(conn, accepted, result.counts, now)
     _update_registry(conn, accepted, followed, now)
     if rejected:
@@ -115,10 +116,12 @@ STATE_READERS: dict[str, Callable[[Connection, list[str], Sequence[str]], list[s
 
 @dataclass(frozen=True)
 class _Writing:
-    """What the row writers need besides the rows: the config and the batch's time."""
+    """What the row writers need besides the rows: the config, the batch's time and the
+    writer's name."""
 
     cfg: CloudConfig
     now: float
+    writer: str = ""
 
 
 def _store_rows(conn: Connection, accepted: list[Accepted], counts: Counter,
@@ -152,7 +155,7 @@ def _insert_telemetry_rows(conn: Connection, group: list[Accepted], writing: _Wr
              if (a.device_id, a.message.incarnation, a.kind, a.seq) in new]
     triggers = writing.cfg.triggers
     sizes = {f: triggers.policy_for(f).window_s for f in {fleet for fleet, _ in fresh}}
-    windows.add(conn, sizes.__getitem__, fresh, writing.now)
+    windows.add(conn, sizes.__getitem__, fresh, writing.now, writing.writer)
     return len(new)
 
 

@@ -139,7 +139,8 @@ class IngestWorker:
         attempt = 0
         while True:
             try:
-                self.totals.update(write_resilient(self.engine, judged, self.cfg))
+                self.totals.update(write_resilient(self.engine, judged, self.cfg,
+                                                   self.client.client_id))
                 return
             except retry.StoreUnavailable as exc:
                 delay = backoff_delay(attempt, *retry.BACKOFF)
@@ -166,21 +167,23 @@ def describe(exc: BaseException) -> str:
         return type(exc).__name__
 
 
-def write_resilient(engine: Engine, judged: Sequence[Judged], cfg: CloudConfig) -> Counter:
+def write_resilient(engine: Engine, judged: Sequence[Judged], cfg: CloudConfig,
+                    writer: str = "") -> Counter:
     """Write in one transaction, retrying contention (``retry.CONTENTION``) a few times;
     on any other failure split the batch, and quarantine a single message the store
-    refuses. ``retry.StoreUnavailable`` propagates: the caller retries the whole batch."""
+    refuses. ``retry.StoreUnavailable`` propagates: the caller retries the whole batch.
+    ``writer``: this worker's client id (its part of the fleet windows)."""
     attempt = 0
     while True:
         try:
             with transaction(engine) as conn:
-                return write_batch(conn, judged, cfg, time.time()).counts
+                return write_batch(conn, judged, cfg, time.time(), writer).counts
         except Exception as exc:  # a bad message (or a bug it triggers) must not stop the worker
             kind = retry.transient_kind(exc)
             if kind == retry.UNAVAILABLE:
                 raise retry.StoreUnavailable(describe(exc)) from exc
             if kind != retry.CONTENTION or attempt >= retry.CONTENTION_RETRIES:
-                return _split(engine, judged, cfg, exc)
+                return _split(engine, judged, cfg, exc, writer)
             delay = backoff_delay(attempt, *retry.BACKOFF)
             log.warning("ingest: store contention (%s); retrying %d messages in %.1f s",
                         describe(exc), len(judged), delay)
@@ -189,16 +192,16 @@ def write_resilient(engine: Engine, judged: Sequence[Judged], cfg: CloudConfig) 
 
 
 def _split(engine: Engine, judged: Sequence[Judged], cfg: CloudConfig,
-           exc: BaseException) -> Counter:
+           exc: BaseException, writer: str) -> Counter:
     if len(judged) == 1:
         item = judged[0]
         log.warning("ingest: store refused a message on %s: %s", item.received.topic,
                     describe(exc))
-        return write_resilient(engine, [_refused(item, exc)], cfg) \
+        return write_resilient(engine, [_refused(item, exc)], cfg, writer) \
             if not _is_store_error(item) else Counter({"lost:store_error": 1})
     half = len(judged) // 2
-    return write_resilient(engine, judged[:half], cfg) + \
-        write_resilient(engine, judged[half:], cfg)
+    return write_resilient(engine, judged[:half], cfg, writer) + \
+        write_resilient(engine, judged[half:], cfg, writer)
 
 
 def _refused(item: Judged, exc: BaseException) -> Rejected:

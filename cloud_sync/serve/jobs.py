@@ -47,6 +47,8 @@ def mark_silent(conn: Connection, cfg: CloudConfig, now: float) -> dict[str, int
 class Housekeeping:
     """Runs each job when due (retention every ``retention.interval_s``, the silence rule
     every ``ingest.state_interval_s``; or the ``jobs`` given) while ``leading()`` is true.
+    A job that reports more work waiting (the drift step's device windows) runs again
+    within ``MORE_AFTER_S``.
 
     ``leading`` is asked right before each job runs, so it should check with the
     database (``Leadership.confirm``), not a flag set at the last renewal. When it says
@@ -69,8 +71,8 @@ class Housekeeping:
             for i, (every, job, name) in enumerate(self.jobs):
                 if time.monotonic() >= due[i]:
                     due[i] = time.monotonic() + every
-                    if self.check_leading():
-                        self._run(job, name)
+                    if self.check_leading() and _more(self._run(job, name)):
+                        due[i] = time.monotonic() + min(every, MORE_AFTER_S)
 
     def check_leading(self) -> bool:
         """Ask ``leading()``; on a yes after a no, reset the jobs that keep state."""
@@ -83,12 +85,21 @@ class Housekeeping:
         self.led = leading
         return leading
 
-    def _run(self, job: Job, name: str) -> None:
+    def _run(self, job: Job, name: str) -> object:
         try:
             done = job(self.engine, time.time())
             log.debug("%s: %s", name, done)
+            return done
         except (sa.exc.SQLAlchemyError, EdgekitError) as exc:
             log.warning("%s job failed: %s", name, str(exc).splitlines()[0])
+            return None
+
+
+MORE_AFTER_S = 1.0  # a job that reports more work waiting (``{"more": true}``) runs again then
+
+
+def _more(done: object) -> bool:
+    return isinstance(done, dict) and bool(done.get("more"))
 
 
 def _in_transaction(job: Callable[[Connection, float], object]) -> Job:

@@ -102,9 +102,29 @@ telemetry_windows = sa.Table(  # a device's telemetry summed per drift window, b
     sa.Column("inferences", sa.BigInteger, nullable=False),
     sa.Column("counts", JSON, nullable=False),  # drift.window_codec's document
     sa.Column("updated_at", TIME, nullable=False),
-    sa.UniqueConstraint("device_id", "model_name", "model_version", "window_s",
+    sa.Column("version", sa.Integer, nullable=False, server_default="1"),  # +1 per update
+    sa.Column("scored_version", sa.Integer, nullable=False, server_default="0"),  # the drift
+    sa.UniqueConstraint("device_id", "model_name", "model_version", "window_s",  # step's
                         "window_start", name=sa.sql.elements.conv("uq_telemetry_windows_key")),
     sa.Index(None, "window_start"),  # the drift step's windows of the fleet; retention
+)
+
+fleet_windows = sa.Table(  # a fleet's telemetry summed per drift window, one part per writer
+    "fleet_windows", metadata,
+    sa.Column("id", ROW_ID, primary_key=True, autoincrement=True),
+    sa.Column("fleet", ID, nullable=False),
+    sa.Column("part", sa.String(128), nullable=False),  # the ingest worker's client id
+    sa.Column("model_name", NAME, nullable=False),
+    sa.Column("model_version", VERSION, nullable=False),
+    sa.Column("window_s", sa.Float, nullable=False),
+    sa.Column("window_start", TIME, nullable=False),
+    sa.Column("messages", sa.Integer, nullable=False),
+    sa.Column("inferences", sa.BigInteger, nullable=False),
+    sa.Column("counts", JSON, nullable=False),
+    sa.Column("updated_at", TIME, nullable=False),
+    sa.UniqueConstraint("fleet", "part", "model_name", "model_version", "window_s",
+                        "window_start", name=sa.sql.elements.conv("uq_fleet_windows_key")),
+    sa.Index(None, "window_start"),
 )
 
 window_coverage = sa.Table(  # since when ingest keeps a fleet's windows of one size (0011)

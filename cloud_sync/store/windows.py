@@ -37,7 +37,12 @@ from sqlalchemy.engine import Connection, Engine
 
 from cloud_sync.drift.window import DriftError, WindowCounts, from_telemetry, pool
 from cloud_sync.drift.window_codec import from_doc, to_doc
-from cloud_sync.store.schema import messages, telemetry_windows, window_coverage
+from cloud_sync.store.schema import (
+    fleet_windows,
+    messages,
+    telemetry_windows,
+    window_coverage,
+)
 from edge_agent import protocol
 from edge_agent.errors import EdgekitError
 
@@ -76,50 +81,91 @@ def _parts(sizes: Sizes, items: Iterable[tuple[str, protocol.Telemetry]]) -> dic
     return parts
 
 
-def _stored(conn: Connection, keys: Sequence[Key]) -> dict[Key, dict[str, Any]]:
-    """The counts documents of ``keys`` already stored."""
-    c = telemetry_windows.c
-    found: dict[Key, dict[str, Any]] = {}
+FLEET_KEY = ("fleet", "part", "model_name", "model_version", "window_s", "window_start")
+FleetKey = tuple[str, str, str, str, float, float]
+
+
+def _stored(conn: Connection, table: sa.Table, columns: Sequence[str], keys: Sequence[tuple],
+            lock: bool = False) -> dict[tuple, dict[str, Any]]:
+    """The counts documents of ``keys`` (values of ``columns``, the table's unique key:
+    its first column, ..., ``window_s``, ``window_start``) already stored; ``lock``: locked
+    for this transaction (PostgreSQL)."""
+    c = table.c
+    found: dict[tuple, dict[str, Any]] = {}
+    if not keys:
+        return found
     wanted = set(keys)
-    starts = [k[4] for k in keys]
-    ids = sorted({k[0] for k in keys})
-    for i in range(0, len(ids), 500):
-        for row in conn.execute(sa.select(*(c[n] for n in WINDOW_KEY), c.counts).where(
-                c.device_id.in_(ids[i:i + 500]), c.window_start >= min(starts),
-                c.window_start <= max(starts))):
-            key = tuple(row[:5])
+    starts = [k[-1] for k in keys]
+    firsts = sorted({k[0] for k in keys})
+    for i in range(0, len(firsts), 500):
+        query = sa.select(*(c[n] for n in columns), c.counts).where(
+            c[columns[0]].in_(firsts[i:i + 500]), c.window_start >= min(starts),
+            c.window_start <= max(starts)).order_by(*(c[n] for n in columns))
+        for row in conn.execute(query.with_for_update() if lock else query):
+            key = tuple(row[:len(columns)])
             if key in wanted:
                 found[key] = row.counts
     return found
 
 
-def _summed(key: Key, part: Part, doc: dict[str, Any] | None) -> dict[str, Any]:
-    """The stored window plus this batch's messages, as the row's document."""
+def _summed(scope: str, model: tuple[str, str], size: float, start: float,
+            windows: list[WindowCounts], doc: dict[str, Any] | None) -> dict[str, Any]:
+    """A stored window plus more windows, as the row's document."""
     if doc is not None and ERROR in doc:
         return doc
-    device, name, version, size, start = key
-    windows = list(part.windows)
+    windows = list(windows)
     if doc is not None:
-        windows.insert(0, from_doc(doc, device, name, version, start, start + size))
+        windows.insert(0, from_doc(doc, scope, *model, start, start + size))
     try:
-        return to_doc(pool(windows, device, start, start + size))
+        return to_doc(pool(windows, scope, start, start + size))
     except DriftError as exc:  # e.g. two bin layouts in one window: kept, and reported
-        log.warning("window %s of %s %s %s not summed: %s", start, device, name, version, exc)
+        log.warning("window %s of %s %s %s not summed: %s", start, scope, *model, exc)
         return {ERROR: str(exc)[:300], "inferences": 0, "messages": 0}
 
 
-def _upsert(conn: Connection, rows: list[dict[str, Any]], replace: bool = False) -> None:
-    stmt = UPSERTS[conn.dialect.name](telemetry_windows)
-    stmt = stmt.on_conflict_do_update(index_elements=list(WINDOW_KEY), set_={
-        name: stmt.excluded[name] for name in ("fleet", "messages", "inferences", "counts",
-                                               "updated_at")})
-    conn.execute(stmt, rows)
+def _upsert(conn: Connection, table: sa.Table, columns: Sequence[str],
+            rows: list[dict[str, Any]]) -> None:
+    """Insert or overwrite rows on the table's key; a device window's ``version`` counts
+    its updates (the drift step scores a version once)."""
+    if not rows:
+        return
+    stmt = UPSERTS[conn.dialect.name](table)
+    updated = {name: stmt.excluded[name] for name in ("messages", "inferences", "counts",
+                                                      "updated_at")}
+    if "version" in table.c:
+        updated.update(fleet=stmt.excluded.fleet, version=table.c.version + 1)
+    conn.execute(stmt.on_conflict_do_update(index_elements=list(columns), set_=updated), rows)
 
 
-def _row(key: Key, fleet: str, doc: dict[str, Any], now: float) -> dict[str, Any]:
-    return {**dict(zip(WINDOW_KEY, key, strict=True)), "fleet": fleet,
-            "messages": doc.get("messages", 0), "inferences": doc.get("inferences", 0),
-            "counts": doc, "updated_at": now}
+def _row(columns: Sequence[str], key: tuple, doc: dict[str, Any], now: float,
+         **more: Any) -> dict[str, Any]:
+    return {**dict(zip(columns, key, strict=True)), **more, "messages": doc.get("messages", 0),
+            "inferences": doc.get("inferences", 0), "counts": doc, "updated_at": now}
+
+
+def _device_rows(conn: Connection, parts: dict[Key, Part], now: float) -> list[dict]:
+    stored = _stored(conn, telemetry_windows, WINDOW_KEY, sorted(parts))
+    return [_row(WINDOW_KEY, key, _summed(key[0], key[1:3], key[3], key[4], part.windows,
+                                          stored.get(key)), now, fleet=part.fleet)
+            for key, part in sorted(parts.items())]
+
+
+def _fleet_parts(parts: dict[Key, Part], writer: str) -> dict[FleetKey, list[WindowCounts]]:
+    fleets: dict[FleetKey, list[WindowCounts]] = {}
+    for (_device, name, version, size, start), part in sorted(parts.items()):
+        fleets.setdefault((part.fleet, writer, name, version, size, start), []) \
+            .extend(part.windows)
+    return fleets
+
+
+def _fleet_rows(conn: Connection, fleets: dict[FleetKey, list[WindowCounts]],
+                now: float) -> list[dict]:
+    """This writer's part of each fleet window plus the batch (its rows locked first: a
+    worker that took over this one's client id may still be finishing a batch)."""
+    stored = _stored(conn, fleet_windows, FLEET_KEY, sorted(fleets), lock=True)
+    return [_row(FLEET_KEY, key, _summed(f"fleet:{key[0]}", key[2:4], key[4], key[5], windows,
+                                         stored.get(key)), now)
+            for key, windows in sorted(fleets.items())]
 
 
 def record_coverage(conn: Connection, pairs: set[tuple[str, float]], now: float) -> None:
@@ -140,16 +186,17 @@ def record_coverage(conn: Connection, pairs: set[tuple[str, float]], now: float)
 
 
 def add(conn: Connection, sizes: Sizes, items: Sequence[tuple[str, protocol.Telemetry]],
-        now: float) -> int:
-    """Add new telemetry ``(fleet, message)`` to its device windows; the rows written."""
+        now: float, writer: str = "") -> int:
+    """Add new telemetry ``(fleet, message)`` to its device windows and to ``writer``'s
+    part of its fleet windows; the device rows written."""
     parts = _parts(sizes, items)
     if not parts:
         return 0
     record_coverage(conn, {(p.fleet, k[3]) for k, p in parts.items()}, now)
-    stored = _stored(conn, sorted(parts))
-    rows = [_row(key, part.fleet, _summed(key, part, stored.get(key)), now)
-            for key, part in sorted(parts.items())]
-    _upsert(conn, rows)
+    rows = _device_rows(conn, parts, now)
+    _upsert(conn, telemetry_windows, WINDOW_KEY, rows)
+    _upsert(conn, fleet_windows, FLEET_KEY,
+            _fleet_rows(conn, _fleet_parts(parts, writer), now))
     return len(rows)
 
 
@@ -209,11 +256,39 @@ def _sum_span(conn: Connection, sizes: Sizes, start: float, end: float,
     return sums
 
 
-def _merged(key: Key, total: WindowCounts | None, doc: dict[str, Any] | None
-            ) -> dict[str, Any]:
-    if total is None:
-        return {ERROR: "telemetry on different bins", "inferences": 0, "messages": 0}
-    return _summed(key, Part("", [total]), doc)
+REBUILT = "rebuild"  # the fleet part ``rebuild`` writes (it replaces the writers' parts)
+FAILED = {ERROR: "telemetry on different bins", "inferences": 0, "messages": 0}
+
+
+def _write_chunk(conn: Connection, sums: dict[Key, tuple[str, WindowCounts | None]],
+                 start: float, cursor: float, now: float) -> int:
+    """One chunk of ``rebuild``: windows that start in this chunk replace what is stored
+    (every writer's fleet part too); a window begun in an earlier chunk of the run is added
+    to what that chunk wrote."""
+    sums = {k: v for k, v in sums.items() if k[4] >= start}
+    begun = [k for k in sums if k[4] < cursor]
+    earlier = _stored(conn, telemetry_windows, WINDOW_KEY, begun) if begun else {}
+    rows = []
+    fleets: dict[FleetKey, list[WindowCounts | None]] = {}
+    for key, (fleet, total) in sorted(sums.items()):
+        doc = FAILED if total is None else _summed(key[0], key[1:3], key[3], key[4], [total],
+                                                   earlier.get(key))
+        rows.append(_row(WINDOW_KEY, key, doc, now, fleet=fleet))
+        fleets.setdefault((fleet, REBUILT, *key[1:]), []).append(total)
+    for i in range(0, len(rows), 1000):
+        _upsert(conn, telemetry_windows, WINDOW_KEY, rows[i:i + 1000])
+    fresh = [k for k in fleets if k[5] >= cursor]
+    f = fleet_windows.c
+    for key in fresh:
+        conn.execute(sa.delete(fleet_windows).where(
+            f.fleet == key[0], f.model_name == key[2], f.model_version == key[3],
+            f.window_s == key[4], f.window_start == key[5]))
+    stored = _stored(conn, fleet_windows, FLEET_KEY, [k for k in fleets if k[5] < cursor])
+    _upsert(conn, fleet_windows, FLEET_KEY, [
+        _row(FLEET_KEY, key, FAILED if None in windows else _summed(
+            f"fleet:{key[0]}", key[2:4], key[4], key[5], windows, stored.get(key)), now)
+        for key, windows in sorted(fleets.items())])
+    return len(rows)
 
 
 def rebuild(engine: Engine, sizes: Sizes, start: float, end: float, now: float,
@@ -234,14 +309,8 @@ def rebuild(engine: Engine, sizes: Sizes, start: float, end: float, now: float,
             sums = _sum_span(conn, sizes, cursor, upto, fleets)
             conn.rollback()
         with transaction(engine) as conn:
-            # a window begun in an earlier chunk of this run: add to what that chunk wrote
-            earlier = _stored(conn, [k for k in sums if k[4] < cursor and k[4] >= start])
-            rows = [_row(key, fleet, _merged(key, total, earlier.get(key)), now)
-                    for key, (fleet, total) in sorted(sums.items()) if key[4] >= start]
-            for i in range(0, len(rows), 1000):
-                _upsert(conn, rows[i:i + 1000])
-        written += len(rows)
-        pairs |= {(r["fleet"], r["window_s"]) for r in rows}
+            written += _write_chunk(conn, sums, start, cursor, now)
+        pairs |= {(fleet, key[3]) for key, (fleet, _total) in sums.items()}
         cursor = upto
     with transaction(engine) as conn:
         kept = covered(conn)

@@ -124,6 +124,10 @@ class Triggers(BaseModel):
     enabled: bool = True
     interval_s: float = Field(60.0, gt=0)
     """How often the controller scores windows and the outbox is worked (leader only)."""
+    device_windows_per_step: int = Field(2000, ge=1)
+    """Device windows one drift step scores at most; with more waiting, the next step
+    runs within a second (a step stays short, and a fleet's window is scored soon after
+    it closes)."""
     default: TriggerPolicy = Field(default_factory=TriggerPolicy)
     fleets: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Per-fleet overrides of ``default`` (only the keys given)."""

@@ -52,6 +52,9 @@ class GroupScores:
     fleet: list[dict[str, DriftResult] | None] = field(default_factory=list)
     skipped: str = ""
     task: str = DEFAULT_TASK
+    checked: int | None = None
+    """Devices with data in the windows, where ``devices`` holds only some (the
+    incremental step keeps only devices with drift or scored this step)."""
 
 
 def last_windows(policy: TriggerPolicy, now: float) -> list[Bounds]:
@@ -119,6 +122,21 @@ def _row(key: GroupKey, device: str | None, result: DriftResult, now: float) -> 
             "window_start": result.window_start, "window_end": result.window_end,
             **{c: doc[c] for c in COLUMNS},
             "details": {k: v for k, v in doc.items() if k not in COLUMNS}, "computed_at": now}
+
+
+def result_of_row(row: Any) -> DriftResult:
+    """A stored ``drift_scores`` row as the ``DriftResult`` it was written from."""
+    return DriftResult.from_dict({
+        **(row.details or {}), **{c: getattr(row, c) for c in COLUMNS}, "kind": row.kind,
+        "scope": row.scope_key, "model_name": row.model_name,
+        "model_version": row.model_version, "window_start": row.window_start,
+        "window_end": row.window_end})
+
+
+def result_rows(key: GroupKey, device: str | None, results: dict[str, DriftResult],
+                now: float) -> list[dict[str, Any]]:
+    """One window's results of a device (or the fleet, ``device`` None) as score rows."""
+    return [_row(key, device, r, now) for r in results.values()]
 
 
 def _skipped_rows(group: GroupScores, now: float) -> list[dict[str, Any]]:

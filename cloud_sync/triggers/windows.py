@@ -70,8 +70,10 @@ def _group(groups: dict[GroupKey, GroupWindows], key: GroupKey,
 
 
 def _from_rows(conn: Connection, fleets: FleetBounds, coverage: dict, start: float,
-               end: float, groups: dict[GroupKey, GroupWindows]) -> None:
+               end: float, groups: dict[GroupKey, GroupWindows], skip: set[str]) -> None:
     for row in stored.read(conn, start, end):
+        if row.fleet in skip:
+            continue
         policy, bounds = fleets(row.fleet)
         i = _bound_of(bounds, row.window_start + row.window_s / 2)  # robust to rounding
         if row.window_s != policy.window_s or i is None or not stored.is_complete(
@@ -85,7 +87,7 @@ def _from_rows(conn: Connection, fleets: FleetBounds, coverage: dict, start: flo
             group.error = group.error or str(exc)
 
 
-def _raw_end(coverage: dict, fleets: FleetBounds, now: float) -> float:
+def _raw_end(coverage: dict, fleets: FleetBounds, now: float, skip: set[str]) -> float:
     """Up to where a window may be incomplete in the rows: a kept fleet's windows are
     complete from the first that starts ``FUTURE_MARGIN_S`` after its coverage; a fleet
     with no coverage got no telemetry since the first coverage began (every batch
@@ -95,6 +97,8 @@ def _raw_end(coverage: dict, fleets: FleetBounds, now: float) -> float:
         return now
     ends = [min(coverage.values()) + stored.FUTURE_MARGIN_S]
     for (fleet, size), since in coverage.items():
+        if fleet in skip:
+            continue
         if fleets(fleet)[0].window_s != size:
             return now
         ends.append(math.ceil((since + stored.FUTURE_MARGIN_S) / size) * size)
@@ -102,13 +106,15 @@ def _raw_end(coverage: dict, fleets: FleetBounds, now: float) -> float:
 
 
 def _from_messages(conn: Connection, fleets: FleetBounds, coverage: dict, start: float,
-                   end: float, groups: dict[GroupKey, GroupWindows]) -> None:
+                   end: float, groups: dict[GroupKey, GroupWindows], skip: set[str]) -> None:
     c = messages.c
     rows = conn.execute(sa.select(c.fleet, c.model_name, c.model_version, c.payload).where(
         c.kind == protocol.TELEMETRY, c.ts >= start, c.ts < end, c.fleet.is_not(None),
         c.model_name.is_not(None)))
     found: dict[tuple[GroupKey, str, int], list[protocol.Telemetry]] = defaultdict(list)
     for row in rows:
+        if row.fleet in skip:
+            continue
         policy, bounds = fleets(row.fleet)
         try:
             message = protocol.Telemetry.from_dict(row.payload)
@@ -139,19 +145,17 @@ def _bound_of(bounds: list[Bounds], ts: float) -> int | None:
     return None
 
 
-def device_windows(conn: Connection, policy_for: Callable[[str], TriggerPolicy],
-                   windows_for: Callable[[TriggerPolicy], list[Bounds]], lookback_s: float,
-                   now: float) -> dict[GroupKey, GroupWindows]:
+def device_windows(conn: Connection, fleets: FleetBounds, coverage: dict, lookback_s: float,
+                   now: float, skip: set[str] = frozenset()) -> dict[GroupKey, GroupWindows]:
     """Every (fleet, model, version) with telemetry in its policy's last windows, and its
-    devices' windows: from the window rows where complete, else from ``messages``."""
-    fleets = FleetBounds(policy_for, windows_for)
-    coverage = stored.covered(conn)
+    devices' windows: from the window rows where complete, else from ``messages``
+    (``skip``: fleets the incremental step scores)."""
     start = now - lookback_s
     groups: dict[GroupKey, GroupWindows] = {}
-    _from_rows(conn, fleets, coverage, start, now, groups)
-    raw_end = _raw_end(coverage, fleets, now)
+    _from_rows(conn, fleets, coverage, start, now, groups, skip)
+    raw_end = _raw_end(coverage, fleets, now, skip)
     if raw_end > start:
-        _from_messages(conn, fleets, coverage, start, raw_end, groups)
+        _from_messages(conn, fleets, coverage, start, raw_end, groups, skip)
     return groups
 
 

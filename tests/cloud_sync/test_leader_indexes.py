@@ -20,7 +20,8 @@ from tests.cloud_sync.dashboard.fill import fill_store, trigger_cfg
 
 # tables that grow with devices x time; the small ones (models, rollouts, ...) may be scanned
 GROWING = ("messages", "samples", "devices", "drift_scores", "rollout_devices",
-           "rollout_events", "seq_heads", "seq_gaps", "quarantine", "telemetry_windows")
+           "rollout_events", "seq_heads", "seq_gaps", "quarantine", "telemetry_windows",
+           "fleet_windows")
 # a count rule's cap-th newest row: a walk down the primary key from the top, as long as
 # the cap (retention.*_max_rows), however large the fleet
 CAP_ROW = re.compile(r"ORDER BY (\w+)\.id DESC\s+LIMIT \S+ OFFSET", re.S)

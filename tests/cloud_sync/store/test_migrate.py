@@ -18,7 +18,8 @@ from cloud_sync.store.schema import metadata
 TABLES = {"devices", "service_accounts", "messages", "samples", "seq_gaps", "quarantine",
           "ingest_stats", "models", "artifacts", "bundles", "leader_lock", "seq_heads",
           "drift_scores", "triggers", "actions", "action_attempts", "rollouts",
-          "rollout_devices", "rollout_events", "telemetry_windows", "window_coverage",
+          "rollout_devices", "rollout_events", "telemetry_windows", "fleet_windows",
+          "window_coverage",
           "alembic_version"}
 
 
