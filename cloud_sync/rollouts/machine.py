@@ -12,6 +12,7 @@ controllers, or a controller and an abort, never both act on one move.
 from __future__ import annotations
 
 import logging
+import zlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from cloud_sync.rollouts.policy import RolloutPolicy
 from cloud_sync.rollouts.progress import FAILED, FINISHED, SETTLED, TOOK, Step
 from cloud_sync.rollouts.store import TERMINAL, event, release_devices
 from cloud_sync.rollouts.task_health import task_health
+from cloud_sync.store.chunks import rows_in_chunks
 from cloud_sync.store.schema import devices, rollout_devices, rollouts
 from cloud_sync.triggers.scoring import reference_for, task_for
 
@@ -78,9 +80,14 @@ def _start(step: Step, r: Any, policy: RolloutPolicy) -> None:
     _move(step, r, "canary", "sending to the canary", phase_started_at=step.now)
 
 
+def _answering(rows: list[Any], states: tuple[str, ...] = progress.ANSWERING) -> list[str]:
+    """The devices whose answers a step reads (not the whole rollout: a wave's)."""
+    return [x.device_id for x in rows if x.state in states]
+
+
 def _deploy(step: Step, r: Any, policy: RolloutPolicy) -> None:
     rows = _rows(step, r)
-    found = progress.results(step.conn, [x.device_id for x in rows], r.created_at)
+    found = progress.results(step.conn, _answering(rows), r.created_at)
     progress.collect(step, [row for row in rows if row.wave <= r.wave], found)
     model = get_model(step.conn, r.model_name, r.model_version)
     bundles = {b.profile: b for b in model.bundles} if model else {}
@@ -94,14 +101,28 @@ def _deploy(step: Step, r: Any, policy: RolloutPolicy) -> None:
               phase_started_at=step.now)
 
 
+HEALTH_SAMPLE = 500  # devices per side a health verdict reads: a step's work stays bounded
+
+
+def sample(ids: list[str], k: int, salt: Any) -> list[str]:
+    """At most ``k`` of ``ids``: the same ones at every step of one rollout (``salt``)."""
+    if len(ids) <= k:
+        return sorted(ids)
+    return sorted(sorted(ids, key=lambda d: zlib.crc32(f"{salt}:{d}".encode()))[:k])
+
+
 def health_verdict(step: Step, r: Any, rows: list[Any], policy: RolloutPolicy):
     """Canary (devices on the new version) vs control (the fleet's other devices, on
-    other versions) over the bake window so far, like for like (``health.Context``)."""
-    took = [row.device_id for row in rows if row.state in TOOK]
-    fleet = {d.id: d for d in step.conn.execute(sa.select(
-        devices.c.id, devices.c.profile, devices.c.model_version).where(
-        devices.c.fleet == r.fleet))}
-    control = [d for d in fleet if d not in set(took)]
+    other versions) over the bake window so far, like for like (``health.Context``).
+    Each side is a stable sample of at most ``HEALTH_SAMPLE`` devices, so a step reads the
+    telemetry of a thousand devices at most, however large the fleet and the wave."""
+    on_new = {row.device_id for row in rows if row.state in TOOK}
+    others = [d for d in step.conn.execute(sa.select(devices.c.id).where(
+        devices.c.fleet == r.fleet)).scalars() if d not in on_new]
+    took = sample(list(on_new), HEALTH_SAMPLE, r.id)
+    control = sample(others, HEALTH_SAMPLE, r.id)
+    fleet = {d.id: d for d in rows_in_chunks(step.conn, took + control, lambda ids: sa.select(
+        devices.c.id, devices.c.profile, devices.c.model_version).where(devices.c.id.in_(ids)))}
     start = r.phase_started_at
     canary = figures(step.conn, took, r.model_version, start, step.now + 1)
     ctrl = figures(step.conn, control, None, start, step.now + 1, exclude=r.model_version)
@@ -133,8 +154,7 @@ def _context(step: Step, r: Any, took: list[str], fleet: dict[str, Any],
 
 def _bake(step: Step, r: Any, policy: RolloutPolicy) -> None:
     rows = _rows(step, r)
-    progress.collect(step, rows, progress.results(step.conn, [x.device_id for x in rows],
-                                                  r.created_at))
+    progress.collect(step, rows, progress.results(step.conn, _answering(rows), r.created_at))
     rows = _rows(step, r)
     if failure_check(step, r, rows, policy):
         return
@@ -165,7 +185,8 @@ def _halted(step: Step, r: Any, policy: RolloutPolicy) -> None:
 
 def _rolling_back(step: Step, r: Any, policy: RolloutPolicy) -> None:
     rows = _rows(step, r)
-    found = progress.results(step.conn, [x.device_id for x in rows], r.created_at)
+    found = progress.results(step.conn, _answering(rows, (*progress.ANSWERING, "rollback_sent")),
+                             r.created_at)
     progress.collect(step, rows, found)
     progress.roll_back(step, r, _rows(step, r), policy, found)
     open_states = ("sent", *TOOK, "rollback_sent")

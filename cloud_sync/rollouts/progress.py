@@ -21,6 +21,7 @@ FAILED = ("failed", "rolled_back")
 SETTLED = (*FINISHED, "skipped")
 TOOK = ("probation", "committed")  # devices running the new version
 REACHABLE = ("online", "degraded", "updating")
+ANSWERING = ("sent", "probation")  # devices whose update results ``collect`` reads
 
 
 @dataclass
@@ -77,7 +78,7 @@ def _update_state(answers: list[dict]) -> str | None:
 def collect(step: Step, rows: list[Any], found: Found) -> None:
     """Move sent/probation devices on by their update results; past the deadline: failed."""
     for row in rows:
-        if row.state not in ("sent", "probation"):
+        if row.state not in ANSWERING:
             continue
         answers = found.get((row.device_id, row.cmd_id), [])
         state = _update_state(answers)

@@ -393,3 +393,18 @@ def test_a_silent_canary_device_halts_on_missed_heartbeats(engine):
     _step(engine, 17.0)
     doc = _doc(engine, rid)
     assert doc["state"] == "halted" and "missed heartbeats from d2" in doc["verdict"]["reasons"]
+
+
+def test_a_health_verdict_reads_a_stable_sample_of_each_side(engine, monkeypatch):
+    from cloud_sync.rollouts import machine
+
+    monkeypatch.setattr(machine, "HEALTH_SAMPLE", 2)
+    rid = _to_baking(engine)
+    _traffic(engine, 4, 14, new={"d1"})
+    _step(engine, 14.0)
+    doc = _doc(engine, rid)
+    control = doc["timeline"][-1]["figures"]["control"]
+    assert doc["state"] == "wave" and control["devices"] == 2  # of the three on v1
+    picked = machine.sample(["d2", "d3", "d4"], 2, rid)
+    assert picked == machine.sample(["d4", "d3", "d2"], 2, rid) == sorted(control["last_seen"])
+    assert machine.sample(["d2", "d3"], 5, rid) == ["d2", "d3"]
