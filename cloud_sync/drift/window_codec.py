@@ -2,6 +2,8 @@
 per-device window aggregates ingest keeps (``cloud_sync.store.windows``).
 
 The document holds the counts only; a window's scope and bounds are its row's key.
+``doc_of`` and ``add_docs`` give the same documents as ``to_doc`` of ``from_telemetry`` and
+of ``pool``, in plain Python on lists (ingest sums every message this way; tested equal).
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from cloud_sync.drift.task_counts import DetectionCounts, TaskCounts, ValueCounts
-from cloud_sync.drift.window import WindowCounts
+from cloud_sync.drift.window import DriftError, WindowCounts
+from edge_agent.protocol import Telemetry
 
 DETECTION_HISTS = ("count_hist", "score_hist", "class_counts", "area_hist")
 DETECTION_EDGES = ("count_edges", "score_edges", "area_edges")
@@ -81,3 +84,117 @@ def from_doc(doc: dict[str, Any], scope: str, model_name: str, model_version: st
         confidence_edges=_tuple(doc["confidence_edges"]),
         confidence_counts=_array(doc["confidence_counts"]),
         confidence_sum=doc["confidence_sum"], tasks=tasks)
+
+
+# -- the same sums on the documents, in plain Python (ingest's hot path) ----------------
+
+
+def doc_of(message: Telemetry) -> dict[str, Any]:
+    """``to_doc(from_telemetry(message))``, without the arrays."""
+    hist, conf = message.input_hist, message.confidence
+    scored = sum(conf.counts) if conf is not None else 0
+    if scored and conf.mean is None:
+        raise DriftError(f"telemetry {message.device_id}#{message.seq}: confidence counts "
+                         "without a mean")
+    det = message.detection
+    return {
+        "inferences": message.inferences, "messages": 1,
+        "input_inferences": message.inferences if hist is not None else 0,
+        "bin_edges": list(hist.bin_edges) if hist is not None else None,
+        "input_counts": None if hist is None else [
+            [int(below), *map(int, row), int(above)]
+            for below, row, above in zip(hist.below, hist.per_channel, hist.above,
+                                         strict=True)],
+        "class_counts": {str(k): int(v) for k, v in sorted(
+            ((int(k), v) for k, v in message.class_counts.items() if v))},
+        "confidence_edges": list(conf.edges) if conf is not None else None,
+        "confidence_counts": list(map(int, conf.counts)) if conf is not None else None,
+        "confidence_sum": ((conf.mean or 0.0) if conf is not None else 0.0) * scored,
+        "detection": None if det is None else {
+            "frames": det.frames, "empty_frames": det.empty_frames,
+            "score_sum": (det.mean_score or 0.0) * sum(det.score_hist),
+            **{k: list(getattr(det, k)) for k in DETECTION_EDGES},
+            **{k: list(map(int, getattr(det, k))) for k in DETECTION_HISTS}},
+        "values": {v.name: {"edges": list(v.edges), "counts": list(map(int, v.counts)),
+                            "inferences": message.inferences,
+                            "value_sum": (v.mean or 0.0) * sum(v.counts)}
+                   for v in sorted(message.values, key=lambda v: v.name)},
+    }
+
+
+def _plus(a: list, b: list) -> list:
+    return [x + y for x, y in zip(a, b, strict=True)]
+
+
+def _hist(edges_a, counts_a, edges_b, counts_b, what: str):
+    if counts_b is None:
+        return edges_a, counts_a
+    if counts_a is None:
+        return edges_b, counts_b
+    if edges_a != edges_b or len(counts_a) != len(counts_b) or (
+            counts_a and isinstance(counts_a[0], list)
+            and [len(r) for r in counts_a] != [len(r) for r in counts_b]):
+        raise DriftError(f"{what} histograms on different bins or channels cannot be pooled")
+    if counts_a and isinstance(counts_a[0], list):
+        return edges_a, [_plus(x, y) for x, y in zip(counts_a, counts_b, strict=True)]
+    return edges_a, _plus(counts_a, counts_b)
+
+
+def _ragged(a: list, b: list) -> list:
+    out = [0] * max(len(a), len(b))
+    for i, v in enumerate(a):
+        out[i] += v
+    for i, v in enumerate(b):
+        out[i] += v
+    return out
+
+
+def _detection_sum(a: dict | None, b: dict | None) -> dict | None:
+    if a is None or b is None:
+        return a if b is None else b
+    if any(a[k] != b[k] for k in DETECTION_EDGES) or any(
+            len(a[k]) != len(b[k]) for k in ("count_hist", "score_hist", "area_hist")):
+        raise DriftError("detection histograms on different bins cannot be pooled")
+    return {"frames": a["frames"] + b["frames"], "empty_frames": a["empty_frames"] +
+            b["empty_frames"], "score_sum": a["score_sum"] + b["score_sum"],
+            **{k: a[k] for k in DETECTION_EDGES},
+            **{k: _plus(a[k], b[k]) for k in ("count_hist", "score_hist", "area_hist")},
+            "class_counts": _ragged(a["class_counts"], b["class_counts"])}
+
+
+def _values_sum(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for name, v in b.items():
+        if name not in out:
+            out[name] = v
+            continue
+        w = out[name]
+        if w["edges"] != v["edges"] or len(w["counts"]) != len(v["counts"]):
+            raise DriftError("value histograms on different bins cannot be pooled")
+        out[name] = {"edges": w["edges"], "counts": _plus(w["counts"], v["counts"]),
+                     "inferences": w["inferences"] + v["inferences"],
+                     "value_sum": w["value_sum"] + v["value_sum"]}
+    return out
+
+
+def add_docs(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """``to_doc(pool([from_doc(a), from_doc(b)]))`` on the documents (``DriftError``
+    where ``pool`` raises one)."""
+    edges, inputs = _hist(a["bin_edges"], a["input_counts"], b["bin_edges"], b["input_counts"],
+                          "input")
+    conf_edges, conf = _hist(a["confidence_edges"], a["confidence_counts"],
+                             b["confidence_edges"], b["confidence_counts"], "confidence")
+    classes = dict(a["class_counts"])
+    for k, v in b["class_counts"].items():
+        classes[k] = classes.get(k, 0) + v
+    return {
+        "inferences": a["inferences"] + b["inferences"], "messages": a["messages"] +
+        b["messages"], "input_inferences": a["input_inferences"] + b["input_inferences"],
+        "bin_edges": edges, "input_counts": inputs,
+        "class_counts": {str(k): classes[str(k)] for k in sorted(map(int, classes))},
+        "confidence_edges": conf_edges, "confidence_counts": conf,
+        "confidence_sum": a["confidence_sum"] + b["confidence_sum"],
+        "detection": _detection_sum(a.get("detection"), b.get("detection")),
+        "values": dict(sorted(_values_sum(a.get("values") or {}, b.get("values") or {})
+                              .items())),
+    }

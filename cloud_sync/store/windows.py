@@ -35,14 +35,15 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from cloud_sync.drift.window import DriftError, WindowCounts, from_telemetry, pool
-from cloud_sync.drift.window_codec import from_doc, to_doc
+from cloud_sync.drift.window import DriftError, WindowCounts
+from cloud_sync.drift.window_codec import add_docs, doc_of, from_doc
 from cloud_sync.store.schema import (
     fleet_windows,
     messages,
     telemetry_windows,
     window_coverage,
 )
+from cloud_sync.store.writes import upsert_rows
 from edge_agent import protocol
 from edge_agent.errors import EdgekitError
 
@@ -66,7 +67,7 @@ class Part:
     """What one batch adds to one device window."""
 
     fleet: str
-    windows: list[WindowCounts]
+    docs: list[dict[str, Any]]  # each message's counts (``window_codec.doc_of``)
 
 
 def _parts(sizes: Sizes, items: Iterable[tuple[str, protocol.Telemetry]]) -> dict[Key, Part]:
@@ -77,7 +78,7 @@ def _parts(sizes: Sizes, items: Iterable[tuple[str, protocol.Telemetry]]) -> dic
         size = sizes(fleet)
         key = (message.device_id, message.model.name, message.model.version, size,
                window_start(message.ts, size))
-        parts.setdefault(key, Part(fleet, [])).windows.append(from_telemetry(message))
+        parts.setdefault(key, Part(fleet, [])).docs.append(doc_of(message))
     return parts
 
 
@@ -109,15 +110,17 @@ def _stored(conn: Connection, table: sa.Table, columns: Sequence[str], keys: Seq
 
 
 def _summed(scope: str, model: tuple[str, str], size: float, start: float,
-            windows: list[WindowCounts], doc: dict[str, Any] | None) -> dict[str, Any]:
-    """A stored window plus more windows, as the row's document."""
+            docs: list[dict[str, Any]], doc: dict[str, Any] | None) -> dict[str, Any]:
+    """A stored window's document plus more counts (``window_codec.add_docs``)."""
     if doc is not None and ERROR in doc:
         return doc
-    windows = list(windows)
-    if doc is not None:
-        windows.insert(0, from_doc(doc, scope, *model, start, start + size))
+    total = doc
     try:
-        return to_doc(pool(windows, scope, start, start + size))
+        for more in docs:
+            if ERROR in more:
+                return more
+            total = more if total is None else add_docs(total, more)
+        return total
     except DriftError as exc:  # e.g. two bin layouts in one window: kept, and reported
         log.warning("window %s of %s %s %s not summed: %s", start, scope, *model, exc)
         return {ERROR: str(exc)[:300], "inferences": 0, "messages": 0}
@@ -127,14 +130,11 @@ def _upsert(conn: Connection, table: sa.Table, columns: Sequence[str],
             rows: list[dict[str, Any]]) -> None:
     """Insert or overwrite rows on the table's key; a device window's ``version`` counts
     its updates (the drift step scores a version once)."""
-    if not rows:
-        return
-    stmt = UPSERTS[conn.dialect.name](table)
-    updated = {name: stmt.excluded[name] for name in ("messages", "inferences", "counts",
-                                                      "updated_at")}
+    update = {name: f"excluded.{name}" for name in ("messages", "inferences", "counts",
+                                                    "updated_at")}
     if "version" in table.c:
-        updated.update(fleet=stmt.excluded.fleet, version=table.c.version + 1)
-    conn.execute(stmt.on_conflict_do_update(index_elements=list(columns), set_=updated), rows)
+        update.update(fleet="excluded.fleet", version=f"{table.name}.version + 1")
+    upsert_rows(conn, table, rows, columns, update)
 
 
 def _row(columns: Sequence[str], key: tuple, doc: dict[str, Any], now: float,
@@ -145,20 +145,20 @@ def _row(columns: Sequence[str], key: tuple, doc: dict[str, Any], now: float,
 
 def _device_rows(conn: Connection, parts: dict[Key, Part], now: float) -> list[dict]:
     stored = _stored(conn, telemetry_windows, WINDOW_KEY, sorted(parts))
-    return [_row(WINDOW_KEY, key, _summed(key[0], key[1:3], key[3], key[4], part.windows,
+    return [_row(WINDOW_KEY, key, _summed(key[0], key[1:3], key[3], key[4], part.docs,
                                           stored.get(key)), now, fleet=part.fleet)
             for key, part in sorted(parts.items())]
 
 
-def _fleet_parts(parts: dict[Key, Part], writer: str) -> dict[FleetKey, list[WindowCounts]]:
-    fleets: dict[FleetKey, list[WindowCounts]] = {}
+def _fleet_parts(parts: dict[Key, Part], writer: str) -> dict[FleetKey, list[dict]]:
+    fleets: dict[FleetKey, list[dict]] = {}
     for (_device, name, version, size, start), part in sorted(parts.items()):
         fleets.setdefault((part.fleet, writer, name, version, size, start), []) \
-            .extend(part.windows)
+            .extend(part.docs)
     return fleets
 
 
-def _fleet_rows(conn: Connection, fleets: dict[FleetKey, list[WindowCounts]],
+def _fleet_rows(conn: Connection, fleets: dict[FleetKey, list[dict]],
                 now: float) -> list[dict]:
     """This writer's part of each fleet window plus the batch (its rows locked first: a
     worker that took over this one's client id may still be finishing a batch)."""
@@ -230,15 +230,15 @@ def counts_of(row: Any) -> WindowCounts:
 
 
 def _sum_span(conn: Connection, sizes: Sizes, start: float, end: float,
-              fleets: Sequence[str] | None) -> dict[Key, tuple[str, WindowCounts | None]]:
+              fleets: Sequence[str] | None) -> dict[Key, tuple[str, dict[str, Any]]]:
     """Every telemetry message with ``start <= ts < end``, streamed and summed by window
-    (a window that cannot be summed is kept as None)."""
+    (a window that cannot be summed becomes an error document)."""
     c = messages.c
     query = sa.select(c.fleet, c.payload).where(
         c.kind == protocol.TELEMETRY, c.ts >= start, c.ts < end, c.fleet.is_not(None))
     if fleets is not None:
         query = query.where(c.fleet.in_(list(fleets)))
-    sums: dict[Key, tuple[str, WindowCounts | None]] = {}
+    sums: dict[Key, tuple[str, dict[str, Any]]] = {}
     for row in conn.execution_options(stream_results=True, yield_per=2000).execute(query):
         try:
             message = protocol.Telemetry.from_dict(row.payload)
@@ -246,48 +246,39 @@ def _sum_span(conn: Connection, sizes: Sizes, start: float, end: float,
             continue
         for key, part in _parts(sizes, [(row.fleet, message)]).items():
             fleet, total = sums.get(key, (part.fleet, None))
-            if key in sums and total is None:
-                continue
-            try:
-                sums[key] = (fleet, pool([total, *part.windows] if total else part.windows,
-                                         key[0], key[4], key[4] + key[3]))
-            except DriftError:
-                sums[key] = (fleet, None)
+            sums[key] = (fleet, _summed(key[0], key[1:3], key[3], key[4], part.docs, total))
     return sums
 
 
 REBUILT = "rebuild"  # the fleet part ``rebuild`` writes (it replaces the writers' parts)
-FAILED = {ERROR: "telemetry on different bins", "inferences": 0, "messages": 0}
 
 
-def _write_chunk(conn: Connection, sums: dict[Key, tuple[str, WindowCounts | None]],
+def _write_chunk(conn: Connection, sums: dict[Key, tuple[str, dict[str, Any]]],
                  start: float, cursor: float, now: float) -> int:
     """One chunk of ``rebuild``: windows that start in this chunk replace what is stored
     (every writer's fleet part too); a window begun in an earlier chunk of the run is added
     to what that chunk wrote."""
     sums = {k: v for k, v in sums.items() if k[4] >= start}
     begun = [k for k in sums if k[4] < cursor]
-    earlier = _stored(conn, telemetry_windows, WINDOW_KEY, begun) if begun else {}
+    earlier = _stored(conn, telemetry_windows, WINDOW_KEY, begun)
     rows = []
-    fleets: dict[FleetKey, list[WindowCounts | None]] = {}
+    fleets: dict[FleetKey, list[dict]] = {}
     for key, (fleet, total) in sorted(sums.items()):
-        doc = FAILED if total is None else _summed(key[0], key[1:3], key[3], key[4], [total],
-                                                   earlier.get(key))
+        doc = _summed(key[0], key[1:3], key[3], key[4], [total], earlier.get(key))
         rows.append(_row(WINDOW_KEY, key, doc, now, fleet=fleet))
         fleets.setdefault((fleet, REBUILT, *key[1:]), []).append(total)
     for i in range(0, len(rows), 1000):
         _upsert(conn, telemetry_windows, WINDOW_KEY, rows[i:i + 1000])
-    fresh = [k for k in fleets if k[5] >= cursor]
     f = fleet_windows.c
-    for key in fresh:
+    for key in [k for k in fleets if k[5] >= cursor]:
         conn.execute(sa.delete(fleet_windows).where(
             f.fleet == key[0], f.model_name == key[2], f.model_version == key[3],
             f.window_s == key[4], f.window_start == key[5]))
     stored = _stored(conn, fleet_windows, FLEET_KEY, [k for k in fleets if k[5] < cursor])
     _upsert(conn, fleet_windows, FLEET_KEY, [
-        _row(FLEET_KEY, key, FAILED if None in windows else _summed(
-            f"fleet:{key[0]}", key[2:4], key[4], key[5], windows, stored.get(key)), now)
-        for key, windows in sorted(fleets.items())])
+        _row(FLEET_KEY, key, _summed(f"fleet:{key[0]}", key[2:4], key[4], key[5], docs,
+                                     stored.get(key)), now)
+        for key, docs in sorted(fleets.items())])
     return len(rows)
 
 

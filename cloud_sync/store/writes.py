@@ -65,6 +65,74 @@ def _postgresql_insert(conn: Connection, table: sa.Table, rows: Sequence[dict],
     return inserted
 
 
+def upsert_rows(conn: Connection, table: sa.Table, rows: Sequence[dict], key: Sequence[str],
+                update: Mapping[str, str]) -> None:
+    """Insert ``rows`` (each with the same columns), or on a ``key`` conflict set each
+    column of ``update`` to its SQL expression (``excluded.<c>``: the new row's value;
+    ``<table>.<c>``: the stored one). PostgreSQL COPYs the rows into a staging table
+    first (an executemany of JSON rows costs ~10x more); SQLite runs one executemany."""
+    if not rows:
+        return
+    cols = list(rows[0])
+    writer = UPSERT_WRITERS[conn.dialect.name] if len(rows) >= COPY_FROM_ROWS else _sql_upsert
+    writer(conn, table, rows, cols, key, update)
+
+
+COPY_FROM_ROWS = 50  # fewer rows: one executemany (a staging table costs a few ms)
+
+
+def _sql_upsert(conn: Connection, table: sa.Table, rows: Sequence[dict], cols: list[str],
+                key: Sequence[str], update: Mapping[str, str]) -> None:
+    stmt = UPSERTS[conn.dialect.name](table)
+    conn.execute(stmt.on_conflict_do_update(index_elements=list(key), set_={
+        c: sa.text(expr) for c, expr in update.items()}), list(rows))
+
+
+def _sqlite_upsert(conn: Connection, table: sa.Table, rows: Sequence[dict], cols: list[str],
+                   key: Sequence[str], update: Mapping[str, str]) -> None:
+    sets = ", ".join(f"{c} = {expr}" for c, expr in update.items())
+    conn.exec_driver_sql(
+        f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+        f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}",
+        [tuple(_sqlite_value(row[c], c in _json_columns(table)) for c in cols)
+         for row in rows])
+
+
+def _sqlite_value(value: Any, is_json: bool) -> Any:
+    import json
+
+    return json.dumps(value) if is_json and value is not None else value
+
+
+def _json_columns(table: sa.Table) -> set[str]:
+    return {c.name for c in table.columns if isinstance(c.type, sa.JSON)}
+
+
+def _postgresql_upsert(conn: Connection, table: sa.Table, rows: Sequence[dict],
+                       cols: list[str], key: Sequence[str], update: Mapping[str, str]) -> None:
+    from psycopg.types.json import Jsonb
+
+    json_cols = _json_columns(table)
+    names, staging = ", ".join(cols), f"_edgekit_up_{table.name}"
+    sets = ", ".join(f"{c} = {expr}" for c, expr in update.items())
+    cur = conn.connection.dbapi_connection.cursor()
+    try:
+        cur.execute(f"CREATE TEMP TABLE {staging} ON COMMIT DROP AS "
+                    f"SELECT {names} FROM {table.name} WITH NO DATA")
+        with cur.copy(f"COPY {staging} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row([Jsonb(row[c]) if c in json_cols else row[c] for c in cols])
+        cur.execute(f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {staging} "
+                    f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}")
+        cur.execute(f"DROP TABLE {staging}")
+    finally:
+        cur.close()
+
+
+UPSERT_WRITERS: dict[str, Callable[..., None]] = {
+    "sqlite": _sqlite_upsert, "postgresql": _postgresql_upsert}
+
+
 def _json(value: Any, wrap: Callable[[Any], Any]) -> Any:
     """JSON text as received where the row kept it (``rows.JsonDoc``), else ``wrap(value)``."""
     return value.text if isinstance(value, JsonDoc) else wrap(value)

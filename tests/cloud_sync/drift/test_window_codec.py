@@ -70,3 +70,45 @@ def test_a_generic_models_values_come_back_exactly():
     back = _through_json(window).tasks.values["score"]
     assert back.edges == (0.0, 0.5, 1.0) and back.counts.tolist() == [1, 20, 18, 1]
     assert (back.inferences, back.value_sum) == (40, pytest.approx(0.52 * 40))
+
+
+def _messages():
+    """Telemetry of each kind a window sums: classifier, detector, generic; one without
+    confidence or input histograms; class counts with zeros and unsorted keys."""
+    rng = np.random.default_rng(11)
+    out = [telemetry(seq=i, ts=10.0 + i, mean=0.6 + i / 50,
+                     classes={"7": i, "0": 3, "2": 0, "10": 5}) for i in range(4)]
+    bare = telemetry(seq=9)
+    bare.confidence, bare.input_hist = None, None
+    out.append(bare)
+    dets = [detector_telemetry(detection_window(rng, WORLD, 30), seq=i) for i in range(1, 4)]
+    vals = [p.Telemetry.from_json(p.Telemetry(
+        device_id="g", seq=i, ts=1.0, window_s=1.0, model=ModelState(name="g", version="1"),
+        inferences=40, errors=0, values=[
+            ValueWindow(name=n, edges=[0.0, 0.5, 1.0], counts=[i, 20, 18 - i, 1], mean=0.5)
+            for n in ("b", "a")]).to_json()) for i in range(3)]
+    return out, dets, vals
+
+
+def test_the_plain_python_sums_equal_the_windows_sums():
+    from functools import reduce
+
+    from cloud_sync.drift.window_codec import add_docs, doc_of
+
+    for group in _messages():
+        for message in group:
+            assert doc_of(message) == to_doc(from_telemetry(message))
+        summed = reduce(add_docs, [doc_of(m) for m in group])
+        pooled = to_doc(pool([from_telemetry(m) for m in group], "x"))
+        assert summed == pooled
+
+
+def test_the_plain_python_sums_refuse_what_pool_refuses():
+    from cloud_sync.drift import DriftError
+    from cloud_sync.drift.window_codec import add_docs, doc_of
+
+    a, b = telemetry(seq=1), telemetry(seq=2, edges=[0.0, 0.25, 1.0])
+    with pytest.raises(DriftError, match="input histograms on different bins"):
+        pool([from_telemetry(a), from_telemetry(b)], "x")
+    with pytest.raises(DriftError, match="input histograms on different bins"):
+        add_docs(doc_of(a), doc_of(b))
