@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,12 +96,14 @@ def publish(cfg: CloudConfig, outgoing: list[Outgoing], now: float,
         client.tls_set_context(context)
     sent = 0
     try:
+        client.max_inflight_messages_set(1000)  # the broker's receive maximum still applies
         client.connect(broker.host, broker.port, keepalive=30)
         client.loop_start()
-        for out in outgoing:
-            topic = protocol.topic(out.fleet, out.device_id, protocol.CMD)
-            info = client.publish(topic, json.dumps(out.doc), qos=1)
-            info.wait_for_publish(timeout_s)
+        pending = [(out, client.publish(protocol.topic(out.fleet, out.device_id, protocol.CMD),
+                                        json.dumps(out.doc), qos=1)) for out in outgoing]
+        deadline = time.monotonic() + timeout_s  # all queued first: one wait, not one each
+        for out, info in pending:
+            info.wait_for_publish(max(0.0, deadline - time.monotonic()))
             if info.is_published():
                 sent += 1
                 with _lock:

@@ -108,21 +108,21 @@ def _raw_end(coverage: dict, fleets: FleetBounds, now: float, skip: set[str]) ->
 def _from_messages(conn: Connection, fleets: FleetBounds, coverage: dict, start: float,
                    end: float, groups: dict[GroupKey, GroupWindows], skip: set[str]) -> None:
     c = messages.c
-    rows = conn.execute(sa.select(c.fleet, c.model_name, c.model_version, c.payload).where(
-        c.kind == protocol.TELEMETRY, c.ts >= start, c.ts < end, c.fleet.is_not(None),
-        c.model_name.is_not(None)))
+    rows = conn.execute(sa.select(c.fleet, c.model_name, c.model_version, c.ts, c.payload)
+                        .where(c.kind == protocol.TELEMETRY, c.ts >= start, c.ts < end,
+                               c.fleet.is_not(None), c.model_name.is_not(None)))
     found: dict[tuple[GroupKey, str, int], list[protocol.Telemetry]] = defaultdict(list)
     for row in rows:
         if row.fleet in skip:
             continue
         policy, bounds = fleets(row.fleet)
+        i = _bound_of(bounds, row.ts)  # the row's ts is the message's: parse only if needed
+        if i is None or stored.is_complete(coverage, row.fleet, policy.window_s,
+                                           bounds[i][0]):
+            continue
         try:
             message = protocol.Telemetry.from_dict(row.payload)
         except EdgekitError:  # stored by a newer ingest in a form this one cannot read
-            continue
-        i = _bound_of(bounds, message.ts)
-        if i is None or stored.is_complete(coverage, row.fleet, policy.window_s,
-                                           bounds[i][0]):
             continue
         found[((row.fleet, row.model_name, row.model_version), message.device_id, i)] \
             .append(message)
