@@ -6,11 +6,16 @@ rows were new) is added to its device's window of its fleet's trigger policy: th
 (device, model, version, w, window start), the aligned windows the drift step scores
 (``triggers.scoring.last_windows``). A row holds the ``WindowCounts`` of its messages as
 JSON (``drift.window_codec``), so the drift step reads one row per device window and
-never a payload.
+never a payload. Each row's ``version`` counts its updates: the drift step scores a
+version once (``triggers.incremental``). The batch's messages are also added to the
+writer's part of its fleet windows (``fleet_windows``: one part per ingest worker, so the
+pooled fleet is a few rows and no two workers write one).
 
 Writers: an ingest batch has already locked its devices' registry rows, in key order,
 before it gets here (``ingest.batch``), so no two batches update one device's windows at
-once; the read-add-write of a row is safe without locking it again.
+once; the read-add-write of a row is safe without locking it again. A fleet part is
+locked (PostgreSQL) before it is read: only a worker that took over another's client id
+may still be finishing a batch with it.
 
 ``window_coverage`` records, per (fleet, window size), since when ingest keeps those
 windows. A window is complete when it starts at least ``FUTURE_MARGIN_S`` after that

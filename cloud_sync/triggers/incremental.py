@@ -84,8 +84,12 @@ def score_waiting(conn: Connection, fleets: set[str], bounds_of, reference: Call
         c.version > c.scored_version, c.fleet.in_(sorted(fleets)))
         .order_by(c.window_start, c.id).limit(limit + 1)).all()
     done = Waiting(more=len(rows) > limit)
-    for row in rows[:limit]:
+    rows = rows[:limit]
+    for row in sorted(rows, key=lambda r: (r.device_id, r.model_name, r.model_version,
+                                           r.window_s, r.window_start)):
+        # marked in the key order ingest updates rows in: the two never deadlock
         done.marks.append({"row_id": row.id, "scored": row.version})
+    for row in rows:
         policy, bounds = bounds_of(row.fleet)
         i = _bound(bounds, row.window_start, row.window_s)
         key = (row.fleet, row.model_name, row.model_version)

@@ -48,7 +48,11 @@ def _expected(items, device: str, start: float, end: float):
     return aggregate([x for x in msgs if x.device_id == device], device, start, end)
 
 
-def test_each_new_message_is_added_once_to_its_device_window(engine):
+@pytest.mark.parametrize("copy_from", [1, 10_000], ids=["copy", "executemany"])
+def test_each_new_message_is_added_once_to_its_device_window(engine, copy_from, monkeypatch):
+    from cloud_sync.store import writes
+
+    monkeypatch.setattr(writes, "COPY_FROM_ROWS", copy_from)
     items = [_payload(d, s, T0 + 7 * s) for d in ("pi-1", "pi-2") for s in range(1, 13)]
     _write(engine, items[:10])
     _write(engine, items[5:])  # five redelivered, the rest new
