@@ -6,7 +6,9 @@ published into their queued sessions, then the workers started; the rate is N ov
 time from the first to the last row committed (worker start-up excluded, publisher not in
 the way). Fleet: ``serve``'s supervisor with 2 workers on PostgreSQL, ``fleet sim`` with
 10,000 devices at one telemetry per 10 s; a poller reads new rows every 0.1 s, so
-latency = (poll time) - (device ts), resolution 0.1 s. Writes its section of RESULTS.md.
+latency = (poll time) - (device ts), resolution 0.1 s. Window cost: ``write_batch`` in this
+process with and without the drift windows ingest keeps, alternating batches (PostgreSQL).
+Writes its section of RESULTS.md.
 
     python benchmarks/cloud_ingest.py [--messages 20000] [--devices 10000] [--duration 60]
 """
@@ -201,6 +203,36 @@ def fleet(db_url: str, devices: int, duration: float, folder: Path) -> dict:
             "steady_p99": float(np.percentile(steady, 99)) if steady.size else float("nan")}
 
 
+def window_cost(db_url: str, payloads, batch: int = 500, rounds: int = 4) -> dict:
+    """The write of a batch with and without the drift windows ingest keeps (issue 21),
+    in this process, alternating so both see the same host load: messages/s of each."""
+    from cloud_sync.ingest.batch import write_batch
+    from cloud_sync.ingest.classify import Received, classify
+    from cloud_sync.store import transaction, windows
+
+    engine = open_store(db_url)
+    cfg = CloudConfig.from_dict({"data_dir": "/nonexistent", "db": db_url})
+    now = time.time()
+    judged = [classify(Received(t, p, now)) for t, p in payloads]
+    chunks = [judged[i:i + batch] for i in range(0, len(judged), batch)]
+    per_round = len(chunks) // (2 * rounds)
+    spent, done, real = {"with": 0.0, "without": 0.0}, {"with": 0, "without": 0}, windows.add
+    try:
+        for r in range(2 * rounds):
+            mode = ("without", "with")[r % 2]
+            windows.add = real if mode == "with" else (lambda *a, **k: 0)
+            for part in chunks[r * per_round:(r + 1) * per_round]:
+                began = time.perf_counter()
+                with transaction(engine) as conn:
+                    write_batch(conn, part, cfg, time.time(), "bench")
+                spent[mode] += time.perf_counter() - began
+                done[mode] += len(part)
+    finally:
+        windows.add = real
+        engine.dispose()
+    return {mode: done[mode] / spent[mode] for mode in spent}
+
+
 STEADY_SKIP_S = 15.0  # the connect wave (10,000 devices' retained online status) is over by then
 
 
@@ -223,6 +255,13 @@ def _body(rows: list[tuple[str, str, dict]], fl: dict | None, args) -> str:
         base.setdefault((store, reader), r["rate"])
         lines.append(f"| {store} | {reader} | {r['workers']} | {r['rate']:,.0f} | "
                      f"{r['rate'] / base[(store, reader)]:.2f} |")
+    if args.window_cost:
+        cost = args.window_cost
+        lines += ["", "Drift windows (issue 21): `write_batch` alone, in one process, batches of "
+                  "500 alternating with and without the windows ingest keeps (PostgreSQL): "
+                  f"**{cost['without']:,.0f} msg/s without, {cost['with']:,.0f} with** "
+                  f"({cost['with'] / cost['without']:.2f}x). The receive path and judging "
+                  "come on top (see the stubbed row)."]
     if fl:
         rep = fl["report"]
         lines += ["", f"Fleet: {rep['devices']:,} simulated devices (4 processes), one telemetry "
@@ -312,6 +351,8 @@ def main() -> None:
                 rows.append(("PostgreSQL", COMPILED if compiled else PROTOCOL,
                              throughput(_pg_url(admin), workers, payloads, folder, compiled)))
                 print(rows[-1], flush=True)
+        args.window_cost = window_cost(_pg_url(admin), _payloads(40000)) if admin else None
+        print(args.window_cost, flush=True)
         fl = None if args.skip_fleet or not admin else fleet(_pg_url(admin), args.devices,
                                                              args.duration, folder)
         print(fl, flush=True)
