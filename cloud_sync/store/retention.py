@@ -61,6 +61,7 @@ from cloud_sync.store.schema import (
     actions,
     devices,
     drift_scores,
+    fleet_windows,
     messages,
     quarantine,
     rollout_devices,
@@ -114,6 +115,7 @@ AGE_RULES = (
     AgeRule(seq_heads, "updated_at", "gaps_max_age_s", keep=_FOLLOWED_HEAD),
     AgeRule(drift_scores, "window_end", "drift_scores_max_age_s"),
     AgeRule(telemetry_windows, "window_start", "telemetry_max_age_s"),  # ingest's sums
+    AgeRule(fleet_windows, "window_start", "telemetry_max_age_s"),
 )
 COUNT_RULES = ((samples, "samples_max_rows"), (quarantine, "quarantine_max_rows"),
                (seq_gaps, "gaps_max_rows"))

@@ -100,6 +100,9 @@ def test_retention_drops_windows_with_the_telemetry_age(engine):
     cfg = _cfg(retention={"telemetry_max_age_s": 86400})
     apply_retention(engine, cfg.retention, T0 + 86400 + 150)
     assert sorted(_rows(engine)) == [("pi-1", T0 + 180), ("pi-1", T0 + 240)]  # start < cutoff
+    with engine.connect() as conn:
+        assert sorted(conn.execute(sa.text("SELECT window_start FROM fleet_windows")).scalars()) \
+            == [T0 + 180, T0 + 240]
 
 
 def test_rebuild_gives_what_ingest_kept(engine):
