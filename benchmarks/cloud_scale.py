@@ -8,52 +8,64 @@ Method, in order (a fresh PostgreSQL schema, dropped at the end):
 1. Registry: N device rows (one fleet, ``sim-model`` 1, profile x86-64) inserted in bulk,
    and two published versions of ``sim-model`` whose manifests carry the simulator's
    reference statistics (1: what devices run, the drift reference; 2: the rollout's).
-2. History: ``--history-s`` of telemetry for every device, made by the simulator's own
-   message builder (``SimDevice.telemetry``) with back-dated ``ts``, judged by ingest's
-   ``classify`` and turned into rows by ``store.rows.message_row`` as ingest does, then
-   COPYed in chunks of 20,000 (``store.writes.insert_ignoring_duplicates``) by several
-   processes. History rows carry incarnation ``history`` (the live devices' seqs start at
-   0 again, as after a re-image). Where ``cloud_sync.store.windows.rebuild`` exists it
-   then fills the per-device window aggregates for that span. ``ANALYZE`` follows, as
-   autovacuum would within a minute.
-3. Live: a private mosquitto (anonymous; fd limit raised), two ``cloud serve`` subprocesses
-   (1 ingest worker each, own client-id prefix and HTTP port; their drift and rollout jobs
-   off, as this script times those jobs itself), and ``fleet sim`` (``run_fleet``) with N
-   devices for ``--duration`` s. A poller reads new rows every 0.1 s: latency = poll time -
-   device ts (resolution 0.1 s); steady state starts a warm-up after the first live row
-   (the connect wave's retained statuses) and ends 5 s before the fleet stops (or at the
-   failover kill).
+2. History: ``--history-s`` of telemetry for every device at a random phase (rows carry
+   incarnation ``history``: the live devices' seqs start at 0 again, as after a re-image).
+   The rows come from a pool of 500 real messages: the simulator's ``SimDevice.telemetry``
+   of a few devices, each judged once by ingest's ``classify`` and made a row by
+   ``store.rows.message_row``; row (device i, seq s) is template (i + s) mod 500 with its
+   device_id, seq, ts, received_at and incarnation set (in the payload's JSON too, built
+   from the template's text cut at those fields), COPYed straight into ``messages`` (a
+   fresh store: no key can clash) in blocks of about 20,000 rows by several processes.
+   The same processes fill the drift windows ingest keeps (``store.windows``) directly:
+   each device window (those starting in the history, as ``windows.rebuild`` writes them)
+   is its templates' ``window_codec.doc_of`` summed by ``add_docs``, each fleet window the
+   sum of its device windows (part ``history``), and ``window_coverage`` says since the
+   history's start less ``FUTURE_MARGIN_S`` (the windows count as complete). Up to
+   ``--rebuild-check-max`` devices every direct window is compared with what
+   ``windows.rebuild`` computes over the same span; above, three devices' rows are read
+   back, judged again and their windows summed from their payloads as rebuild sums them.
+   ``ANALYZE`` follows, as autovacuum would within a minute.
+3. Live: ceil(N / ``--devices-per-broker``) edge mosquittos (anonymous; fd limit raised),
+   each bridged to one central mosquitto (``edgekit/#`` out, ``edgekit/+/+/cmd`` in, QoS 1,
+   MQTT v5, persistent session, queues uncapped), the devices split over the edge brokers
+   in runs of ids; two ``cloud serve`` subprocesses on the central broker (1 ingest worker
+   each, own client-id prefix and HTTP port; their drift and rollout jobs off, as this
+   script times those jobs itself), and the simulator (``fleet sim``'s shards, one set per
+   edge broker, in one process pool) with N devices for ``--duration`` s. A poller reads
+   new rows every 0.1 s: latency = poll time - device ts (resolution 0.1 s); steady state
+   starts a warm-up after the first live row (the connect wave's retained statuses) and
+   ends 5 s before the fleet stops (or at the failover kill).
 4. While the fleet publishes, after the warm-up, one after another: a rollout of version
    2 over the fleet with a 1 % canary, its controller job (``rollout_job``, commands
    published) stepped every 2 s, the canary's answers (probation, committed) published
-   as devices would once its commands are out, so the steps cover pending, canary (send,
-   wait, collect) and baking (health over the fleet's telemetry); the drift controller's
-   job (``drift_job(cfg)(engine, now)``) up to ``--drift-runs`` times within the live
-   phase left; then ``ANALYZE`` (``drift_scores`` was empty at the last one; autovacuum
-   would have run it) and the dashboard's pages (``benchmarks/dashboard.py``'s, through
-   the FastAPI app in process, median of ``--page-runs``). With ``--failover``, halfway
-   through the steady phase, on a thread: the leading serve is SIGKILLed, the time until
-   the other leads is taken, and the killed one is started again with its client ids (as
-   its supervisor would), so the broker hands its worker's queued share to it.
+   on each device's edge broker as it would once its commands are out, so the steps cover
+   pending, canary (send, wait, collect) and baking (health over the fleet's telemetry);
+   the drift controller's job (``drift_job(cfg)(engine, now)``) up to ``--drift-runs``
+   times within the live phase left; then ``ANALYZE`` (``drift_scores`` was empty at the
+   last one; autovacuum would have run it) and the dashboard's pages
+   (``benchmarks/dashboard.py``'s, through the FastAPI app in process, median of
+   ``--page-runs``). With ``--failover``, halfway through the steady phase, on a thread:
+   the leading serve is SIGKILLed, the time until the other leads is taken, and the killed
+   one is started again with its client ids (as its supervisor would), so the central
+   broker hands its worker's queued share to it.
 5. After the fleet stops and the store drains: lost = telemetry published - distinct
    (device, seq) stored, doubled = rows stored - distinct; bytes per device-day =
    ``pg_total_relation_size`` over the ``messages`` partition tree after VACUUM, over the
    device-days of telemetry stored (rows x interval / 86,400).
 
     python benchmarks/cloud_scale.py [--devices 50000] [--interval 30] [--history-s 3600]
-        [--duration 300] [--failover] [--no-write]
+        [--duration 300] [--devices-per-broker 15000] [--failover] [--no-write]
     smoke: --devices 2000 --history-s 600 --duration 60 --no-write
+    (2 edge brokers: add --devices-per-broker 1000)
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
-import importlib.util
-import inspect
 import json
 import logging
+import math
 import multiprocessing
 import os
 import resource
@@ -64,6 +76,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,15 +90,23 @@ from benchmarks.cloud_ingest import LatencyPoller  # noqa: E402
 from benchmarks.device_day import _pg_bytes  # noqa: E402
 from benchmarks.results_file import machine, write_section  # noqa: E402
 from cloud_sync.config import CloudConfig  # noqa: E402
+from cloud_sync.drift.window_codec import add_docs, doc_of  # noqa: E402
 from cloud_sync.ingest.classify import Accepted, Received, classify  # noqa: E402
-from cloud_sync.sim import SimSettings, run_fleet  # noqa: E402
+from cloud_sync.sim import Credential, SimReport, SimSettings  # noqa: E402
 from cloud_sync.sim.device import SimDevice  # noqa: E402
 from cloud_sync.sim.shard import _model  # noqa: E402
-from cloud_sync.store import create_engine, open_store, transaction  # noqa: E402
+from cloud_sync.store import create_engine, open_store, transaction, windows  # noqa: E402
 from cloud_sync.store.partitions import DAY, create_day, day_of, partitioned  # noqa: E402
 from cloud_sync.store.rows import JsonDoc, message_row  # noqa: E402
-from cloud_sync.store.schema import devices, messages, rollout_devices, rollouts  # noqa: E402
-from cloud_sync.store.writes import MESSAGE_KEYS, insert_ignoring_duplicates  # noqa: E402
+from cloud_sync.store.schema import (  # noqa: E402
+    devices,
+    fleet_windows,
+    messages,
+    rollout_devices,
+    rollouts,
+    telemetry_windows,
+    window_coverage,
+)
 from edge_agent import protocol  # noqa: E402
 from edgekit.local_broker import free_port  # noqa: E402
 from tests.brokers import Mosquitto, Subscriber  # noqa: E402
@@ -112,14 +133,15 @@ def device_id(i: int) -> str:
 
 
 def raise_fd_limit(devices: int) -> int:
-    """Soft RLIMIT_NOFILE up to the hard limit (inherited by mosquitto and the simulator's
-    processes: one socket per device in each); warns when that is still too few."""
+    """Soft RLIMIT_NOFILE up to the hard limit (inherited by the mosquittos and the
+    simulator's processes: one socket per device in each); warns when that is still too
+    few for ``devices``, the most one edge broker holds."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = hard if hard == resource.RLIM_INFINITY else max(soft, hard)
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     if want != resource.RLIM_INFINITY and want < devices + 2048:
-        print(f"warning: open-file limit {want} < {devices + 2048}: mosquitto cannot hold "
-              f"{devices:,} connections; raise the hard limit (ulimit -Hn)", flush=True)
+        print(f"warning: open-file limit {want} < {devices + 2048}: an edge broker cannot "
+              f"hold {devices:,} connections; lower --devices-per-broker", flush=True)
     return want
 
 
@@ -161,85 +183,449 @@ def ensure_partitions(engine, start: float, end: float) -> None:
                 create_day(conn, day)
 
 
-def _history_rows(sim: SimDevice, rng, interval: float, start: float, end: float) -> list[dict]:
-    """One device's telemetry from ``start`` to ``end`` at a random phase, as ingest would
-    store it (classify, then ``message_row``)."""
-    rows = []
-    topic = sim.topic(protocol.TELEMETRY)
-    for seq, ts in enumerate(np.arange(start + rng.uniform(0, interval), end, interval)):
+# The history is made from a pool of real telemetry: TEMPLATES messages of the simulator
+# (``SimDevice.telemetry``), each judged once by ingest's ``classify`` and made a row by
+# ``message_row``. Row (device i, seq s) takes template (i + s) % TEMPLATES with its
+# device_id, seq, ts, received_at and incarnation set (in the payload too), and is written
+# as a line of COPY text straight into ``messages`` (a fresh store: no key can clash).
+TEMPLATES = 500  # per model version (the history has one: sim-model 1)
+TEMPLATE_DEVICES = 5
+STATIC_COLUMNS = ("model_name", "model_version", "window_s", "inferences", "errors",
+                  "latency_p50", "latency_p95", "latency_p99", "confidence_mean", "frames",
+                  "empty_frames", "detections", "score_mean")
+COPY_COLUMNS = ("device_id", "fleet", "incarnation", "kind", "seq", "ts", "received_at",
+                *STATIC_COLUMNS, "payload")
+HISTORY_PART = "history"  # the fleet windows' part the prefill writes
+_MARKS = {"device_id": "@DEVICE@", "seq": 987654321987, "ts": 987654321.125}
+
+
+def _copy_value(value) -> str:
+    """One value in COPY's text format."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, float):
+        return repr(value)
+    text = str(value)
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n") \
+        .replace("\r", "\\r")
+
+
+@dataclass(frozen=True)
+class Template:
+    """One judged telemetry message: its ``messages`` row, the COPY text of the columns
+    no row changes, its payload's text around device_id, seq and ts, and its window
+    counts (``window_codec.doc_of``)."""
+
+    row: dict
+    columns: str
+    parts: tuple[str, str, str, str]
+    doc: dict
+
+    def payload(self, device: str, seq: int, ts: float) -> str:
+        """The payload's JSON text of (device, seq, ts) (COPY-escaped: the parts are)."""
+        p0, p1, p2, p3 = self.parts
+        return f"{p0}{device}{p1}{seq}{p2}{ts!r}{p3}"
+
+
+def _payload_parts(doc: dict) -> tuple[str, str, str, str]:
+    """The compact JSON of ``doc`` cut at its device_id, seq and ts (in the protocol's
+    order), checked against ``json.dumps`` of a copy with those fields replaced."""
+    marked = json.dumps({**doc, **_MARKS}, separators=(",", ":"))
+    tokens = [f'"device_id":"{_MARKS["device_id"]}"', f'"seq":{_MARKS["seq"]}',
+              f'"ts":{_MARKS["ts"]!r}']
+    at = [marked.index(t) for t in tokens]
+    if at != sorted(at) or any(marked.count(t) != 1 for t in tokens):
+        raise RuntimeError("telemetry JSON does not hold device_id, seq, ts once, in order")
+    head, rest = marked.split(tokens[0])
+    mid1, rest = rest.split(tokens[1])
+    mid2, tail = rest.split(tokens[2])
+    parts = (head + '"device_id":"', '"' + mid1 + '"seq":', mid2 + '"ts":', tail)
+    probe = {"device_id": device_id(12345), "seq": 17, "ts": 1_700_000_000.123456}
+    if "".join((parts[0], probe["device_id"], parts[1], str(probe["seq"]), parts[2],
+                repr(probe["ts"]), parts[3])) != json.dumps({**doc, **probe},
+                                                            separators=(",", ":")):
+        raise RuntimeError("the payload template differs from json.dumps")
+    return tuple(_copy_value(p) for p in parts)
+
+
+def make_templates(interval: float, count: int = TEMPLATES) -> list[Template]:
+    """``count`` telemetry messages of a few simulated devices, judged by ingest."""
+    model = _model(SimSettings(broker="mqtt://127.0.0.1:1"))
+    sims = [SimDevice(f"template-{k}", FLEET, model, np.random.default_rng(7_000 + k))
+            for k in range(TEMPLATE_DEVICES)]
+    templates = []
+    for n in range(count):
+        sim = sims[n % len(sims)]
         doc = json.loads(sim.telemetry(interval, INFERENCES))
-        doc.update(ts=float(ts), seq=seq, incarnation=HISTORY)
+        doc.update(incarnation=HISTORY)
         text = json.dumps(doc, separators=(",", ":"))
-        received_at = float(ts) + rng.uniform(0.05, 0.3)
-        judged = classify(Received(topic, text.encode(), received_at))
+        received_at = doc["ts"] + 0.1
+        judged = classify(Received(sim.topic(protocol.TELEMETRY), text.encode(), received_at))
         if not isinstance(judged, Accepted):
             raise RuntimeError(f"ingest refuses the simulator's telemetry: {judged.detail}")
-        rows.append(message_row(judged.fleet, judged.kind, judged.message, received_at,
-                                JsonDoc(judged.doc, text)))
-    return rows
+        row = message_row(judged.fleet, judged.kind, judged.message, received_at,
+                          JsonDoc(judged.doc, text))
+        del row["payload"]  # the rows' payloads come from the parts
+        templates.append(Template(row, "\t".join(_copy_value(row[c]) for c in STATIC_COLUMNS),
+                                  _payload_parts(judged.doc), doc_of(judged.message)))
+    if len({(t.row["model_name"], t.row["model_version"]) for t in templates}) != 1:
+        raise RuntimeError("templates of more than one model version")
+    return templates
+
+
+def history_times(i: int, interval: float, start: float, end: float
+                  ) -> tuple[list[float], list[float]]:
+    """Device ``i``'s telemetry times from ``start`` to ``end`` at a random phase, and
+    when ingest received each (0.05-0.3 s later)."""
+    rng = np.random.default_rng(1_000_003 + i)
+    ts = np.arange(start + rng.uniform(0, interval), end, interval)
+    ts = ts[ts < end]  # arange's last step may round up to end
+    return ts.tolist(), (ts + rng.uniform(0.05, 0.3, ts.size)).tolist()
 
 
 _ENGINE = None  # one per prefill process
+_TEMPLATES: list[Template] = []
+_SUMS: dict[tuple[int, int], dict] = {}  # (first template, messages) -> their summed doc
+
+
+def _init_prefill(templates: list[Template]) -> None:
+    global _TEMPLATES
+    _TEMPLATES = templates
+
+
+def _window_doc(first: int, n: int) -> dict:
+    """The window counts of templates first, first + 1, ... (n of them, mod the pool),
+    summed in that order with ``add_docs`` (memoised: a window's templates are a run)."""
+    key = (first, n)
+    if key not in _SUMS:
+        pool = len(_TEMPLATES)
+        total = _TEMPLATES[first].doc
+        for k in range(1, n):
+            total = add_docs(total, _TEMPLATES[(first + k) % pool].doc)
+        _SUMS[key] = total
+    return _SUMS[key]
 
 
 def _prefill_block(url: str, first: int, count: int, interval: float, start: float,
-                   end: float) -> int:
-    """Devices ``first``..``first + count - 1``: their history, COPYed in one transaction
-    (a block holds about ``CHUNK_ROWS`` rows); returns the rows inserted."""
+                   end: float, size: float, now: float) -> tuple[int, int, dict[float, dict]]:
+    """Devices ``first``..``first + count - 1``: their history COPYed into ``messages`` and
+    their device windows (those starting at or after ``start``, as ``windows.rebuild``
+    writes) upserted, in one transaction; returns (rows, window rows, this block's sum of
+    each fleet window)."""
     global _ENGINE
     if _ENGINE is None:
         _ENGINE = create_engine(url)
-    model = _model(SimSettings(broker="mqtt://127.0.0.1:1"))
-    rows = []
+    pool = len(_TEMPLATES)
+    model = (_TEMPLATES[0].row["model_name"], _TEMPLATES[0].row["model_version"])
+    lines, window_rows, fleet_sums = [], [], {}
+
+    def close(dev: str, i: int, begin: float, seq0: int, n: int) -> None:
+        if begin < start:
+            return  # begun before the history: rebuild leaves it alone
+        doc = _window_doc((i + seq0) % pool, n)
+        window_rows.append(windows._row(windows.WINDOW_KEY, (dev, *model, size, begin), doc,
+                                        now, fleet=FLEET))
+        fleet_sums[begin] = add_docs(fleet_sums[begin], doc) if begin in fleet_sums else doc
+
     for i in range(first, first + count):
-        rng = np.random.default_rng(1_000_003 + i)
-        rows += _history_rows(SimDevice(device_id(i), FLEET, model, rng), rng, interval,
-                              start, end)
+        dev = device_id(i)
+        prefix = f"{dev}\t{FLEET}\t{HISTORY}\t{protocol.TELEMETRY}\t"
+        times, received = history_times(i, interval, start, end)
+        begin, seq0 = None, 0
+        for seq, (ts, at) in enumerate(zip(times, received, strict=True)):
+            t = _TEMPLATES[(i + seq) % pool]
+            lines.append(f"{prefix}{seq}\t{ts!r}\t{at!r}\t{t.columns}\t"
+                         f"{t.payload(dev, seq, ts)}\n")
+            w = windows.window_start(ts, size)
+            if w != begin:
+                if begin is not None:
+                    close(dev, i, begin, seq0, seq - seq0)
+                begin, seq0 = w, seq
+        if begin is not None:
+            close(dev, i, begin, seq0, len(times) - seq0)
     with transaction(_ENGINE) as conn:
-        return insert_ignoring_duplicates(conn, messages, rows,
-                                          MESSAGE_KEYS[conn.dialect.name])
+        cur = conn.connection.dbapi_connection.cursor()
+        try:
+            with cur.copy(f"COPY messages ({', '.join(COPY_COLUMNS)}) FROM STDIN") as copy:
+                for at in range(0, len(lines), 2000):
+                    copy.write("".join(lines[at:at + 2000]))
+        finally:
+            cur.close()
+        for at in range(0, len(window_rows), 1000):
+            windows._upsert(conn, telemetry_windows, windows.WINDOW_KEY,
+                            window_rows[at:at + 1000])
+    return len(lines), len(window_rows), fleet_sums
 
 
-def prefill(url: str, count: int, interval: float, start: float, end: float,
-            processes: int) -> int:
-    """Every device's history in ``processes`` processes; returns the rows stored."""
-    per_device = max(1, round((end - start) / interval))
-    size = max(1, CHUNK_ROWS // per_device)
-    blocks = [(url, first, min(size, count - first), interval, start, end)
-              for first in range(0, count, size)]
-    began, stored = time.monotonic(), 0
-    with multiprocessing.get_context("spawn").Pool(processes) as pool:
-        for i, n in enumerate(pool.starmap(_prefill_block, blocks, chunksize=1), 1):
-            stored += n
-            if i % max(1, len(blocks) // 10) == 0:
-                print(f"  history: {i}/{len(blocks)} blocks, {stored:,} rows, "
-                      f"{time.monotonic() - began:.0f} s", flush=True)
-    return stored
-
-
-def rebuild_windows(engine, cfg: CloudConfig, start: float, end: float) -> str:
-    """``cloud_sync.store.windows.rebuild`` over the history where the module has it (the
-    per-device window aggregates ingest maintains); which path was taken, in words."""
-    if importlib.util.find_spec("cloud_sync.store.windows") is None:
-        return "no cloud_sync.store.windows: drift reads raw telemetry"
-    rebuild = getattr(importlib.import_module("cloud_sync.store.windows"), "rebuild", None)
-    if not callable(rebuild):
-        return "cloud_sync.store.windows has no rebuild(): aggregates not back-filled"
-    params = inspect.signature(rebuild).parameters
-    # rebuild(engine, cfg, start, end), or (engine, sizes, start, end, now) with sizes the
-    # fleet -> window_s of its trigger policy, as ingest passes to windows.add
-    second = cfg if "cfg" in params else (lambda fleet: cfg.triggers.policy_for(fleet).window_s)
+def prefill(url: str, count: int, interval: float, start: float, end: float, size: float,
+            now: float, processes: int) -> dict:
+    """Every device's history and device windows in ``processes`` processes, then the
+    fleet windows (part ``history``) and the fleets' window coverage; what was written."""
     began = time.monotonic()
-    written = rebuild(engine, second, start, end, **({"now": time.time()}
-                                                     if "now" in params else {}))
-    return (f"windows.rebuild over the history: {written} window rows in "
-            f"{time.monotonic() - began:.1f} s")
+    templates = make_templates(interval)
+    per_device = max(1, round((end - start) / interval))
+    block = max(1, CHUNK_ROWS // per_device)
+    blocks = [(url, first, min(block, count - first), interval, start, end, size, now)
+              for first in range(0, count, block)]
+    rows = device_windows = 0
+    fleet_sums: dict[float, dict] = {}
+    print(f"  history: {len(templates)} templates in {time.monotonic() - began:.1f} s",
+          flush=True)
+    with multiprocessing.get_context("spawn").Pool(
+            processes, initializer=_init_prefill, initargs=(templates,)) as pool:
+        for i, (n, w, sums) in enumerate(pool.imap(_prefill_block_args, blocks), 1):
+            rows, device_windows = rows + n, device_windows + w
+            for begin, doc in sums.items():  # in device order, as rebuild sums them
+                fleet_sums[begin] = add_docs(fleet_sums[begin], doc) \
+                    if begin in fleet_sums else doc
+            if i % max(1, len(blocks) // 10) == 0:
+                took = time.monotonic() - began
+                print(f"  history: {i}/{len(blocks)} blocks, {rows:,} rows, {took:.0f} s "
+                      f"({rows / took:,.0f} rows/s)", flush=True)
+    fill_s = time.monotonic() - began
+    model = (templates[0].row["model_name"], templates[0].row["model_version"])
+    engine = create_engine(url)
+    try:
+        with transaction(engine) as conn:
+            windows._upsert(conn, fleet_windows, windows.FLEET_KEY, [
+                windows._row(windows.FLEET_KEY, (FLEET, HISTORY_PART, *model, size, begin),
+                             doc, now) for begin, doc in sorted(fleet_sums.items())])
+            conn.execute(sa.insert(window_coverage), [
+                {"fleet": FLEET, "window_s": size, "since": start - windows.FUTURE_MARGIN_S}])
+    finally:
+        engine.dispose()
+    return {"rows": rows, "seconds": fill_s, "device_windows": device_windows,
+            "fleet_windows": len(fleet_sums), "templates": len(templates)}
+
+
+def _prefill_block_args(args: tuple) -> tuple[int, int, dict[float, dict]]:
+    return _prefill_block(*args)
+
+
+# -- the direct windows against windows.rebuild ------------------------------------------
+
+
+def _same(a, b) -> bool:
+    """Equal documents, floats to 1e-9 (a sum's order may differ from rebuild's)."""
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, int | float) and isinstance(b, int | float) \
+            and math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def _stored_windows(engine, devices: list[str] | None = None
+                    ) -> tuple[dict[tuple, tuple], dict[tuple, list], dict]:
+    """(device windows by key, fleet windows by key without the part, coverage)."""
+    t, f = telemetry_windows.c, fleet_windows.c
+    query = sa.select(t.fleet, t.messages, t.inferences, t.counts,
+                      *(t[c] for c in windows.WINDOW_KEY))
+    if devices is not None:
+        query = query.where(t.device_id.in_(devices))
+    with engine.connect() as conn:
+        device = {tuple(r[4:]): tuple(r[:4]) for r in conn.execute(query)}
+        fleet: dict[tuple, list] = {}
+        for r in conn.execute(sa.select(f.part, f.messages, f.inferences, f.counts,
+                                        *(f[c] for c in windows.FLEET_KEY if c != "part"))):
+            fleet.setdefault(tuple(r[4:]), []).append(tuple(r[1:4]))
+        coverage = windows.covered(conn)
+    return device, fleet, coverage
+
+
+def _compare(direct: dict, other: dict, what: str) -> list[str]:
+    """What differs between two {key: value} maps (at most 3 examples)."""
+    bad = [f"{what} {k}: only {'direct' if k in direct else 'rebuild'}"
+           for k in sorted(direct.keys() ^ other.keys(), key=str)]
+    bad += [f"{what} {k} differs" for k in sorted(direct.keys() & other.keys(), key=str)
+            if not _same(direct[k], other[k])]
+    return bad
+
+
+def check_against_rebuild(engine, size: float, start: float, end: float, now: float) -> str:
+    """Every direct window against ``windows.rebuild`` over the same span (which then
+    replaces them with its own, equal, rows); in words."""
+    device, fleet, coverage = _stored_windows(engine)
+    began = time.monotonic()
+    windows.rebuild(engine, lambda fleet: size, start, end, now=now)
+    took = time.monotonic() - began
+    device2, fleet2, coverage2 = _stored_windows(engine)
+    single = {k: v[0] for k, v in fleet.items() if len(v) == 1}
+    single2 = {k: v[0] for k, v in fleet2.items() if len(v) == 1}
+    bad = _compare(device, device2, "device window") + _compare(single, single2, "fleet window")
+    bad += [f"fleet window {k}: {len(v)} parts" for k, v in {**fleet, **fleet2}.items()
+            if len(v) != 1]
+    bad += [] if coverage == coverage2 else [f"coverage {coverage} != {coverage2}"]
+    inexact = sum(device[k] != device2[k] for k in device.keys() & device2.keys()) + sum(
+        single[k] != single2[k] for k in single.keys() & single2.keys())
+    verdict = "equal" if not bad else f"**{len(bad)} differ** ({'; '.join(bad[:3])})"
+    return (f"{verdict} to windows.rebuild's ({len(device2):,} device and {len(fleet2)} fleet "
+            f"windows and coverage compared, {inexact} of them with a float sum off in its "
+            f"last digits: another order of summation; rebuild took {took:.1f} s)")
+
+
+def check_sample(engine, count: int, size: float, start: float) -> str:
+    """A few devices' stored telemetry read back: each row equals what ``classify`` and
+    ``message_row`` make of its payload, and the device's windows equal what rebuild's
+    own summation (``windows._parts``, ``_summed``) makes of those payloads; in words."""
+    sample = sorted({device_id(0), device_id(count // 2), device_id(count - 1)})
+    stored, _fleet, _coverage = _stored_windows(engine, sample)
+    c = messages.c
+    columns = [c[n] for n in COPY_COLUMNS if n != "payload"]
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(*columns, c.payload).where(
+            c.device_id.in_(sample), c.kind == protocol.TELEMETRY).order_by(
+            c.device_id, c.seq)).all()
+    bad, sums = [], {}
+    for row in rows:
+        text = json.dumps(row.payload, separators=(",", ":"))
+        judged = classify(Received(protocol.topic(FLEET, row.device_id, protocol.TELEMETRY),
+                                   text.encode(), row.received_at))
+        if not isinstance(judged, Accepted):
+            bad.append(f"{row.device_id}#{row.seq} refused: {judged.detail}")
+            continue
+        want = message_row(judged.fleet, judged.kind, judged.message, row.received_at)
+        if any(not _same(want[n], row._mapping[n]) for n in COPY_COLUMNS if n != "payload"):
+            bad.append(f"{row.device_id}#{row.seq}: columns differ from message_row's")
+        for key, part in windows._parts(lambda fleet: size,
+                                        [(FLEET, judged.message)]).items():
+            if key[4] >= start:
+                fleet, total = sums.get(key, (part.fleet, None))
+                sums[key] = (fleet, windows._summed(key[0], key[1:3], key[3], key[4],
+                                                    part.docs, total))
+    computed = {k: (fleet, doc.get("messages", 0), doc.get("inferences", 0), doc)
+                for k, (fleet, doc) in sums.items()}
+    bad += _compare(stored, computed, "device window")
+    verdict = "equal" if not bad else f"**{len(bad)} differ** ({'; '.join(bad[:3])})"
+    return (f"sample of {len(sample)} devices ({len(rows)} rows re-judged, {len(stored)} "
+            f"device windows re-summed from their payloads): {verdict}")
 
 
 def analyze(engine) -> None:
     """Planner statistics, as autovacuum gathers them within a minute of a bulk load."""
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.exec_driver_sql("ANALYZE")
+
+
+# -- the brokers: edge brokers bridged to one central broker --------------------------------
+
+
+BROKER_CONF = "max_connections -1\nsys_interval 1\n"
+BRIDGE_WAIT_S = 30.0
+
+
+def bridge_conf(k: int, central_port: int) -> str:
+    """Edge broker ``k``'s bridge to the central one: device traffic out, commands in (QoS
+    1 both ways), a persistent MQTT v5 session. Its queue is not capped: mosquitto 2.0 has
+    no per-bridge limit, and ``tests.brokers.Mosquitto`` sets ``max_queued_messages 0``
+    (no maximum; the default, 1,000 per client, would drop QoS 1 traffic)."""
+    return "\n".join([
+        f"connection edge-{k}", f"address 127.0.0.1:{central_port}",
+        f"remote_clientid scale-bridge-{k}", f"local_clientid scale-bridge-{k}-local",
+        "bridge_protocol_version mqttv50", "cleansession false", "restart_timeout 1 5",
+        f"topic {protocol.TOPIC_ROOT}/# out 1",
+        f"topic {protocol.subscription(protocol.CMD)} in 1"]) + "\n"
+
+
+def shard_devices(devices: int, per_broker: int) -> list[range]:
+    """Device indices of each edge broker: ceil(devices / per_broker) equal runs."""
+    count = max(1, math.ceil(devices / per_broker))
+    size = math.ceil(devices / count)
+    return [range(first, min(devices, first + size)) for first in range(0, devices, size)]
+
+
+class Brokers:
+    """K edge mosquittos (the devices' brokers), each bridged to one central mosquitto
+    (the serves' broker)."""
+
+    def __init__(self, folder: Path, shards: list[range]) -> None:
+        self.shards = shards
+        self.central = Mosquitto(folder / "central", max_inflight=1000, extra_conf=BROKER_CONF)
+        self.edges = [Mosquitto(folder / f"edge-{k}", max_inflight=1000,
+                                extra_conf=BROKER_CONF) for k in range(len(shards))]
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> Brokers:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(self.central)
+            for k, edge in enumerate(self.edges):
+                edge.extra_conf = BROKER_CONF + bridge_conf(k, self.central.port)
+                stack.enter_context(edge)
+            self.wait_bridged()
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()  # edges first, then the central one
+
+    @property
+    def all(self) -> list[Mosquitto]:
+        return [self.central, *self.edges]
+
+    def wait_bridged(self) -> None:
+        """Every bridge connected: its ``$SYS/broker/connection/<id>/state`` notification
+        (retained) says 1 on the central broker."""
+        states = Subscriber(self.central.port, topic="$SYS/broker/connection/+/state",
+                            client_id="scale-bridges").start()
+        try:
+            want = {f"$SYS/broker/connection/scale-bridge-{k}/state"
+                    for k in range(len(self.edges))}
+            wait_for(lambda: want <= {t for t, p, _r in states.received() if p == b"1"},
+                     BRIDGE_WAIT_S, f"{len(want)} bridges to connect")
+        except RuntimeError:
+            print("\n".join(e.log[-2000:] for e in self.edges), flush=True)
+            raise
+        finally:
+            states.stop()
+
+    def edge_of(self, index: int) -> int:
+        """Which edge broker device ``index`` connects to."""
+        return next(k for k, shard in enumerate(self.shards) if index in shard)
+
+    def layout(self) -> str:
+        """The brokers, in words."""
+        sizes = sorted({len(s) for s in self.shards})
+        each = "-".join(f"{n:,}" for n in (sizes[0], sizes[-1])[:len(sizes)])
+        return (f"{_edges(len(self.edges))} ({each} devices each) bridged to one central "
+                "broker (the serves'; bridge MQTT v5, QoS 1 both ways, persistent session)")
+
+
+class Commands:
+    """Every command the bridges bring to the edge brokers (a subscriber on each)."""
+
+    def __init__(self, brokers: Brokers) -> None:
+        self.brokers = brokers
+        self.subs = [Subscriber(b.port, topic=protocol.subscription(protocol.CMD),
+                                client_id=f"scale-cmd-{k}").start()
+                     for k, b in enumerate(brokers.edges)]
+
+    def stop(self) -> int:
+        """How many commands reached the edge broker of the device they are for."""
+        reached = 0
+        for k, sub in enumerate(self.subs):
+            for topic, _payload, _retain in sub.received():
+                device = protocol.parse_topic(topic)[1]
+                reached += self.brokers.edge_of(int(device.removeprefix(PREFIX))) == k
+            sub.stop()
+        return reached
+
+
+class Drops:
+    """``$SYS/broker/publish/messages/dropped`` of every broker."""
+
+    def __init__(self, brokers: Brokers) -> None:
+        self.subs = [Subscriber(b.port, topic="$SYS/broker/publish/messages/dropped",
+                                client_id=f"scale-sys-{k}").start()
+                     for k, b in enumerate(brokers.all)]
+
+    def stop(self) -> list[int]:
+        """The last count of each broker (central first)."""
+        counts = [max([int(p) for _t, p, _r in s.received()] or [0]) for s in self.subs]
+        for sub in self.subs:
+            sub.stop()
+        return counts
 
 
 # -- the two serves --------------------------------------------------------------------------
@@ -313,13 +699,13 @@ def wait_for(check, timeout: float, what: str, every: float = 0.2):
     raise RuntimeError(f"timed out after {timeout:g} s waiting for {what}")
 
 
-def start_serves(serves: Serves, engine, broker: Mosquitto) -> None:
+def start_serves(serves: Serves, engine, brokers: Brokers) -> None:
     """Both serves up: a leader, and a worker subscribed (a probe device's telemetry, in a
-    fleet of its own, is stored)."""
+    fleet of its own, published on edge broker 0, is stored: the bridge forwards too)."""
     for prefix in ("A", "B"):
         serves.start(prefix)
     wait_for(lambda: serves.leader(engine), 90, "a leader")
-    probe = Publisher(broker.port, client_id="scale-probe")
+    probe = Publisher(brokers.edges[0].port, client_id="scale-probe")
     try:
         wait_subscribed(engine, probe, timeout=90)
     finally:
@@ -329,10 +715,41 @@ def start_serves(serves: Serves, engine, broker: Mosquitto) -> None:
 # -- the live fleet ----------------------------------------------------------------------------
 
 
-class LiveFleet:
-    """``run_fleet`` on a thread, the latency poller on another."""
+def fleet_settings(brokers: Brokers, args) -> list[SimSettings]:
+    """One ``fleet sim`` per edge broker: its share of the devices (ids ``dev-NNNNN`` as
+    registered, given as credentials without a login) and of the simulator processes."""
+    count = len(brokers.edges)
+    out = []
+    for k, (edge, shard) in enumerate(zip(brokers.edges, brokers.shards, strict=True)):
+        processes = max(1, args.sim_processes // count + (k < args.sim_processes % count))
+        out.append(SimSettings(
+            broker=edge.url, fleet=FLEET, devices=len(shard), interval_s=args.interval,
+            duration_s=args.duration, processes=processes, device_prefix=PREFIX,
+            sample_chance=0.0, seed=1 + k, credentials=tuple(
+                Credential(device_id(i), FLEET, "", "") for i in shard)))
+    return out
 
-    def __init__(self, engine, settings: SimSettings) -> None:
+
+def run_fleets(settings: list[SimSettings]) -> SimReport:
+    """``run_fleet`` of every settings at once: all their shards in one process pool."""
+    from cloud_sync.sim.shard import run_shard
+
+    tasks = [(s, i, min(s.processes, s.devices)) for s in settings
+             for i in range(min(s.processes, s.devices))]
+    start = time.monotonic()
+    with multiprocessing.get_context("spawn").Pool(len(tasks)) as pool:
+        results = pool.starmap(run_shard, tasks, chunksize=1)
+    report = SimReport()
+    for result in results:
+        report.add(result)
+    report.elapsed_s = time.monotonic() - start
+    return report
+
+
+class LiveFleet:
+    """The simulated fleet (``run_fleets``) on a thread, the latency poller on another."""
+
+    def __init__(self, engine, settings: list[SimSettings]) -> None:
         self.engine, self.settings = engine, settings
         with engine.connect() as conn:
             self.base_id = conn.execute(sa.select(sa.func.coalesce(
@@ -346,7 +763,7 @@ class LiveFleet:
 
     def _run(self) -> None:
         try:
-            self.report = run_fleet(self.settings)
+            self.report = run_fleets(self.settings)
         except BaseException as exc:  # reported by the main thread
             self.error = exc
 
@@ -448,26 +865,31 @@ def _rollout_state(engine, rid: int) -> str:
         return conn.execute(sa.select(rollouts.c.state).where(rollouts.c.id == rid)).scalar()
 
 
-def _answer_canary(engine, rid: int, port: int) -> int:
+def _answer_canary(engine, rid: int, brokers: Brokers) -> int:
     """The canary's answers to its update, published as each device would (probation,
-    then committed) through ingest; returns how many devices answered."""
+    then committed) on its edge broker, through the bridge to ingest; returns how many
+    devices answered."""
     with engine.connect() as conn:
         sent = conn.execute(sa.select(rollout_devices.c.device_id, rollout_devices.c.cmd_id)
                             .where(rollout_devices.c.rollout_id == rid,
                                    rollout_devices.c.state == "sent")).all()
-    items = []
+    items: dict[int, list[tuple[str, bytes]]] = {}
     for device, cid in sent:
+        edge = brokers.edge_of(int(device.removeprefix(PREFIX)))
         for seq, phase in enumerate(("probation", "committed")):
             result = protocol.CommandResult(device_id=device, seq=seq, ts=time.time(),
                                             cmd_id=cid, type="update", ok=True,
                                             detail={"phase": phase})
-            items.append((protocol.topic(FLEET, device, protocol.CMD_RESULT), result.to_json()))
-    publisher = Publisher(port, client_id="scale-canary")
-    try:
-        publisher.send(items)
-    finally:
-        publisher.close()
-    wait_for(lambda: _count_results(engine, [d for d, _ in sent]) >= len(items), 60,
+            items.setdefault(edge, []).append(
+                (protocol.topic(FLEET, device, protocol.CMD_RESULT), result.to_json()))
+    for edge, answers in sorted(items.items()):
+        publisher = Publisher(brokers.edges[edge].port, client_id=f"scale-canary-{edge}")
+        try:
+            publisher.send(answers)
+        finally:
+            publisher.close()
+    total = sum(len(v) for v in items.values())
+    wait_for(lambda: _count_results(engine, [d for d, _ in sent]) >= total, 60,
              "the canary's answers to be stored")
     return len(sent)
 
@@ -478,7 +900,7 @@ def _count_results(engine, ids: list[str]) -> int:
             messages.c.kind == protocol.CMD_RESULT, messages.c.device_id.in_(ids))).scalar()
 
 
-def time_rollout(engine, cfg: CloudConfig, model: str, port: int, steps: int) -> dict:
+def time_rollout(engine, cfg: CloudConfig, model: str, brokers: Brokers, steps: int) -> dict:
     """A rollout of version 2 over the fleet (1 % canary): its job stepped every 2 s, the
     canary answering once its command is out; seconds and state of each step."""
     from cloud_sync.rollouts.job import rollout_job
@@ -496,7 +918,7 @@ def time_rollout(engine, cfg: CloudConfig, model: str, port: int, steps: int) ->
         timeline.append({"state": before, "seconds": time.perf_counter() - start,
                          "commands": report["published"]})
         if before == "canary" and not answered and report["published"]:
-            answered = _answer_canary(engine, rid, port)
+            answered = _answer_canary(engine, rid, brokers)
         time.sleep(ROLLOUT_INTERVAL_S)
     end = _rollout_state(engine, rid)
     print(f"  rollout {rid}: {_steps_text(timeline)}; now {end}", flush=True)
@@ -584,7 +1006,7 @@ class Failover:
 
 
 def build_store(url: str, cfg: CloudConfig, args) -> tuple[object, dict]:
-    """Registry, models and history; the engine and what was filled."""
+    """Registry, models, history and its windows; the engine and what was filled."""
     engine = open_store(url)
     now = time.time()
     start = now - args.history_s
@@ -593,27 +1015,30 @@ def build_store(url: str, cfg: CloudConfig, args) -> tuple[object, dict]:
     model = publish_models(engine)
     ensure_partitions(engine, start, now)
     print(f"registry: {args.devices:,} devices in {time.monotonic() - began:.1f} s", flush=True)
-    began = time.monotonic()
-    rows = prefill(url, args.devices, args.interval, start, now, args.prefill_processes)
-    fill_s = time.monotonic() - began
-    print(f"history: {rows:,} rows in {fill_s:.0f} s ({rows / fill_s:,.0f} rows/s)", flush=True)
-    windows = rebuild_windows(engine, cfg, start, now)
-    print(f"windows: {windows}", flush=True)
+    size = cfg.triggers.policy_for(FLEET).window_s
+    filled = prefill(url, args.devices, args.interval, start, now, size, now,
+                     args.prefill_processes)
+    rows, fill_s = filled["rows"], filled["seconds"]
+    print(f"history: {rows:,} rows in {fill_s:.0f} s ({rows / fill_s:,.0f} rows/s, "
+          f"{args.prefill_processes} processes)", flush=True)
+    text = (f"windows filled directly: {filled['device_windows']:,} device and "
+            f"{filled['fleet_windows']} fleet windows of {size:g} s, covered since the "
+            "history's start")
+    check = (check_against_rebuild(engine, size, start, now, now)
+             if args.devices <= args.rebuild_check_max else
+             check_sample(engine, args.devices, size, start))
+    print(f"windows: {text}; {check}", flush=True)
     analyze(engine)
     return engine, {"model": model, "history_rows": rows, "history_s": fill_s,
-                    "windows": windows}
+                    "windows": f"{text}; {check}"}
 
 
-def measure_live(engine, cfg: CloudConfig, serves: Serves, broker: Mosquitto, model: str,
+def measure_live(engine, cfg: CloudConfig, serves: Serves, brokers: Brokers, model: str,
                  args) -> dict:
     """The fleet live; after its warm-up the rollout, drift and page timings (and, with
     --failover, the kill halfway through the steady phase); counts once it stopped."""
-    drops = Subscriber(broker.port, topic="$SYS/broker/publish/messages/dropped",
-                       client_id="scale-sys").start()
-    live = LiveFleet(engine, SimSettings(
-        broker=broker.url, fleet=FLEET, devices=args.devices, interval_s=args.interval,
-        duration_s=args.duration, processes=args.sim_processes, device_prefix=PREFIX,
-        sample_chance=0.0, seed=1)).start()
+    drops, commands = Drops(brokers), Commands(brokers)
+    live = LiveFleet(engine, fleet_settings(brokers, args)).start()
     first = live.first_row(timeout=120 + args.devices / 500)
     warmup = args.warmup if args.warmup is not None else \
         min(max(30.0, args.interval), args.duration / 3)
@@ -622,7 +1047,7 @@ def measure_live(engine, cfg: CloudConfig, serves: Serves, broker: Mosquitto, mo
     time.sleep(max(0.0, first + warmup - time.time()))
     print(f"live: warm-up of {warmup:.0f} s over, timing the jobs", flush=True)
     out = {"warmup_s": warmup,  # the rollout first: it needs the devices online
-           "rollout": time_rollout(engine, cfg, model, broker.port, args.rollout_steps)}
+           "rollout": time_rollout(engine, cfg, model, brokers, args.rollout_steps)}
     left = first + args.duration - PAGES_RESERVE_S - time.time()
     out["drift"] = time_drift(engine, cfg, args.drift_runs, left)
     analyze(engine)  # drift_scores was empty at the last ANALYZE (autovacuum's job)
@@ -638,11 +1063,12 @@ def measure_live(engine, cfg: CloudConfig, serves: Serves, broker: Mosquitto, mo
         min(stopped, first + args.duration) - END_MARGIN_S
     if kill:
         out["failover"]["after"] = after_kill(live.poller, end)
-    dropped = [int(p) for _t, p, _r in drops.received()]
-    drops.stop()
+    dropped = drops.stop()
+    out["rollout"]["reached"] = commands.stop()
     return out | {"report": live.report.to_dict(), "published": published, "stored": rows,
                   "distinct": distinct, "lost": published - distinct,
-                  "doubled": rows - distinct, "dropped": max(dropped or [0]),
+                  "doubled": rows - distinct, "dropped": sum(dropped),
+                  "dropped_by_broker": dropped, "brokers": brokers.layout(),
                   "latency": latency(live.poller, first + warmup, end)}
 
 
@@ -666,17 +1092,19 @@ def run(admin: str, args) -> dict:
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-scale-") as tmp, \
             contextlib.contextmanager(_pg_schema_url)(admin) as url:
         folder = Path(tmp)
-        conf = "max_connections -1\nsys_interval 1\n"
-        with Mosquitto(folder / "broker", max_inflight=1000, extra_conf=conf) as broker:
+        shards = shard_devices(args.devices, args.devices_per_broker)
+        with Brokers(folder / "brokers", shards) as brokers:
+            print(f"brokers: {brokers.layout()}", flush=True)
+            central = brokers.central
             cfg = CloudConfig.from_dict({
-                "data_dir": str(folder / "data"), "db": url, "broker": broker.url,
+                "data_dir": str(folder / "data"), "db": url, "broker": central.url,
                 "ingest": {"telemetry_interval_s": args.interval}})
             engine, filled = build_store(url, cfg, args)
-            serves = Serves(folder, url, broker.url, args.interval)
+            serves = Serves(folder, url, central.url, args.interval)
             try:
-                start_serves(serves, engine, broker)
+                start_serves(serves, engine, brokers)
                 cfg = cfg.model_copy(update={"http": serves.http["A"]})  # URLs of updates
-                live = measure_live(engine, cfg, serves, broker, filled["model"], args)
+                live = measure_live(engine, cfg, serves, brokers, filled["model"], args)
             except BaseException:
                 print(serves.log_tail(), flush=True)
                 raise
@@ -734,19 +1162,24 @@ def details(r: dict) -> list[str]:
     rep, s = r["report"], r["storage"]
     lines = [f"- Fleet: {rep['connected']:,} of {rep['devices']:,} devices connected, "
              f"{r['published']:,} telemetry published, {r['stored']:,} stored, broker drops "
-             f"{r['dropped']}; latency p50 {r['latency'].get('p50', float('nan')):.2f} s, "
+             f"{r['dropped']} ({', '.join(map(str, r['dropped_by_broker']))}: central, "
+             f"edges); latency p50 {r['latency'].get('p50', float('nan')):.2f} s, "
              f"p99 {r['latency'].get('p99', float('nan')):.2f} s over the run; steady state "
              f"after a {r['warmup_s']:.0f} s warm-up"
              + (" until the kill" if r["failover"] else "")
              + f" ({r['latency']['steady_rows']:,} rows).",
-             f"- History: {r['history_rows']:,} rows back-filled in {r['history_s']:.0f} s; "
+             f"- Brokers: {r['brokers']}.",
+             f"- History: {r['history_rows']:,} rows back-filled in {r['history_s']:.0f} s "
+             f"({r['history_rows'] / r['history_s']:,.0f} rows/s); "
              f"{r['windows']}.",
              "- Drift, the last step's report: " + ", ".join(
                  f"{k} {v}" for k, v in r["drift"]["report"].items() if v or k == "fired")
              + ".",
              "- Rollout steps (the state before each step): "
              + _steps_text(r["rollout"]["timeline"])
-             + f"; {r['rollout']['canary']} canary devices answered; ended "
+             + f"; {r['rollout']['reached']} commands reached their device's edge broker "
+             f"through the bridge; {r['rollout']['canary']} canary devices answered (on "
+             "their edge brokers); ended "
              f"`{r['rollout']['end']}`.",
              "- Pages (median ms): " + ", ".join(f"{k} {v:.0f}" for k, v in r["pages"].items())
              + ".",
@@ -759,6 +1192,10 @@ def details(r: dict) -> list[str]:
     return lines
 
 
+def _edges(count: int) -> str:
+    return f"{count} edge broker{'s' if count > 1 else ''}"
+
+
 def _span(seconds: float) -> str:
     return f"{seconds / 3600:g} h" if seconds % 3600 == 0 else f"{seconds / 60:g} min"
 
@@ -767,6 +1204,7 @@ def section(r: dict, args) -> str:
     """The RESULTS.md section."""
     head = [f"## Cloud at scale (benchmarks/cloud_scale.py, {args.devices:,} devices)", "",
             f"{args.devices:,} simulated devices (`fleet sim`, {args.sim_processes} processes) "
+            f"on {_edges(len(r['dropped_by_broker']) - 1)} bridged to one central broker, "
             f"at one telemetry per {args.interval:g} s for {args.duration:g} s, on "
             f"{_span(args.history_s)} of back-filled history per device, into PostgreSQL "
             "through 2 `cloud serve` processes (1 ingest worker each); drift, rollout and "
@@ -787,7 +1225,13 @@ def parse_args() -> argparse.Namespace:
                              "duration / 3))")
     parser.add_argument("--failover", action="store_true")
     parser.add_argument("--no-write", action="store_true", help="print, do not write RESULTS")
-    parser.add_argument("--sim-processes", type=int, default=4)
+    parser.add_argument("--sim-processes", type=int, default=4,
+                        help="simulator processes in all (shared out over the edge brokers)")
+    parser.add_argument("--devices-per-broker", type=int, default=15_000,
+                        help="edge brokers = ceil(devices / this), each bridged to the central")
+    parser.add_argument("--rebuild-check-max", type=int, default=2_000,
+                        help="up to this many devices, every direct window is compared with "
+                             "windows.rebuild's; above, a sample of devices is")
     parser.add_argument("--prefill-processes", type=int, default=min(8, os.cpu_count() or 1))
     parser.add_argument("--drift-runs", type=int, default=3)
     parser.add_argument("--rollout-steps", type=int, default=8)
@@ -801,7 +1245,7 @@ def main() -> None:
     admin = _pg_admin_url()
     if admin is None:
         raise SystemExit("PostgreSQL is not reachable at 127.0.0.1:5432 (database test)")
-    raise_fd_limit(args.devices)
+    raise_fd_limit(max(map(len, shard_devices(args.devices, args.devices_per_broker))))
     began = time.monotonic()
     result = run(admin, args)
     body = section(result, args)
