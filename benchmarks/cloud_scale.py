@@ -1039,7 +1039,7 @@ def measure_live(engine, cfg: CloudConfig, serves: Serves, brokers: Brokers, mod
     --failover, the kill halfway through the steady phase); counts once it stopped."""
     drops, commands = Drops(brokers), Commands(brokers)
     live = LiveFleet(engine, fleet_settings(brokers, args)).start()
-    first = live.first_row(timeout=120 + args.devices / 500)
+    first = live.first_row(timeout=120 + args.devices / 50)  # the connect wave first
     warmup = args.warmup if args.warmup is not None else \
         min(max(30.0, args.interval), args.duration / 3)
     kill = Failover(serves, engine, first + (warmup + args.duration) / 2).start() \
