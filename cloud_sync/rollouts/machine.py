@@ -49,9 +49,19 @@ def _move(step: Step, r: Any, state: str, message: str, figs: dict | None = None
     return bool(moved)
 
 
-def _rows(step: Step, r: Any) -> list[Any]:
-    return list(step.conn.execute(sa.select(rollout_devices).where(
-        rollout_devices.c.rollout_id == r.id).order_by(rollout_devices.c.device_id)))
+def _rows(step: Step, r: Any, sent_waves: bool = False) -> list[Any]:
+    """The rollout's devices; ``sent_waves``: only those of the waves sent so far (a step
+    of a canary or a wave reads those, not the whole fleet's rows)."""
+    c = rollout_devices.c
+    query = sa.select(rollout_devices).where(c.rollout_id == r.id)
+    if sent_waves:
+        query = query.where(c.wave <= r.wave)
+    return list(step.conn.execute(query.order_by(c.device_id)))
+
+
+def _total(step: Step, r: Any) -> int:
+    return step.conn.execute(sa.select(sa.func.count()).select_from(rollout_devices).where(
+        rollout_devices.c.rollout_id == r.id)).scalar() or 0
 
 
 def _halt(step: Step, r: Any, verdict: dict[str, Any]) -> bool:
@@ -86,17 +96,16 @@ def _answering(rows: list[Any], states: tuple[str, ...] = progress.ANSWERING) ->
 
 
 def _deploy(step: Step, r: Any, policy: RolloutPolicy) -> None:
-    rows = _rows(step, r)
+    rows = _rows(step, r, sent_waves=True)
     found = progress.results(step.conn, _answering(rows), r.created_at)
-    progress.collect(step, [row for row in rows if row.wave <= r.wave], found)
+    progress.collect(step, rows, found)
     model = get_model(step.conn, r.model_name, r.model_version)
     bundles = {b.profile: b for b in model.bundles} if model else {}
-    progress.send_updates(step, r, [x for x in _rows(step, r) if x.wave <= r.wave], policy,
-                          bundles)
-    rows = _rows(step, r)
+    progress.send_updates(step, r, _rows(step, r, sent_waves=True), policy, bundles)
+    rows = _rows(step, r, sent_waves=True)  # later waves are pending: no failure among them
     if failure_check(step, r, rows, policy):
         return
-    if all(row.state in SETTLED for row in rows if row.wave <= r.wave):
+    if all(row.state in SETTLED for row in rows):
         _move(step, r, "baking", f"step {r.wave} installed; baking {policy.bake_s:g} s",
               phase_started_at=step.now)
 
@@ -153,9 +162,9 @@ def _context(step: Step, r: Any, took: list[str], fleet: dict[str, Any],
 
 
 def _bake(step: Step, r: Any, policy: RolloutPolicy) -> None:
-    rows = _rows(step, r)
+    rows = _rows(step, r, sent_waves=True)
     progress.collect(step, rows, progress.results(step.conn, _answering(rows), r.created_at))
-    rows = _rows(step, r)
+    rows = _rows(step, r, sent_waves=True)
     if failure_check(step, r, rows, policy):
         return
     verdict = health_verdict(step, r, rows, policy)
@@ -166,7 +175,7 @@ def _bake(step: Step, r: Any, policy: RolloutPolicy) -> None:
     elif verdict.outcome == "insufficient" and elapsed > policy.bake_limit_s:
         _halt(step, r, {**doc, "reasons": ["not enough data to judge: " + verdict.reasons[0]]})
     elif verdict.outcome == "ok" and elapsed >= policy.bake_s:
-        plan = policy.plan(len(rows))
+        plan = policy.plan(_total(step, r))
         if r.wave + 1 >= len(plan):
             _move(step, r, "done", "every step passed", doc["figures"], verdict=doc)
         else:
@@ -175,11 +184,10 @@ def _bake(step: Step, r: Any, policy: RolloutPolicy) -> None:
 
 
 def _halted(step: Step, r: Any, policy: RolloutPolicy) -> None:
-    for row in _rows(step, r):
-        if row.state == "pending":
-            step.conn.execute(sa.update(rollout_devices).where(rollout_devices.c.id == row.id)
-                              .values(state="skipped", updated_at=step.now,
-                                      result={"error": "rollout halted before sending"}))
+    c = rollout_devices.c
+    step.conn.execute(sa.update(rollout_devices).where(
+        c.rollout_id == r.id, c.state == "pending").values(
+        state="skipped", updated_at=step.now, result={"error": "rollout halted before sending"}))
     _move(step, r, "rolling_back", "rolling back every device on the new version")
 
 

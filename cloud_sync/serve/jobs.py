@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -35,13 +36,28 @@ def mark_silent(conn: Connection, cfg: CloudConfig, now: float) -> dict[str, int
     ingest = cfg.ingest
     offline_before = now - ingest.offline_after * ingest.telemetry_interval_s
     stale_before = now - ingest.stale_after * ingest.telemetry_interval_s
-    offline = conn.execute(sa.update(devices).where(
-        devices.c.state.in_((*LIVE_STATES, "stale")), devices.c.last_seen < offline_before)
-        .values(state="offline")).rowcount
-    stale = conn.execute(sa.update(devices).where(
-        devices.c.state.in_(LIVE_STATES), devices.c.last_seen < stale_before)
-        .values(state="stale")).rowcount
+    offline = _set_state(conn, sa.and_(devices.c.state.in_((*LIVE_STATES, "stale")),
+                                       devices.c.last_seen < offline_before), "offline")
+    stale = _set_state(conn, sa.and_(devices.c.state.in_(LIVE_STATES),
+                                     devices.c.last_seen < stale_before), "stale")
     return {"stale": stale, "offline": offline}
+
+
+ID_ORDER = {"postgresql": 'C'}  # the collation of Python's string order, ingest's lock order
+
+
+def _set_state(conn: Connection, where: Any, state: str) -> int:
+    """Set ``state`` on the devices matching ``where``, locking their rows first in the
+    order an ingest batch locks devices (by id), so the two never deadlock."""
+    order = devices.c.id
+    if conn.dialect.name in ID_ORDER:
+        order = order.collate(ID_ORDER[conn.dialect.name])
+    ids = list(conn.execute(sa.select(devices.c.id).where(where).order_by(order)
+                            .with_for_update()).scalars())
+    for i in range(0, len(ids), 1000):
+        conn.execute(sa.update(devices).where(devices.c.id.in_(ids[i:i + 1000]))
+                     .values(state=state))
+    return len(ids)
 
 
 class Housekeeping:

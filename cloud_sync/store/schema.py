@@ -251,13 +251,14 @@ drift_scores = sa.Table(  # one score of one window (device or pooled fleet) of 
     sa.Column("kind", sa.String(16), nullable=False),  # input | output | confidence
     sa.Column("window_start", TIME, nullable=False),
     sa.Column("window_end", TIME, nullable=False),
-    sa.Column("inferences", sa.Integer, nullable=False),
+    # a pooled fleet's sample sizes pass 2**31 (50,000 devices' input values): BIGINT (0011)
+    sa.Column("inferences", sa.BigInteger, nullable=False),
     sa.Column("score", sa.Float),
     sa.Column("critical_value", sa.Float),
     sa.Column("floor", sa.Float),
     sa.Column("threshold", sa.Float),
-    sa.Column("n_eff", sa.Integer), sa.Column("m_eff", sa.Integer),
-    sa.Column("n_raw", sa.Integer), sa.Column("m_raw", sa.Integer),
+    sa.Column("n_eff", sa.BigInteger), sa.Column("m_eff", sa.BigInteger),
+    sa.Column("n_raw", sa.BigInteger), sa.Column("m_raw", sa.BigInteger),
     sa.Column("verdict", sa.String(24), nullable=False),
     sa.Column("details", JSON, nullable=False),
     sa.Column("computed_at", TIME, nullable=False),

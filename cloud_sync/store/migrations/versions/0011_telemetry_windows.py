@@ -6,7 +6,8 @@ workers write one row), so the pooled fleet is a few rows; ``telemetry_windows.v
 counts a row's updates and ``scored_version`` the one the drift step scored last, so it
 scores each device window once, again only when it changed; ``window_coverage`` says
 since when ingest has kept a fleet's windows of one size (the drift step reads older
-windows from ``messages``).
+windows from ``messages``). The sample sizes of ``drift_scores`` become BIGINT: a pooled
+fleet of 50,000 devices counts more than 2**31 input values in a window.
 
 Revision ID: 0011
 Revises: 0010
@@ -32,7 +33,14 @@ ID, NAME, VERSION = sa.String(64), sa.String(128), sa.String(64)
 WINDOW_KEY = ("device_id", "model_name", "model_version", "window_s", "window_start")
 
 
+SCORE_SIZES = ("inferences", "n_eff", "m_eff", "n_raw", "m_raw")  # drift_scores, to BIGINT
+
+
 def upgrade() -> None:
+    with op.batch_alter_table("drift_scores") as batch:  # a fleet's sizes pass 2**31
+        for name in SCORE_SIZES:
+            batch.alter_column(name, type_=sa.BigInteger(), existing_type=sa.Integer(),
+                               existing_nullable=name != "inferences")
     op.create_table(
         "telemetry_windows",
         sa.Column("id", ROW_ID, autoincrement=True, nullable=False),
@@ -74,6 +82,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("drift_scores") as batch:
+        for name in SCORE_SIZES:
+            batch.alter_column(name, type_=sa.Integer(), existing_type=sa.BigInteger(),
+                               existing_nullable=name != "inferences")
     op.drop_table("window_coverage")
     op.drop_index("ix_fleet_windows_window_start", table_name="fleet_windows")
     op.drop_table("fleet_windows")
