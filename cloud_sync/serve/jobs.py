@@ -49,11 +49,10 @@ ID_ORDER = {"postgresql": 'C'}  # the collation of Python's string order, ingest
 def _set_state(conn: Connection, where: Any, state: str) -> int:
     """Set ``state`` on the devices matching ``where``, locking their rows first in the
     order an ingest batch locks devices (by id), so the two never deadlock."""
-    order = devices.c.id
-    if conn.dialect.name in ID_ORDER:
-        order = order.collate(ID_ORDER[conn.dialect.name])
-    ids = list(conn.execute(sa.select(devices.c.id).where(where).order_by(order)
-                            .with_for_update()).scalars())
+    query = sa.select(devices.c.id).where(where)
+    if conn.dialect.name in ID_ORDER:  # SQLite has one writer: no lock order to keep
+        query = query.order_by(devices.c.id.collate(ID_ORDER[conn.dialect.name]))
+    ids = list(conn.execute(query.with_for_update()).scalars())
     for i in range(0, len(ids), 1000):
         conn.execute(sa.update(devices).where(devices.c.id.in_(ids[i:i + 1000]))
                      .values(state=state))
