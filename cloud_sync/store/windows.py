@@ -217,12 +217,16 @@ def is_complete(coverage: dict[tuple[str, float], float], fleet: str, size: floa
     return since is not None and start >= since + FUTURE_MARGIN_S
 
 
-def read(conn: Connection, start: float, end: float) -> Iterable[Any]:
-    """Rows with ``start <= window_start < end`` (every size and fleet)."""
+def read(conn: Connection, start: float, end: float, skip: Iterable[str] = ()
+         ) -> Iterable[Any]:
+    """Rows with ``start <= window_start < end`` (every size; every fleet but ``skip``)."""
     c = telemetry_windows.c
-    return conn.execute(sa.select(
-        c.fleet, c.device_id, c.model_name, c.model_version, c.window_s, c.window_start,
-        c.counts).where(c.window_start >= start, c.window_start < end))
+    query = sa.select(c.fleet, c.device_id, c.model_name, c.model_version, c.window_s,
+                      c.window_start, c.counts).where(c.window_start >= start,
+                                                      c.window_start < end)
+    if skip:
+        query = query.where(c.fleet.not_in(sorted(skip)))
+    return conn.execute(query)
 
 
 def counts_of(row: Any) -> WindowCounts:

@@ -71,9 +71,7 @@ def _group(groups: dict[GroupKey, GroupWindows], key: GroupKey,
 
 def _from_rows(conn: Connection, fleets: FleetBounds, coverage: dict, start: float,
                end: float, groups: dict[GroupKey, GroupWindows], skip: set[str]) -> None:
-    for row in stored.read(conn, start, end):
-        if row.fleet in skip:
-            continue
+    for row in stored.read(conn, start, end, skip):  # the incremental step's fleets: not read
         policy, bounds = fleets(row.fleet)
         i = _bound_of(bounds, row.window_start + row.window_s / 2)  # robust to rounding
         if row.window_s != policy.window_s or i is None or not stored.is_complete(
