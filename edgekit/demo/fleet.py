@@ -171,9 +171,11 @@ class DemoFleet:
         settings = self.dir / "agent.json"
         settings.write_text(json.dumps({
             **self.task.agent_settings(),
-            # a loaded 2-core machine must not fail an update on timer noise
+            # a loaded 2-core machine must not fail an update on timer noise: the demo's
+            # models answer in ~0.1 ms, and a busy core adds more than 0.5 ms to a median
+            # (a CI run rolled v2 back at 0.65 vs 0.09 ms); 2 ms, as the cloud's p95 floor
             "update": {"probation_inferences": 20, "probation_seconds": 3.0,
-                       "max_latency_ratio": 5.0}}))
+                       "max_latency_ratio": 5.0, "min_latency_regression_ms": 2.0}}))
         procs = [(d, self._agent(d, settings, bundles[d.profile])) for d in self.s.devices]
         for d, proc in procs:
             for attempt in range(PORT_ATTEMPTS):
