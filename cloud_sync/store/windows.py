@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from cloud_sync.drift.window import DriftError, WindowCounts
@@ -48,13 +47,12 @@ from cloud_sync.store.schema import (
     telemetry_windows,
     window_coverage,
 )
-from cloud_sync.store.writes import upsert_rows
+from cloud_sync.store.writes import UPSERTS, upsert_rows
 from edge_agent import protocol
 from edge_agent.errors import EdgekitError
 
 log = logging.getLogger(__name__)
 
-UPSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 WINDOW_KEY = ("device_id", "model_name", "model_version", "window_s", "window_start")
 FUTURE_MARGIN_S = 300.0
 ERROR = "error"  # a row whose messages could not be summed (other bins): the drift step says why

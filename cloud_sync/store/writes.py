@@ -10,6 +10,7 @@ times faster than a multi-row INSERT, whose query parsing dominates).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -42,19 +43,11 @@ def _postgresql_insert(conn: Connection, table: sa.Table, rows: Sequence[dict],
                        key: Sequence[str], returning: Sequence[str] = ()) -> int | list[tuple]:
     """COPY into a staging table, then move the new rows over; with ``returning``, the
     listed columns of the rows inserted instead of their count."""
-    from psycopg.types.json import Jsonb
-
     cols = _data_columns(table)
-    json_cols = {c.name for c in table.columns if isinstance(c.type, sa.JSON)}
     names, staging = ", ".join(cols), f"_edgekit_in_{table.name}"
     cur = conn.connection.dbapi_connection.cursor()
     try:
-        cur.execute(f"CREATE TEMP TABLE {staging} ON COMMIT DROP AS "
-                    f"SELECT {names} FROM {table.name} WITH NO DATA")
-        with cur.copy(f"COPY {staging} ({names}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row([_json(row.get(c), Jsonb) if c in json_cols else row.get(c)
-                                for c in cols])
+        _stage(cur, table, cols, rows, staging)
         back = f" RETURNING {', '.join(returning)}" if returning else ""
         cur.execute(f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {staging} "
                     f"ON CONFLICT ({', '.join(key)}) DO NOTHING{back}")
@@ -99,8 +92,6 @@ def _sqlite_upsert(conn: Connection, table: sa.Table, rows: Sequence[dict], cols
 
 
 def _sqlite_value(value: Any, is_json: bool) -> Any:
-    import json
-
     return json.dumps(value) if is_json and value is not None else value
 
 
@@ -110,18 +101,11 @@ def _json_columns(table: sa.Table) -> set[str]:
 
 def _postgresql_upsert(conn: Connection, table: sa.Table, rows: Sequence[dict],
                        cols: list[str], key: Sequence[str], update: Mapping[str, str]) -> None:
-    from psycopg.types.json import Jsonb
-
-    json_cols = _json_columns(table)
     names, staging = ", ".join(cols), f"_edgekit_up_{table.name}"
     sets = ", ".join(f"{c} = {expr}" for c, expr in update.items())
     cur = conn.connection.dbapi_connection.cursor()
     try:
-        cur.execute(f"CREATE TEMP TABLE {staging} ON COMMIT DROP AS "
-                    f"SELECT {names} FROM {table.name} WITH NO DATA")
-        with cur.copy(f"COPY {staging} ({names}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row([Jsonb(row[c]) if c in json_cols else row[c] for c in cols])
+        _stage(cur, table, cols, rows, staging)
         order = ", ".join(f'{c} COLLATE "C"' if isinstance(table.c[c].type, sa.String)
                           else c for c in key)  # Python's order of strings
         cur.execute(f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {staging} "
@@ -134,6 +118,22 @@ def _postgresql_upsert(conn: Connection, table: sa.Table, rows: Sequence[dict],
 
 UPSERT_WRITERS: dict[str, Callable[..., None]] = {
     "sqlite": _sqlite_upsert, "postgresql": _postgresql_upsert}
+
+
+def _stage(cur: Any, table: sa.Table, cols: list[str], rows: Sequence[dict],
+           staging: str) -> None:
+    """A temporary table shaped like ``table``'s ``cols`` (dropped at commit), filled by
+    COPY with ``rows``."""
+    from psycopg.types.json import Jsonb
+
+    json_cols = _json_columns(table)
+    names = ", ".join(cols)
+    cur.execute(f"CREATE TEMP TABLE {staging} ON COMMIT DROP AS "
+                f"SELECT {names} FROM {table.name} WITH NO DATA")
+    with cur.copy(f"COPY {staging} ({names}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row([_json(row.get(c), Jsonb) if c in json_cols else row.get(c)
+                            for c in cols])
 
 
 def _json(value: Any, wrap: Callable[[Any], Any]) -> Any:
